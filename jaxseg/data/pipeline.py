@@ -1,0 +1,123 @@
+"""tf.data preprocessing and batching; numpy batches to globally sharded jax.Arrays.
+
+Determinism: the training order of epoch e is a function of (seed, e) only, and every
+augmentation draw of an example is a stateless function of (seed, e, position). A run
+resumed at step s therefore sees exactly the batches an uninterrupted run sees from s on.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxseg.errors import DataError
+
+Batch = dict[str, np.ndarray]
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+  return (seed * 1_000_003 + epoch * 7919 + 17) % (2**31 - 1)
+
+
+def _local_batch_size(global_batch_size: int) -> int:
+  if global_batch_size % jax.process_count():
+    raise DataError(f"batch size {global_batch_size} is not divisible by the process count "
+                    f"{jax.process_count()}")
+  return global_batch_size // jax.process_count()
+
+
+def _numpy_batches(ds: tf.data.Dataset, dataset_name: str) -> Iterator[Batch]:
+  """Iterate a tf.data pipeline as numpy, turning its data errors into one-line errors."""
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      yield next(it)
+    except StopIteration:
+      return
+    except tf.errors.InvalidArgumentError as e:
+      raise DataError(f"bad example in dataset {dataset_name!r}: "
+                      f"{e.message.splitlines()[0]}") from None
+
+
+def train_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
+                  global_batch_size: int, seed: int, start_step: int = 0,
+                  shuffle_buffer: int = 4096, cache: bool = True,
+                  name: str = "train") -> Iterator[Batch]:
+  """Endless per-process training batches starting at global step `start_step`.
+
+  `preprocess(example, seed)` gets a stateless seed `[2] int64` per example.
+  """
+  local_batch = _local_batch_size(global_batch_size)
+  steps_per_epoch = num_examples // global_batch_size
+  if steps_per_epoch == 0:
+    raise DataError(f"dataset {name!r} has {num_examples} training examples, fewer than "
+                    f"one batch of {global_batch_size}")
+  if cache:
+    ds = ds.cache()
+  ds = ds.with_options(_options())
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  processes, index = jax.process_count(), jax.process_index()
+  while True:
+    e_seed = epoch_seed(seed, epoch)
+    epoch_ds = ds.shuffle(min(num_examples, shuffle_buffer), seed=e_seed,
+                          reshuffle_each_iteration=False)
+    epoch_ds = epoch_ds.take(steps_per_epoch * global_batch_size).shard(processes, index)
+    epoch_ds = epoch_ds.enumerate().skip(skip * local_batch)
+
+    def augment(i, example, e_seed=e_seed):
+      position = i * processes + index
+      return preprocess(example, tf.stack([tf.constant(e_seed, tf.int64), position]))
+
+    epoch_ds = epoch_ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    epoch_ds = epoch_ds.batch(local_batch, drop_remainder=True).prefetch(2)
+    yield from _numpy_batches(epoch_ds, name)
+    epoch, skip = epoch + 1, 0
+
+
+def eval_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
+                 global_batch_size: int, name: str = "eval") -> Iterator[Batch]:
+  """Every example of `ds` once, in order, in full batches; padding examples have
+  `example_mask` False. Every process yields the same number of batches."""
+  local_batch = _local_batch_size(global_batch_size)
+  num_batches = math.ceil(num_examples / global_batch_size)
+  ds = ds.shard(jax.process_count(), jax.process_index()).map(
+      preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch).prefetch(2).with_options(_options())
+  template = None
+  count = 0
+  for batch in _numpy_batches(ds, name):
+    template = batch
+    yield _pad_batch(batch, local_batch)
+    count += 1
+  for _ in range(num_batches - count):
+    yield _pad_batch({k: v[:0] for k, v in template.items()}, local_batch)
+
+
+def _pad_batch(batch: Batch, size: int) -> Batch:
+  n = len(next(iter(batch.values())))
+  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
+            for k, v in batch.items()}
+  padded["example_mask"] = np.arange(size) < n
+  return padded
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Leading (batch) axis split over the mesh's `data` axis."""
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def to_global(batch: Batch, mesh) -> dict[str, jax.Array]:
+  """Per-process numpy batch -> global jax.Arrays sharded along the batch axis."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -1,0 +1,86 @@
+"""Command line: `python -m jaxseg.main --config=experiments/.../x.py --workdir=runs/x`.
+
+Any config key can be overridden (`--config.optimizer.lr=3e-3`), flags can come from a
+file (`--flagfile=x.flags`). User errors print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go "
+                    "(default: runs/<config name>).")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes from the workdir's "
+                  "latest checkpoint) or eval (evaluates it only).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
+                  "(multi-process runs; coordinator from the environment).")
+flags.mark_flags_as_required(["config"])
+FLAGS = flags.FLAGS
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("runs", name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    enable_compilation_cache()
+    if FLAGS.distributed:
+      jax.distributed.initialize()
+    from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
+    workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
+    summary = loop.train_and_evaluate(FLAGS.config, workdir, train=FLAGS.mode == "train")
+  except JaxsegError as e:
+    print(f"jaxseg: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if jax.process_index() == 0:
+    _report(summary)
+  if summary["interrupted"]:
+    sys.exit(128 + 15)
+
+
+def enable_compilation_cache() -> None:
+  """Persist compiled XLA programs, so re-running or resuming a config skips compilation
+  ($JAXSEG_CACHE_DIR, default ~/.cache/jaxseg/xla; set it empty to disable)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  path = os.environ.get("JAXSEG_CACHE_DIR", os.path.expanduser("~/.cache/jaxseg/xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _report(summary: dict) -> None:
+  metrics = summary.get("eval", {})
+  headline = {k: round(v, 4) for k, v in metrics.items() if "/" not in k}
+  print(f"final step {summary['final_step']}: {json.dumps(headline)}")
+  print(f"checkpoints: {summary['checkpoints']}")
+  print(f"metrics:     {summary['metrics']}")
+  if "picture" in summary:
+    print(f"picture:     {summary['picture']}")
+
+
+def _quiet_libraries(record) -> bool:
+  """Keep INFO lines of jaxseg; only warnings and errors of libraries (orbax is chatty)."""
+  return record.levelno >= pylogging.WARNING or "/jaxseg/" in record.pathname
+
+
+def run():
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_quiet_libraries)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

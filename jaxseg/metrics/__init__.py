@@ -1,0 +1,1 @@
+"""Accumulable statistics (sums over batches and devices) and their summaries."""

@@ -1,0 +1,31 @@
+"""Task registry. A task is a class whose methods are the pure functions the trainer
+calls (DESIGN.md's task contract); an instance holds only the static config and model,
+so every method is a pure function of its array arguments and can be jitted.
+
+Why a class rather than bare module functions: `loss_fn(variables, batch, rng, train)` and
+friends need the model and config; binding them once in an instance keeps the contract's
+signatures exactly as specified (as in scenic's base model classes).
+
+Contract:
+  task = TASKS[config.task](config)
+  task.init(rng, batch) -> variables
+  task.loss_fn(variables, batch, rng, train) -> (loss, (aux_metrics, new_model_state))
+  task.eval_stats(variables, batch) -> pytree of sums over examples
+  task.summarize(stats) -> dict[str, float]
+  task.predict(variables, images) -> predictions pytree
+  task.visualize(batch, predictions) -> uint8 image [H, W, 3]
+  task.train_data(start_step) / task.eval_data() -> iterators of numpy batches
+  task.validate_batch(batch) -> raises DataError on bad values
+"""
+from __future__ import annotations
+
+from jaxseg.errors import ConfigError
+
+
+def get_task(config):
+  from jaxseg.tasks.segmentation import SegmentationTask  # pylint: disable=g-import-not-at-top
+  tasks = {"segmentation": SegmentationTask}
+  if config.task not in tasks:
+    raise ConfigError(f"unknown task {config.task!r} in config.task; expected one of "
+                      f"{sorted(tasks)}")
+  return tasks[config.task](config)

@@ -1,0 +1,1 @@
+"""Task-agnostic training: state, optimizers, mesh/sharding, checkpoints, loop, logging."""

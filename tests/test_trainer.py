@@ -1,0 +1,158 @@
+"""The generic trainer: sharding invariance, checkpoints, resume, SIGTERM, NaN guard."""
+import functools
+import itertools
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxseg import tasks
+from jaxseg.data import pipeline
+from jaxseg.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from jaxseg.train import checkpoint as ckpt_lib
+from jaxseg.train import loop
+from jaxseg.train.optim import make_optimizer
+from jaxseg.train.state import create_state
+
+
+def _params(summary):
+  return jax.tree.map(np.asarray, jax.device_get(summary["state"].params))
+
+
+def _assert_trees_close(a, b, rtol, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def test_same_step_results_on_1_2_and_4_devices(tiny_config):
+  """Two train steps with the batch sharded over 1, 2 and 4 devices agree."""
+  task = tasks.get_task(tiny_config)
+  tx, schedule = make_optimizer(tiny_config.optimizer, tiny_config.num_steps)
+  batches = list(itertools.islice(task.train_data(0), 2))
+  initial = create_state(task.init(jax.random.key(0), task.example_batch(4)), tx, seed=0)
+  results = {}
+  for n in (1, 2, 4):
+    mesh = loop.make_mesh(jax.devices()[:n])
+    replicated = NamedSharding(mesh, PartitionSpec())
+    step_fn = jax.jit(functools.partial(loop.train_step, task, tx, schedule),
+                      out_shardings=(replicated, replicated))
+    state, losses = jax.device_put(initial, replicated), []
+    for batch in batches:
+      state, metrics = step_fn(state, pipeline.to_global(batch, mesh))
+      losses.append(float(metrics["loss"]))
+    assert len(state.params["classifier"]["kernel"].sharding.device_set) == n
+    results[n] = (losses, jax.device_get(state.params))
+  for n in (2, 4):
+    np.testing.assert_allclose(results[n][0], results[1][0], rtol=1e-5)
+    _assert_trees_close(results[n][1], results[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_resumed_run_equals_uninterrupted(tiny_config, tmp_path):
+  mesh = loop.make_mesh(jax.devices()[:2])
+  straight = loop.train_and_evaluate(tiny_config, str(tmp_path / "straight"), mesh=mesh)
+  workdir = str(tmp_path / "resumed")
+  first = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh, stop_after=3)
+  assert first["interrupted"] and first["final_step"] == 3
+  second = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  assert second["start_step"] == 3 and second["final_step"] == tiny_config.num_steps
+  _assert_trees_close(_params(second), _params(straight), rtol=0, atol=0)
+  assert second["eval"]["mIoU"] == straight["eval"]["mIoU"]
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tiny_config, tmp_path, monkeypatch):
+  from jaxseg.tasks import segmentation  # pylint: disable=g-import-not-at-top
+  calls = []
+  original = segmentation.SegmentationTask.validate_batch
+
+  def validate_and_signal(self, batch):
+    calls.append(1)
+    if len(calls) == 2:  # SIGTERM arrives while step 2 runs
+      os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, batch)
+
+  monkeypatch.setattr(segmentation.SegmentationTask, "validate_batch", validate_and_signal)
+  tiny_config.checkpoint_every = 100
+  summary = loop.train_and_evaluate(tiny_config, str(tmp_path / "w"),
+                                    mesh=loop.make_mesh(jax.devices()[:1]))
+  assert summary["interrupted"] and summary["final_step"] == 2
+  assert ckpt_lib.Checkpointer(summary["checkpoints"], 2, "", "max").latest_step() == 2
+
+
+def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+  mesh = loop.make_mesh(jax.devices()[:1])
+  workdir = str(tmp_path / "w")
+  tiny_config.num_steps = 2
+  good = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  tiny_config.num_steps = 6
+  tiny_config.optimizer.lr = float("nan")
+  with pytest.raises(NonFiniteLossError, match=r"step 3.*checkpoint \(step 2\).*intact"):
+    loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  tiny_config.optimizer.lr = 1e-3
+  tiny_config.num_steps = 2
+  again = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh, train=False)
+  _assert_trees_close(_params(again), _params(good), rtol=0, atol=0)
+
+
+def test_checkpointer_round_trip_and_keeps_last_n_plus_best(tmp_path):
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "c"), keep=2, best_metric="mIoU", best_mode="max")
+  w = np.arange(6, dtype=np.float32).reshape(2, 3)
+  for step, miou in [(1, 0.5), (2, 0.9), (3, 0.4), (4, 0.6), (5, None)]:
+    ckpt.save(step, {"w": w * step}, None if miou is None else {"mIoU": miou})
+  ckpt.wait()
+  assert sorted(ckpt.manager.all_steps()) == [2, 4, 5]  # last two, plus the best (2)
+  restored = ckpt.restore({"w": jax.ShapeDtypeStruct(w.shape, w.dtype)}, step=2)
+  np.testing.assert_array_equal(restored["w"], w * 2)
+  ckpt.close()
+
+
+def test_incompatible_checkpoint_is_reported_and_left_intact(tiny_config, tmp_path):
+  mesh = loop.make_mesh(jax.devices()[:1])
+  workdir = str(tmp_path / "w")
+  tiny_config.num_steps = 2
+  loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  before = sorted(os.walk(workdir))
+  tiny_config.model.base_width = 8
+  with pytest.raises(CheckpointError, match=r"incompatible config: params/.*shape"):
+    loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  assert sorted(os.walk(workdir)) == before
+
+
+def test_batch_size_not_divisible_by_devices(tiny_config, tmp_path):
+  tiny_config.batch_size = 6
+  with pytest.raises(ConfigError, match=r"batch_size=6 .* 4"):
+    loop.train_and_evaluate(tiny_config, str(tmp_path), mesh=loop.make_mesh(jax.devices()[:4]))
+
+
+@pytest.mark.parametrize("key,value,pattern", [
+    ("dataset.name", "imagenet_seg", "unknown dataset name 'imagenet_seg'"),
+    ("model.name", "segnet", "unknown model name 'segnet'"),
+    ("model.upsample", "magic", "unknown upsample method 'magic'"),
+    ("task", "captioning", "unknown task 'captioning'"),
+])
+def test_unknown_names(tiny_config, tmp_path, key, value, pattern):
+  section, _, field = key.rpartition(".")
+  (tiny_config[section] if section else tiny_config)[field] = value
+  with pytest.raises((ConfigError, ValueError), match=pattern):
+    loop.train_and_evaluate(tiny_config, str(tmp_path), mesh=loop.make_mesh(jax.devices()[:1]))
+
+
+def test_label_values_out_of_range(tiny_config, tmp_path, monkeypatch):
+  from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+  source = sources.SEGMENTATION_SOURCES["shapes"]
+  broken = source.__class__(**{**source.__dict__, "to_label": lambda m, ignore: 7 + 0 * m[..., 0]})
+  monkeypatch.setitem(sources.SEGMENTATION_SOURCES, "shapes", broken)
+  with pytest.raises(DataError, match=r"label values \[7\]; expected 0..3 or ignore_index=255"):
+    loop.train_and_evaluate(tiny_config, str(tmp_path), mesh=loop.make_mesh(jax.devices()[:1]))
+
+
+def test_data_dir_that_is_not_a_directory(tiny_config, tmp_path):
+  not_a_dir = tmp_path / "file"
+  not_a_dir.write_text("x")
+  tiny_config.dataset.data_dir = str(not_a_dir)
+  with pytest.raises(DataError, match="data_dir"):
+    loop.train_and_evaluate(tiny_config, str(tmp_path / "w"),
+                            mesh=loop.make_mesh(jax.devices()[:1]))
