@@ -35,16 +35,20 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
   try:
+    config = FLAGS.config
+    _ = config.task  # a config file that failed to load raises only when first used
+  except OSError as e:
+    _fail(f"cannot load --config: {e}")
+  try:
     import jax  # pylint: disable=g-import-not-at-top
     enable_compilation_cache()
     if FLAGS.distributed:
       jax.distributed.initialize()
     from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
     workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
-    summary = loop.train_and_evaluate(FLAGS.config, workdir, train=FLAGS.mode == "train")
+    summary = loop.train_and_evaluate(config, workdir, train=FLAGS.mode == "train")
   except JaxsegError as e:
-    print(f"jaxseg: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
   if jax.process_index() == 0:
     _report(summary)
   if summary["interrupted"]:
@@ -76,10 +80,30 @@ def _quiet_libraries(record) -> bool:
   return record.levelno >= pylogging.WARNING or "/jaxseg/" in record.pathname
 
 
+def _fail(message: str):
+  """Report a user error in one line and exit with status 2."""
+  print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, with bad flags and config overrides reported in one line (a mistyped
+  key in a locked config raises AttributeError deep inside ml_collections)."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as e:
+    while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError)
+      e = e.args[0]
+    message = str(e.args[0] if len(e.args) == 1 else e)
+    if "Traceback (most recent call last)" in message:  # an error raised by get_config
+      message = message.strip().splitlines()[-1]
+    _fail(f"bad flag or config override: {message}")
+
+
 def run():
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def _identity_label(mask, ignore_index):
 
 
 def _pet_trimap_label(mask, ignore_index):
-  lut = tf.constant([ignore_index, 1, 0, ignore_index], tf.int32)
-  return tf.gather(lut, tf.cast(mask[..., 0], tf.int32))
+  mask = tf.cast(mask[..., 0], tf.int32)
+  tf.debugging.assert_less(mask, 4, message="oxford_iiit_pet trimap values must be 1, 2 or 3")
+  tf.debugging.assert_greater(mask, 0, message="oxford_iiit_pet trimap values must be 1, 2 or 3")
+  return tf.gather(tf.constant([ignore_index, 1, 0, ignore_index], tf.int32), mask)
 
 
 SEGMENTATION_SOURCES = {
@@ -88,6 +90,14 @@ def _check_data_dir(data_dir, create: bool):
     raise DataError(f"config.dataset.data_dir {data_dir!r} is not readable")
 
 
+def _num_examples(builder, split, ds) -> int:
+  try:
+    return builder.info.splits[split].num_examples
+  except KeyError:  # split sizes not recorded (e.g. mocked data): count once
+    cardinality = int(ds.cardinality())
+    return cardinality if cardinality >= 0 else int(ds.reduce(0, lambda n, _: n + 1))
+
+
 def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
   """The raw split `which` ('train' or 'eval') as a tf.data.Dataset and its size.
 
@@ -104,7 +114,6 @@ def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
-    num_examples = builder.info.splits[split].num_examples
   except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
     where = data_dir or "the default TFDS data_dir"
     raise DataError(f"dataset {source.tfds_name!r} split {split!r} is not prepared in {where} "
@@ -113,9 +122,11 @@ def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
                     f"time") from None
   except (KeyError, ValueError) as e:
     raise ConfigError(f"split {split!r} of dataset {source.tfds_name!r}: {e}") from None
+  num_examples = _num_examples(builder, split, ds)
 
   ignore_index = dataset_config.ignore_index
 
+  @tf.autograph.experimental.do_not_convert
   def to_pair(example):
     image, mask = example["image"], example["segmentation_mask"]
     tf.debugging.assert_equal(
