@@ -15,6 +15,7 @@ from jaxseg.data import pipeline
 from jaxseg.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import loop
+from jaxseg.train.logging import read_metrics
 from jaxseg.train.optim import make_optimizer
 from jaxseg.train.state import create_state
 
@@ -156,3 +157,15 @@ def test_data_dir_that_is_not_a_directory(tiny_config, tmp_path):
   with pytest.raises(DataError, match="data_dir"):
     loop.train_and_evaluate(tiny_config, str(tmp_path / "w"),
                             mesh=loop.make_mesh(jax.devices()[:1]))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_finite_loss(tiny_config, tmp_path):
+  tiny_config.model.dtype = "bfloat16"
+  tiny_config.num_steps = 2
+  summary = loop.train_and_evaluate(tiny_config, str(tmp_path / "w"),
+                                    mesh=loop.make_mesh(jax.devices()[:1]))
+  leaves = jax.tree.leaves(summary["state"].params)
+  assert {leaf.dtype for leaf in leaves} == {np.dtype("float32")}
+  losses = [r["loss"] for r in read_metrics(summary["workdir"]) if r["split"] == "train"]
+  assert losses and all(np.isfinite(losses))
+  assert 0.0 <= summary["eval"]["pixel_accuracy"] <= 1.0
