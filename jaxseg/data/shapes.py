@@ -47,6 +47,9 @@ _RADIUS_RANGE = (0.08, 0.22)
 _MIN_KEPT_FRACTION = 0.5
 # Minimum L2 RGB distance between a shape's mean colour and what it covers.
 _MIN_CONTRAST = 60.0
+# Background gratings: cycles per image width (periods of 4-13 px at 128 px: a texture,
+# never bands as wide as a shape).
+_GRATING_CYCLES = (10.0, 30.0)
 _NUM_COLOUR_CANDIDATES = 16
 # Placement attempts per optional object / per object below `min_objects`.
 _MAX_ATTEMPTS = 20
@@ -183,7 +186,7 @@ def _render_background(rng: np.random.Generator, size: int) -> np.ndarray:
   # sin(fy*y + fx*x + phase) is expanded into separable row/column factors.
   n = rng.integers(1, 4)
   theta = rng.uniform(0, np.pi, n)
-  freq = rng.uniform(1.5, 10.0, n) * (2 * np.pi / size)
+  freq = rng.uniform(*_GRATING_CYCLES, n) * (2 * np.pi / size)
   phase = rng.uniform(0, 2 * np.pi, n)
   c = np.arange(size) + 0.5
   row = np.outer(freq * np.sin(theta), c) + phase[:, None]  # (n, size)
@@ -351,8 +354,12 @@ def render_example(
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """Synthetic random shapes for segmentation and detection (see module doc)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '1.1.0': 'Finer background gratings (4-13 px periods at 128 px): a texture, not '
+               'shape-sized bands.',
+  }
   BUILDER_CONFIGS = [
       shapes_config(),
       shapes_config(min_objects=1, max_objects=1),

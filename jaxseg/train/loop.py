@@ -238,8 +238,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
         ckpt.save(done, state)
       if sigterm.received:
         ckpt.wait()
-        logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to "
-                        "resume", done, ckpt.directory)
+        logging.warning("stopped early (SIGTERM or stop_after): saved checkpoint at step %d "
+                        "in %s; run the same command to resume", done, ckpt.directory)
         summary["interrupted"] = True
         break
   progress.close()
