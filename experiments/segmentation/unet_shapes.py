@@ -13,9 +13,9 @@ def get_config(arg=None):
   c.seed = 0
   c.batch_size = 8
   c.eval_batch_size = 8
-  c.num_steps = 1150
+  c.num_steps = 1200
   c.log_every = 20
-  c.eval_every = 575
+  c.eval_every = 600
   c.checkpoint_every = 100
   c.keep_checkpoints = 2
   c.best_metric = "mIoU"
@@ -30,13 +30,15 @@ def get_config(arg=None):
   c.dataset.eval_split = ml_collections.config_dict.placeholder(str)
   c.dataset.cache = True
   c.dataset.shuffle_buffer = 4096
-  c.dataset.augment = ml_collections.ConfigDict(dict(flip=True, min_scale=0.8, max_scale=1.25))
+  # Scale jitter off: the shapes splits share one scale. With jitter on (0.8-1.25) and
+  # width 16, 1150 steps reached only mIoU 0.835 in the 10-minute budget.
+  c.dataset.augment = ml_collections.ConfigDict(dict(flip=True, min_scale=1.0, max_scale=1.0))
   c.dataset.generator = ml_collections.ConfigDict(
       dict(num_train=2000, num_validation=500, min_objects=1, max_objects=4))
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "unet"
-  c.model.base_width = 16
+  c.model.base_width = 12
   c.model.depth = 4
   c.model.downsample = "maxpool"
   c.model.upsample = "transpose"
@@ -68,6 +70,7 @@ def get_config(arg=None):
     c.eval_every = 3
     c.checkpoint_every = 2
     c.dataset.image_size = 32
+    c.dataset.augment.min_scale, c.dataset.augment.max_scale = 0.8, 1.25  # exercise scaling
     c.dataset.generator.num_train = 16
     c.dataset.generator.num_validation = 8
     c.model.base_width = 4
