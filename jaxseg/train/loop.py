@@ -14,7 +14,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -194,7 +193,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
     logging.info("eval at step %d: %s", step, _format(eval_metrics, config.best_metric))
     return eval_metrics
 
-  progress = _progress(config.num_steps, start_step)
+  progress = _Progress(config.num_steps, start_step)
   eval_metrics = None
   pending = None  # metrics of the last dispatched step, checked one step later
   accumulated, window_start, window_steps = [], time.time(), 0
@@ -257,7 +256,7 @@ def _format(metrics: dict, first: str) -> str:
   return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
-class _progress:
+class _Progress:
   """tqdm progress bar on a terminal; periodic log lines otherwise."""
 
   def __init__(self, total: int, initial: int):
