@@ -44,16 +44,16 @@ def parse_args():
   return p.parse_args()
 
 
-def load_model(args):
+def load_task(args):
+  """The segmentation task (and so the model) of the config file."""
   spec = importlib.util.spec_from_file_location("bench_config", args.config)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
   if args.width:
     config.model.base_width = args.width
-  from jaxseg import models  # pylint: disable=g-import-not-at-top
-  kwargs = {k: v for k, v in config.model.items() if k not in ("name", "dtype")}
-  return config, models.get_segmentation_model(config.model.name, num_classes=4, **kwargs)
+  from jaxseg import tasks  # pylint: disable=g-import-not-at-top
+  return config, tasks.get_task(config)
 
 
 def build_jax_step(model, variant, images, labels):
@@ -102,7 +102,7 @@ def build_jax_step(model, variant, images, labels):
               num_params=num_params)
 
 
-def make_torch_trainer(args, config, images_np, labels_np):
+def make_torch_trainer(args, config, num_classes, images_np, labels_np):
   if args.torch == "off":
     return None
   try:
@@ -114,18 +114,20 @@ def make_torch_trainer(args, config, images_np, labels_np):
     return None
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from torch_unet import TorchTrainer  # pylint: disable=g-import-not-at-top
-  return TorchTrainer(images_np, labels_np, 4, config.model.base_width, config.model.depth,
-                      channels_last=True, threads=args.threads)
+  return TorchTrainer(images_np, labels_np, num_classes, config.model.base_width,
+                      config.model.depth, channels_last=True, threads=args.threads)
 
 
 def main():
   args = parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  config, model = load_model(args)
+  config, task = load_task(args)
+  model = task.model
   rng = np.random.default_rng(0)
   images_np = rng.random((args.batch, args.size, args.size, 3), dtype=np.float32)
-  labels_np = rng.integers(0, 4, (args.batch, args.size, args.size)).astype(np.int32)
+  labels_np = rng.integers(0, task.num_classes, (args.batch, args.size, args.size)).astype(
+      np.int32)
   images, labels = jnp.asarray(images_np), jnp.asarray(labels_np)
   cpu = platform.processor() or platform.machine()
   try:
@@ -144,7 +146,7 @@ def main():
           f"{r['flops'] / 1e9:.1f} GFLOP/step", flush=True)
     r["run"](args.warmup)
     runners[variant] = r
-  torch_trainer = make_torch_trainer(args, config, images_np, labels_np)
+  torch_trainer = make_torch_trainer(args, config, task.num_classes, images_np, labels_np)
   if torch_trainer is not None:
     from torch_unet import num_params  # pylint: disable=g-import-not-at-top
     jax_params = next(iter(runners.values()))["num_params"]

@@ -45,8 +45,8 @@ def _identity_label(mask, ignore_index):
 
 def _pet_trimap_label(mask, ignore_index):
   mask = tf.cast(mask[..., 0], tf.int32)
-  tf.debugging.assert_less(mask, 4, message="oxford_iiit_pet trimap values must be 1, 2 or 3")
-  tf.debugging.assert_greater(mask, 0, message="oxford_iiit_pet trimap values must be 1, 2 or 3")
+  tf.debugging.assert_equal(tf.reduce_all((mask >= 1) & (mask <= 3)), True,
+                            message="oxford_iiit_pet trimap values must be 1, 2 or 3")
   return tf.gather(tf.constant([ignore_index, 1, 0, ignore_index], tf.int32), mask)
 
 
