@@ -2,6 +2,8 @@
 # The one entry point of jaxseg: sets up .venv when it is missing or stale, then runs
 #   train CONFIG [flags]   train (and evaluate) an experiment config; resumes its workdir
 #   eval CONFIG [flags]    evaluate the latest checkpoint of the workdir
+#   ablate ABLATION [flags] run an ablation (experiments/ablations/*.py): its runs, then
+#                          a table, CSV and plot in docs/ablations/<name>/
 #   test [pytest args]     run the test suite
 #   bench [flags]          benchmark the U-Net train step (bench/train_step.py)
 #   setup                  only create/refresh .venv
@@ -26,7 +28,7 @@ setup() {
 }
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd=${1:-}
@@ -39,6 +41,14 @@ case "$cmd" in
     config=$1; shift
     setup
     exec "$VENV/bin/python" -m jaxseg.main --mode="$cmd" --config="$config" "$@" ;;
+  ablate)
+    if [[ $# -lt 1 || "$1" == -* ]]; then
+      echo "usage: ./launch.sh ablate ABLATION [--workdir=DIR] [--report_dir=DIR] [--only=RUN,...]" >&2
+      exit 2
+    fi
+    ablation=$1; shift
+    setup
+    exec "$VENV/bin/python" -m jaxseg.ablate --ablation="$ablation" "$@" ;;
   test)
     setup
     exec "$VENV/bin/python" -m pytest -q "$@" ;;

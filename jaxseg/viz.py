@@ -1,13 +1,19 @@
-"""Pictures: class-colour maps, legends, image grids written as PNG."""
+"""Pictures: class-colour maps, legends, heat maps with colour bars, image grids as PNG."""
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 IGNORE_COLOUR = (255, 255, 255)
+# Matplotlib's perceptually uniform 'viridis' colour map at 9 evenly spaced points
+# (dark purple = low, yellow = high); `heatmap` interpolates linearly between them.
+VIRIDIS = np.array([(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142),
+                    (33, 145, 140), (40, 174, 128), (94, 201, 98), (173, 220, 48),
+                    (253, 231, 37)], np.float32)
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -45,6 +51,33 @@ def legend(class_names: Sequence[str], width: int) -> np.ndarray:
     draw.rectangle([x, y, x + 12, y + 12], fill=tuple(int(v) for v in colours[i]),
                    outline=(128, 128, 128))
     draw.text((x + 16, y), str(name)[:14], fill=(0, 0, 0))
+  return np.asarray(strip)
+
+
+def heatmap(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+  """float [..., H, W] -> uint8 RGB [..., H, W, 3] on the viridis scale, `vmin` dark,
+  `vmax` bright (values outside are clipped): a fixed scale, comparable across pictures."""
+  t = np.clip((np.asarray(values, np.float32) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+  x = t * (len(VIRIDIS) - 1)
+  i = np.minimum(x.astype(np.int32), len(VIRIDIS) - 2)
+  w = (x - i)[..., None]
+  return np.rint((1 - w) * VIRIDIS[i] + w * VIRIDIS[i + 1]).astype(np.uint8)
+
+
+def colour_bar(width: int, vmin: float, vmax: float, label: str) -> np.ndarray:
+  """A strip `width` pixels wide: the `heatmap` scale from `vmin` to `vmax`, its end
+  values, and `label` (wrapped) below."""
+  bar_width = max(width - 8, 2)
+  lines = textwrap.wrap(label, max(width // 6 - 1, 8))
+  strip = Image.new("RGB", (width, 25 + 11 * len(lines)), (255, 255, 255))
+  ramp = heatmap(np.linspace(vmin, vmax, bar_width)[None].repeat(10, 0), vmin, vmax)
+  strip.paste(Image.fromarray(ramp), (4, 2))
+  draw = ImageDraw.Draw(strip)
+  draw.text((4, 13), f"{vmin:.2f}", fill=(0, 0, 0))
+  high = f"{vmax:.2f}"
+  draw.text((max(4 + bar_width - 6 * len(high), 40), 13), high, fill=(0, 0, 0))
+  for i, line in enumerate(lines):
+    draw.text((4, 24 + 11 * i), line, fill=(0, 0, 0))
   return np.asarray(strip)
 
 

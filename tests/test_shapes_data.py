@@ -229,3 +229,79 @@ def test_tfds_load_small_config(tmp_path):
       download=False,
   )
   assert len(list(by_name)) == 4
+
+
+# ----------------------------------------------------------------------------
+# Class-imbalanced variants (`class_probs`).
+
+IMBALANCED = shapes.shapes_config(
+    image_size=32, num_train=6, num_validation=4, class_probs=(0.90, 0.08, 0.02)
+)
+
+
+def test_class_probs_name_the_config_and_leave_defaults_alone():
+  assert shapes.shapes_config().name == 's128_n2000-500_o1-4'
+  assert shapes.shapes_config().class_probs is None
+  assert shapes.shapes_config(class_probs=None) is shapes.shapes_config()
+  assert IMBALANCED.name == 's32_n6-4_o1-4_p90-08-02'
+  assert IMBALANCED.class_probs == (0.90, 0.08, 0.02)
+  assert shapes.shapes_config(
+      image_size=32, num_train=6, num_validation=4, class_probs=[0.9, 0.08, 0.02]
+  ) is IMBALANCED
+  assert shapes.Shapes.get_builder_config(IMBALANCED.name) is IMBALANCED
+  parsed = shapes.Shapes.get_builder_config('s48_n3-2_o0-2_p100-00-00')
+  assert parsed.class_probs == (1.0, 0.0, 0.0)
+  assert shapes.Shapes.get_builder_config('s48_n3-2_o0-2_p90-8-2') is None
+  assert shapes.Shapes.get_builder_config('s48_n3-2_o0-2_p50-40-20') is None
+
+
+@pytest.mark.parametrize('bad', [
+    (0.5, 0.5), (0.5, 0.6, -0.1), (0.5, 0.4, 0.2), (0.5, 0.5, float('nan')),
+    (1 / 3, 1 / 3, 1 / 3), 'abc', 0.5,
+])
+def test_class_probs_are_validated(bad):
+  with pytest.raises(ValueError, match='class_probs'):
+    shapes.shapes_config(class_probs=bad)
+
+
+def test_default_rendering_is_unchanged_by_the_class_probs_option():
+  # Object classes of SMALL's first train examples as rendered before `class_probs`
+  # existed: uniform configs must keep drawing exactly the same data.
+  labels = [_render(SMALL, i)['objects']['label'].tolist() for i in range(8)]
+  assert labels == [[0, 1, 2, 0], [0, 1, 0], [0, 0], [1, 2, 1, 2], [0, 1, 0, 0],
+                    [1, 1, 0, 1], [0, 1, 2], [2]]
+
+
+def test_class_frequencies_follow_class_probs():
+  config = shapes.shapes_config(
+      image_size=32, min_objects=2, max_objects=4, class_probs=(0.70, 0.25, 0.05)
+  )
+  labels = np.concatenate(
+      [_render(config, i)['objects']['label'] for i in range(400)]
+  )
+  freq = np.bincount(labels, minlength=3) / len(labels)
+  assert len(labels) > 1000
+  # Binomial standard error at n > 1000 is < 0.015; rejected placements (which
+  # redraw the class) bias the frequencies only slightly.
+  np.testing.assert_allclose(freq, [0.70, 0.25, 0.05], atol=0.04)
+  uniform = np.concatenate(
+      [_render(SMALL, i)['objects']['label'] for i in range(300)]
+  )
+  assert np.bincount(uniform, minlength=3).min() / len(uniform) > 0.25
+
+
+def test_sources_pass_class_probs_from_the_dataset_config(tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+  from jaxseg.errors import ConfigError  # pylint: disable=g-import-not-at-top
+
+  def builder(**generator):
+    dataset = ml_collections.ConfigDict(dict(image_size=32, generator=dict(
+        num_train=6, num_validation=4, min_objects=1, max_objects=4, **generator)))
+    return sources._builder(sources.get_source('shapes'), dataset, str(tmp_path))
+
+  assert builder().builder_config is SMALL  # configs without the key: uniform
+  assert builder(class_probs=None).builder_config is SMALL
+  assert builder(class_probs=(0.9, 0.08, 0.02)).builder_config is IMBALANCED
+  with pytest.raises(ConfigError, match=r'config\.dataset\.generator.*class_probs'):
+    builder(class_probs=(0.9, 0.2, 0.02))

@@ -21,7 +21,10 @@ deterministic and independent of generation order.
 
 Parameters live in `ShapesConfig`; build configs with `shapes_config`, which
 derives the config name (hence the TFDS directory) from the parameters, e.g.
-``s128_n2000-500_o1-4``. Such names also work as strings::
+``s128_n2000-500_o1-4``. By default every object is a circle, square or
+triangle with equal probability; ``class_probs`` makes a class-imbalanced
+variant (e.g. ``(0.90, 0.08, 0.02)``, named ``..._p90-08-02``). Such names also
+work as strings::
 
   tfds.load('shapes/s64_n200-50_o1-2', split='train', data_dir=...)
   tfds.load('shapes', builder_kwargs={'config': shapes_config(image_size=64)})
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 
 import numpy as np
@@ -55,7 +59,38 @@ _NUM_COLOUR_CANDIDATES = 16
 _MAX_ATTEMPTS = 20
 _MAX_ATTEMPTS_REQUIRED = 200
 
-_NAME_RE = re.compile(r's(\d+)_n(\d+)-(\d+)_o(\d+)-(\d+)')
+_NAME_RE = re.compile(
+    r's(\d+)_n(\d+)-(\d+)_o(\d+)-(\d+)(?:_p(\d+)-(\d+)-(\d+))?'
+)
+
+
+def _class_percents(class_probs) -> tuple[int, int, int] | None:
+  """Validated `class_probs` as whole percentages (None stays None).
+
+  Whole percentages keep the derived config name exact and parseable.
+  """
+  if class_probs is None:
+    return None
+  try:
+    probs = tuple(float(p) for p in class_probs)
+  except (TypeError, ValueError):
+    probs = ()
+  if (
+      len(probs) != len(SHAPE_NAMES)
+      or not all(math.isfinite(p) and p >= 0 for p in probs)
+      or abs(sum(probs) - 1) > 1e-6
+  ):
+    raise ValueError(
+        f'class_probs must be {len(SHAPE_NAMES)} non-negative probabilities of '
+        f'{SHAPE_NAMES} summing to 1 (or None for uniform), got {class_probs!r}.'
+    )
+  percents = tuple(int(round(p * 100)) for p in probs)
+  if any(abs(p * 100 - q) > 1e-6 for p, q in zip(probs, percents)):
+    raise ValueError(
+        'class_probs must be multiples of 0.01 (they are part of the dataset '
+        f'name), got {class_probs!r}.'
+    )
+  return percents
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -67,6 +102,8 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_validation: int = 500
   min_objects: int = 1
   max_objects: int = 4
+  # Probability that an object is a circle / square / triangle; None = uniform.
+  class_probs: tuple[float, float, float] | None = None
 
   def __post_init__(self):
     if self.image_size < 16:
@@ -78,6 +115,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
           'Need 0 <= min_objects <= max_objects <= 255, got '
           f'{self.min_objects}, {self.max_objects}.'
       )
+    percents = _class_percents(self.class_probs)
+    if percents is not None:
+      self.class_probs = tuple(q / 100 for q in percents)
     object.__setattr__(self, '_frozen', True)
 
   def __setattr__(self, name, value):
@@ -92,7 +132,8 @@ class ShapesConfig(tfds.core.BuilderConfig):
     return {'train': self.num_train, 'validation': self.num_validation}
 
 
-# In the order they appear in derived config names.
+# Integer parameters, in the order they appear in derived config names
+# (`class_probs`, if set, follows them).
 _PARAM_NAMES = (
     'image_size', 'num_train', 'num_validation', 'min_objects', 'max_objects'
 )
@@ -105,23 +146,30 @@ def shapes_config(**overrides) -> ShapesConfig:
   Configs are interned: equal parameters give the same object, which TFDS
   requires for configs named like one of `Shapes.BUILDER_CONFIGS`.
   """
-  unknown = set(overrides) - set(_PARAM_NAMES)
+  unknown = set(overrides) - set(_PARAM_NAMES) - {'class_probs'}
   if unknown:
     raise TypeError(f'Unknown ShapesConfig parameters: {sorted(unknown)}.')
   defaults = {f.name: f.default for f in dataclasses.fields(ShapesConfig)}
   p = {k: int(overrides.get(k, defaults[k])) for k in _PARAM_NAMES}
+  percents = _class_percents(overrides.get('class_probs'))
   name = (
       f"s{p['image_size']}_n{p['num_train']}-{p['num_validation']}"
       f"_o{p['min_objects']}-{p['max_objects']}"
   )
+  description = (
+      f"{p['image_size']}x{p['image_size']} images, "
+      f"{p['min_objects']}-{p['max_objects']} objects each, "
+      f"{p['num_train']} train / {p['num_validation']} validation."
+  )
+  if percents is not None:
+    name += '_p' + '-'.join(f'{q:02d}' for q in percents)
+    description += ' Object classes %s with probabilities %s.' % (
+        '/'.join(SHAPE_NAMES), '/'.join(f'{q / 100:.2f}' for q in percents))
   if name not in _CONFIGS:
     _CONFIGS[name] = ShapesConfig(
         name=name,
-        description=(
-            f"{p['image_size']}x{p['image_size']} images, "
-            f"{p['min_objects']}-{p['max_objects']} objects each, "
-            f"{p['num_train']} train / {p['num_validation']} validation."
-        ),
+        description=description,
+        class_probs=None if percents is None else tuple(q / 100 for q in percents),
         **p,
     )
   return _CONFIGS[name]
@@ -132,8 +180,12 @@ def _config_from_name(name: str) -> ShapesConfig | None:
   match = _NAME_RE.fullmatch(name)
   if match is None:
     return None
+  groups = match.groups()
+  params = dict(zip(_PARAM_NAMES, map(int, groups[:len(_PARAM_NAMES)])))
+  if groups[len(_PARAM_NAMES)] is not None:
+    params['class_probs'] = tuple(int(q) / 100 for q in groups[len(_PARAM_NAMES):])
   try:
-    config = shapes_config(**dict(zip(_PARAM_NAMES, map(int, match.groups()))))
+    config = shapes_config(**params)
   except ValueError:
     return None
   return config if config.name == name else None
@@ -323,7 +375,10 @@ def render_example(
   for k in range(num_objects):
     required = k < config.min_objects
     for _ in range(_MAX_ATTEMPTS_REQUIRED if required else _MAX_ATTEMPTS):
-      label = int(rng.integers(len(SHAPE_NAMES)))
+      if config.class_probs is None:  # (the draw of the default datasets)
+        label = int(rng.integers(len(SHAPE_NAMES)))
+      else:
+        label = int(rng.choice(len(SHAPE_NAMES), p=config.class_probs))
       mask, shade = _sample_shape(rng, label, size)
       if _placement_ok(mask, instance, placed_areas, min_area):
         break

@@ -1,20 +1,43 @@
 """Where examples come from: TFDS datasets by name, with their label maps.
 
 A source turns a TFDS example into `{'image': uint8 [H, W, 3], 'label': int32 [H, W]}`
-with label 0 = background and `ignore_index` for pixels excluded from loss and metrics.
+with labels 0..C-1 (0 = background where the dataset has one) and `ignore_index`
+(config.dataset.ignore_index, default 255) for pixels excluded from loss and metrics.
+Every raw mask value is mapped through a lookup table; a value outside the documented
+raw range stops the input pipeline with a DataError naming it (never a wrong label).
 
-Label maps:
-- `shapes` (jaxseg's own, generated offline on first use): 0 background, 1 circle,
-  2 square, 3 triangle; splits train / validation.
-- `oxford_iiit_pet` (catalog; prepare it in `data_dir` first, e.g. `tfds build
-  oxford_iiit_pet --data_dir=...`): trimap 1 pet -> 1, 2 background -> 0, 3 border ->
-  ignore_index; splits train / test.
+Label maps (jaxseg name: TFDS name, image / mask feature, raw values -> labels, splits):
+- `shapes` (jaxseg's own, generated offline on first use): `image` / `segmentation_mask`;
+  0 background, 1 circle, 2 square, 3 triangle, kept as they are; train / validation.
+- `oxford_iiit_pet`: `image` / `segmentation_mask` (trimap); 1 pet -> 1, 2 background
+  -> 0, 3 border -> ignore_index; train / test.
+- `scene_parse150`: `image` / `annotation`. Caution: TFDS builds this dataset from the
+  Places Challenge 2017 *instance* annotations (ChallengeData2017/annotations_instance),
+  not from the 150-class ADEChallengeData2016 maps: the red channel holds one of 100
+  object categories (1..100, names in `ADE_INSTANCE_CLASS_NAMES`, a subset of the 150
+  SceneParse150 classes) and 0 for every other pixel (stuff such as wall, floor, sky,
+  road, and unlabeled pixels); the green channel is the instance id (unused here). So
+  jaxseg maps red 0 -> 0 "background" and k -> k for the 100 categories (101 classes,
+  the VOC-style "objects + background" problem); red values above 100 are an error.
+  Nothing becomes ignore_index. The standard 150-class benchmark would need the
+  ADEChallengeData2016 maps, which no TFDS catalog builder holds. Splits: train and
+  test (TFDS's "test" split is ADE20K's 2000-image validation set).
+- `cityscapes`: TFDS `cityscapes/semantic_segmentation`, `image_left` /
+  `segmentation_label` (gtFine labelIds 0..33). The 19 evaluated classes get the
+  official train ids 0..18 (`CITYSCAPES_CLASS_NAMES`: road, sidewalk, building, ...,
+  bicycle); every other labelId (unlabeled, ego vehicle, rectification border, out of
+  roi, static, dynamic, ground, parking, rail track, guard rail, bridge, tunnel,
+  polegroup, caravan, trailer) -> ignore_index. There is no background class: class 0
+  is road. Raw values above 33 are an error. Splits: train / validation (TFDS's test
+  split has no labels). Needs a manual download (see `SegmentationSource.prepare`).
+
+Catalog datasets are read only from a prepared data_dir: nothing is downloaded.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -22,39 +45,129 @@ import tensorflow_datasets as tfds
 from jaxseg.data import shapes
 from jaxseg.errors import ConfigError, DataError
 
+IGNORE = -1  # label-table entry: the raw value becomes config.dataset.ignore_index
+_INVALID = -2  # label-table entry of a raw value the dataset never holds
+
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationSource:
   """A TFDS dataset seen as (image, per-pixel label) pairs."""
-  tfds_name: str
+  tfds_name: str  # "name" or "name/builder_config"
   class_names: tuple[str, ...]
   train_split: str
   eval_split: str
-  to_label: Callable[[tf.Tensor, int], tf.Tensor]  # (raw mask [H, W, 1], ignore) -> int32 [H, W]
+  to_label: Callable[[tf.Tensor, int], tf.Tensor]  # (raw mask [H, W, K], ignore) -> int32 [H, W]
   generated_offline: bool = False  # jaxseg builds it itself; no download ever
+  image_key: str = "image"  # TFDS feature holding the uint8 RGB image
+  mask_key: str = "segmentation_mask"  # TFDS feature holding the raw mask
+  prepare: str = ""  # how to prepare the dataset, for the "not prepared" error
 
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
 
 
-def _identity_label(mask, ignore_index):
-  del ignore_index
-  return tf.cast(mask[..., 0], tf.int32)
+def _value_ranges(values: Sequence[int]) -> str:
+  """[0, 1, 2, 5] -> '0..2, 5'."""
+  runs = []
+  for v in sorted(values):
+    if runs and v == runs[-1][1] + 1:
+      runs[-1][1] = v
+    else:
+      runs.append([v, v])
+  return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
 
 
-def _pet_trimap_label(mask, ignore_index):
-  mask = tf.cast(mask[..., 0], tf.int32)
-  tf.debugging.assert_equal(tf.reduce_all((mask >= 1) & (mask <= 3)), True,
-                            message="oxford_iiit_pet trimap values must be 1, 2 or 3")
-  return tf.gather(tf.constant([ignore_index, 1, 0, ignore_index], tf.int32), mask)
+def lookup_label(dataset: str, mask_key: str, table: Sequence[int | None],
+                 channel: int = 0) -> Callable[[tf.Tensor, int], tf.Tensor]:
+  """A `to_label` function: raw value v of `mask[..., channel]` -> `table[v]`.
+
+  Entries are class ids, `IGNORE` (-> ignore_index) or None (the dataset never holds
+  v). A raw value that is None in the table or beyond its end fails the example with
+  an error naming the value and the documented raw values.
+  """
+  codes = tf.constant([_INVALID if t is None else t for t in table], tf.int32)
+  expected = _value_ranges([v for v, t in enumerate(table) if t is not None])
+
+  def to_label(mask, ignore_index):
+    raw = tf.cast(mask[..., channel], tf.int32)
+    index = tf.clip_by_value(raw, 0, len(table) - 1)
+    label = tf.gather(codes, index)
+    bad = (raw != index) | (label == _INVALID)
+    first_bad = tf.reduce_min(tf.where(bad, raw, tf.int32.max))
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [tf.strings.format(f"{dataset}: {mask_key} holds raw value {{}}; expected one of "
+                           f"{expected}", first_bad)])
+    with tf.control_dependencies([check]):
+      return tf.where(label == IGNORE, ignore_index, label)
+
+  return to_label
+
+
+# The 100 object categories of the Places Challenge 2017 instance annotations
+# (CSAILVision/placeschallenge, instancesegmentation/instanceInfo100_train.txt), in the
+# order of their ids 1..100.
+ADE_INSTANCE_CLASS_NAMES = (
+    "bed", "windowpane", "cabinet", "person", "door", "table", "curtain", "chair", "car",
+    "painting", "sofa", "shelf", "mirror", "armchair", "seat", "fence", "desk", "wardrobe",
+    "lamp", "bathtub", "railing", "cushion", "box", "column", "signboard",
+    "chest of drawers", "counter", "sink", "fireplace", "refrigerator", "stairs", "case",
+    "pool table", "pillow", "screen door", "bookcase", "coffee table", "toilet", "flower",
+    "book", "bench", "countertop", "stove", "palm", "kitchen island", "computer",
+    "swivel chair", "boat", "arcade machine", "bus", "towel", "light", "truck",
+    "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
+    "apparel", "pole", "bannister", "ottoman", "bottle", "van", "ship", "fountain",
+    "washer", "plaything", "stool", "barrel", "basket", "bag", "minibike", "oven", "ball",
+    "food", "step", "trade name", "microwave", "pot", "animal", "bicycle", "dishwasher",
+    "screen", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan",
+    "fan", "plate", "monitor", "bulletin board", "radiator", "glass", "clock", "flag",
+)
+
+# Cityscapes' 19 evaluated classes in train-id order, and labelId -> train id
+# (cityscapesScripts helpers/labels.py; None-free: every labelId 0..33 occurs).
+CITYSCAPES_CLASS_NAMES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+    "bus", "train", "motorcycle", "bicycle",
+)
+_I = IGNORE
+CITYSCAPES_LABEL_ID_TO_TRAIN_ID = (
+    _I, _I, _I, _I, _I, _I, _I,  # 0-6: unlabeled, ego vehicle, rectification border,
+                                 # out of roi, static, dynamic, ground
+    0, 1,                        # 7 road, 8 sidewalk
+    _I, _I,                      # 9 parking, 10 rail track
+    2, 3, 4,                     # 11 building, 12 wall, 13 fence
+    _I, _I, _I,                  # 14 guard rail, 15 bridge, 16 tunnel
+    5, _I,                       # 17 pole, 18 polegroup
+    6, 7, 8, 9, 10, 11, 12, 13, 14, 15,  # 19 traffic light .. 28 bus
+    _I, _I,                      # 29 caravan, 30 trailer
+    16, 17, 18,                  # 31 train, 32 motorcycle, 33 bicycle
+)
+del _I
 
 
 SEGMENTATION_SOURCES = {
-    "shapes": SegmentationSource("shapes", shapes.CLASS_NAMES, "train", "validation",
-                                 _identity_label, generated_offline=True),
-    "oxford_iiit_pet": SegmentationSource("oxford_iiit_pet", ("background", "pet"), "train",
-                                          "test", _pet_trimap_label),
+    "shapes": SegmentationSource(
+        "shapes", shapes.CLASS_NAMES, "train", "validation",
+        lookup_label("shapes", "segmentation_mask", range(len(shapes.CLASS_NAMES))),
+        generated_offline=True),
+    "oxford_iiit_pet": SegmentationSource(
+        "oxford_iiit_pet", ("background", "pet"), "train", "test",
+        lookup_label("oxford_iiit_pet", "segmentation_mask", (None, 1, 0, IGNORE)),
+        prepare="tfds build oxford_iiit_pet --data_dir=..."),
+    "scene_parse150": SegmentationSource(
+        "scene_parse150", ("background",) + ADE_INSTANCE_CLASS_NAMES, "train", "test",
+        lookup_label("scene_parse150", "annotation",
+                     range(len(ADE_INSTANCE_CLASS_NAMES) + 1)),
+        mask_key="annotation", prepare="tfds build scene_parse150 --data_dir=..."),
+    "cityscapes": SegmentationSource(
+        "cityscapes/semantic_segmentation", CITYSCAPES_CLASS_NAMES, "train", "validation",
+        lookup_label("cityscapes", "segmentation_label", CITYSCAPES_LABEL_ID_TO_TRAIN_ID),
+        image_key="image_left", mask_key="segmentation_label",
+        prepare="put leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+                "cityscapes-dataset.com (registration needed) in a manual_dir, then `tfds "
+                "build cityscapes/semantic_segmentation --manual_dir=... --data_dir=...`"),
 }
 
 
@@ -69,9 +182,14 @@ def _builder(source: SegmentationSource, dataset_config, data_dir):
   kwargs = {}
   if source.tfds_name == "shapes":
     g = dataset_config.generator
-    kwargs["config"] = shapes.shapes_config(
-        image_size=dataset_config.image_size, num_train=g.num_train,
-        num_validation=g.num_validation, min_objects=g.min_objects, max_objects=g.max_objects)
+    try:
+      kwargs["config"] = shapes.shapes_config(
+          image_size=dataset_config.image_size, num_train=g.num_train,
+          num_validation=g.num_validation, min_objects=g.min_objects,
+          max_objects=g.max_objects, class_probs=g.get("class_probs"))
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"shapes parameters (config.dataset.image_size, "
+                        f"config.dataset.generator): {e}") from None
   return tfds.builder(source.tfds_name, data_dir=data_dir, **kwargs)
 
 
@@ -117,9 +235,8 @@ def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
   except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
     where = data_dir or "the default TFDS data_dir"
     raise DataError(f"dataset {source.tfds_name!r} split {split!r} is not prepared in {where} "
-                    f"({str(e).splitlines()[0]}); prepare it first (e.g. `tfds build "
-                    f"{source.tfds_name} --data_dir=...`): jaxseg never downloads at run "
-                    f"time") from None
+                    f"({str(e).splitlines()[0]}); prepare it first ({source.prepare}): "
+                    f"jaxseg never downloads at run time") from None
   except (KeyError, ValueError) as e:
     raise ConfigError(f"split {split!r} of dataset {source.tfds_name!r}: {e}") from None
   num_examples = _num_examples(builder, split, ds)
@@ -128,7 +245,7 @@ def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
 
   @tf.autograph.experimental.do_not_convert
   def to_pair(example):
-    image, mask = example["image"], example["segmentation_mask"]
+    image, mask = example[source.image_key], example[source.mask_key]
     tf.debugging.assert_equal(
         tf.shape(image)[:2], tf.shape(mask)[:2],
         message=f"{source.tfds_name}: image and segmentation mask sizes differ")

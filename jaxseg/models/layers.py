@@ -1,32 +1,99 @@
-"""Building blocks shared by every model: conv-norm-activation, down- and upsampling."""
+"""Building blocks shared by every model: conv-norm-activation (standard, atrous and
+separable convolutions), down- and upsampling."""
 from __future__ import annotations
 
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxseg import ops
 
+CONV_TYPES = ("standard", "depthwise_separable", "spatially_separable")
 DOWNSAMPLE_METHODS = ("maxpool", "strided")
-UPSAMPLE_METHODS = ("transpose", "resize")
+UPSAMPLE_METHODS = ("nearest", "bed_of_nails", "max_unpool", "transpose", "bilinear",
+                    "resize_conv", "subpixel")
+_UPSAMPLE_ALIASES = {"resize": "resize_conv"}  # name used by earlier configs
+
+
+class DepthwiseSeparableConv(nn.Module):
+  """Depthwise k x k conv (one filter per input channel) -> [BatchNorm] -> ReLU -> 1x1
+  pointwise conv to `features` (MobileNet, Howard et al. 2017; Xception, Chollet 2017).
+
+  Weights: k*k*C_in + C_in*features, versus k*k*C_in*features for a standard conv.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  dilation: int = 1
+  norm: bool = True
+  use_bias: bool = True  # of the pointwise conv
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    k, cin = self.kernel_size, x.shape[-1]
+    x = nn.Conv(cin, (k, k), strides=self.strides, padding="SAME", kernel_dilation=self.dilation,
+                feature_group_count=cin, use_bias=not self.norm, dtype=self.dtype,
+                name="depthwise")(x)
+    if self.norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+    x = nn.relu(x)
+    return nn.Conv(self.features, (1, 1), use_bias=self.use_bias, dtype=self.dtype,
+                   name="pointwise")(x)
+
+
+class SpatiallySeparableConv(nn.Module):
+  """k x 1 conv to `features`, then 1 x k conv (a rank-separable k x k kernel; Inception v3,
+  Szegedy et al. CVPR 2016). No bias or nonlinearity in between: the pair stays linear.
+
+  Weights: k*C_in*features + k*features*features.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  dilation: int = 1
+  use_bias: bool = True  # of the second conv
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k, s, d = self.kernel_size, self.strides, self.dilation
+    x = nn.Conv(self.features, (k, 1), strides=(s, 1), padding="SAME", kernel_dilation=(d, 1),
+                use_bias=False, dtype=self.dtype, name="vertical")(x)
+    return nn.Conv(self.features, (1, k), strides=(1, s), padding="SAME", kernel_dilation=(1, d),
+                   use_bias=self.use_bias, dtype=self.dtype, name="horizontal")(x)
 
 
 class ConvNormAct(nn.Module):
-  """Conv (no bias when normalized) -> BatchNorm (optional) -> ReLU."""
+  """Conv (no bias when normalized) -> BatchNorm (optional) -> ReLU.
+
+  `dilation` > 1: atrous convolution, a (d(k-1)+1)^2 field of view at the cost of a k x k
+  kernel (Chen et al., DeepLab). `conv_type`: one of CONV_TYPES.
+  """
   features: int
   kernel_size: int = 3
   strides: int = 1
   norm: bool = True
   activation: bool = True
   dtype: Any = jnp.float32
+  dilation: int = 1
+  conv_type: str = "standard"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    k = self.kernel_size
-    x = nn.Conv(self.features, (k, k), strides=self.strides, padding="SAME",
-                use_bias=not self.norm, dtype=self.dtype)(x)
+    k, bias = self.kernel_size, not self.norm
+    if self.conv_type == "standard":
+      x = nn.Conv(self.features, (k, k), strides=self.strides, padding="SAME",
+                  kernel_dilation=self.dilation, use_bias=bias, dtype=self.dtype)(x)
+    elif self.conv_type == "depthwise_separable":
+      x = DepthwiseSeparableConv(self.features, k, self.strides, self.dilation, self.norm,
+                                 use_bias=bias, dtype=self.dtype)(x, train)
+    elif self.conv_type == "spatially_separable":
+      x = SpatiallySeparableConv(self.features, k, self.strides, self.dilation, use_bias=bias,
+                                 dtype=self.dtype)(x)
+    else:
+      raise ValueError(f"unknown conv_type {self.conv_type!r}; expected one of {CONV_TYPES}")
     if self.norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
     return nn.relu(x) if self.activation else x
@@ -38,11 +105,14 @@ class ConvBlock(nn.Module):
   num_convs: int = 2
   norm: bool = True
   dtype: Any = jnp.float32
+  conv_type: str = "standard"
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     for _ in range(self.num_convs):
-      x = ConvNormAct(self.features, norm=self.norm, dtype=self.dtype)(x, train)
+      x = ConvNormAct(self.features, norm=self.norm, dtype=self.dtype, dilation=self.dilation,
+                      conv_type=self.conv_type)(x, train)
     return x
 
 
@@ -65,12 +135,10 @@ class Downsample(nn.Module):
 
 
 class TransposeConv2x(nn.Module):
-  """Learnable 2x upsampling: transpose convolution, kernel 2, stride 2.
+  """Learnable 2x upsampling: transpose convolution, kernel 2, stride 2, plus bias.
 
-  With kernel == stride the output blocks do not overlap, so the op is a per-pixel linear
-  map to a 2x2 block, out[2h+i, 2w+j] = x[h, w] @ kernel[i, j] + bias (the textbook and
-  PyTorch convention): a matmul followed by depth-to-space. `impl='lax'` computes the
-  same function with `lax.conv_transpose` (5x slower to differentiate on XLA:CPU).
+  out[2h+i, 2w+j] = x[h, w] @ kernel[i, j] + bias (`ops.conv_transpose`); `impl` is passed
+  to it ('depth_to_space' matmul, or 'lax', 5x slower to differentiate on XLA:CPU).
   """
   features: int
   impl: str = "depth_to_space"
@@ -78,36 +146,70 @@ class TransposeConv2x(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    cin = x.shape[-1]
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, cin, self.features))
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (2, 2, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if self.impl == "lax":
-      # lax.conv_transpose correlates with the spatially flipped kernel.
-      y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    elif self.impl == "depth_to_space":
-      matrix = kernel.transpose(2, 0, 1, 3).reshape(cin, 4 * self.features)
-      y = ops.depth_to_space(x @ matrix, 2)
-    else:
-      raise ValueError(f"unknown impl {self.impl!r}; expected 'depth_to_space' or 'lax'")
-    return y + bias
+    return ops.conv_transpose(x, kernel, 2, impl=self.impl) + bias
 
 
 class Upsample(nn.Module):
-  """Double the resolution: transpose conv, or resize-convolution (bilinear resize then
-  3x3 conv; no checkerboard artifacts, Odena et al. 2016)."""
+  """Multiply the resolution by `factor`; the output always has `features` channels.
+
+  Learnable (kernel HWIO + bias, produce `features` directly):
+  - 'transpose': transpose conv, stride `factor`, kernel `kernel_size` (default `factor`:
+    non-overlapping, a matmul + depth-to-space). Larger kernels overlap (e.g. 2*factor, the
+    classic deconvolution that can show checkerboard artifacts); padding
+    ceil((kernel_size - factor) / 2) and output_padding make the output exactly factor x.
+  - 'resize_conv' (alias 'resize', the name of earlier configs): bilinear upsampling, then
+    a `kernel_size` (default 3) SAME conv (Odena et al., Distill 2016).
+  - 'subpixel': `kernel_size` (default 3) SAME conv to factor^2 * features, then
+    depth-to-space (Shi et al. CVPR 2016).
+  Fixed (a 1x1 projection to `features` first, only when the channel count differs):
+  'nearest', 'bed_of_nails', 'bilinear' (half-pixel), 'max_unpool' (needs `switches` from
+  `ops.max_pool_with_argmax(., factor)` with `features` channels).
+  """
   features: int
   method: str = "transpose"
+  factor: int = 2
+  kernel_size: int | None = None
   dtype: Any = jnp.float32
 
+  def _params(self, kernel_size: int, cin: int, cout: int):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (kernel_size, kernel_size, cin, cout))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return kernel, bias
+
   @nn.compact
-  def __call__(self, x):
-    if self.method == "transpose":
-      return TransposeConv2x(self.features, dtype=self.dtype)(x)
-    if self.method == "resize":
-      n, h, w, _ = x.shape
-      x = ops.resize(x, (2 * h, 2 * w), "bilinear")
-      return nn.Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(x)
-    raise ValueError(f"unknown upsample method {self.method!r}; expected one of "
-                     f"{UPSAMPLE_METHODS}")
+  def __call__(self, x, switches=None):
+    method = _UPSAMPLE_ALIASES.get(self.method, self.method)
+    f, cin, n, h, w = self.factor, x.shape[-1], *x.shape[:3]
+    if method in ("transpose", "resize_conv", "subpixel"):
+      k = self.kernel_size or (f if method == "transpose" else 3)
+      kernel, bias = self._params(k, cin, self.features * (f * f if method == "subpixel" else 1))
+      x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+      if method == "transpose":
+        padding = max(0, -(-(k - f) // 2))
+        x = ops.conv_transpose(x, kernel, f, padding, output_padding=f - k + 2 * padding)
+      elif method == "resize_conv":
+        x = ops.resize_conv(x, kernel, f, "bilinear")
+      else:
+        x = ops.subpixel_conv(x, kernel, f)
+      return x + bias
+    if method not in UPSAMPLE_METHODS:
+      raise ValueError(f"unknown upsample method {self.method!r}; expected one of "
+                       f"{UPSAMPLE_METHODS} (or 'resize' = 'resize_conv')")
+    if method == "max_unpool" and (switches is None or switches.shape != (n, h, w, self.features)):
+      raise ValueError(f"upsample method 'max_unpool' needs switches of shape "
+                       f"{(n, h, w, self.features)} from ops.max_pool_with_argmax; got "
+                       f"{None if switches is None else switches.shape}")
+    if cin != self.features:
+      x = nn.Dense(self.features, dtype=self.dtype, name="project")(x)
+    if method == "nearest":
+      return ops.nearest_upsample(x, f)
+    if method == "bed_of_nails":
+      return ops.bed_of_nails_upsample(x, f)
+    if method == "bilinear":
+      return ops.bilinear_upsample(x, f)
+    return ops.max_unpool(x, switches, (f * h, f * w), window=f)

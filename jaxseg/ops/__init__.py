@@ -3,5 +3,20 @@ from jaxseg.ops.resample import depth_to_space
 from jaxseg.ops.resample import max_pool
 from jaxseg.ops.resample import resize
 from jaxseg.ops.resample import space_to_depth
+from jaxseg.ops.upsample import bed_of_nails_upsample
+from jaxseg.ops.upsample import bilinear_upsample
+from jaxseg.ops.upsample import conv
+from jaxseg.ops.upsample import conv_transpose
+from jaxseg.ops.upsample import max_pool_with_argmax
+from jaxseg.ops.upsample import max_unpool
+from jaxseg.ops.upsample import nearest_upsample
+from jaxseg.ops.upsample import output_size
+from jaxseg.ops.upsample import resize_conv
+from jaxseg.ops.upsample import subpixel_conv
+from jaxseg.ops.upsample import transpose_output_size
 
-__all__ = ["depth_to_space", "max_pool", "resize", "space_to_depth"]
+__all__ = [
+    "bed_of_nails_upsample", "bilinear_upsample", "conv", "conv_transpose", "depth_to_space",
+    "max_pool", "max_pool_with_argmax", "max_unpool", "nearest_upsample", "output_size",
+    "resize", "resize_conv", "space_to_depth", "subpixel_conv", "transpose_output_size",
+]

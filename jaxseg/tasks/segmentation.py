@@ -4,12 +4,27 @@ Loss: per-pixel softmax cross-entropy averaged over non-ignored pixels, plus opt
 soft Dice (`config.loss.ce_weight * CE + config.loss.dice_weight * Dice`).
 Metrics: confusion matrix summed over the eval set -> pixel accuracy, IoU and Dice per
 class, mIoU, mean Dice.
+
+Uncertainty (`config.uncertainty.mc_samples` = S > 0; Monte-Carlo dropout, Gal &
+Ghahramani ICML 2016): evaluation also runs the model S times with every `nn.Dropout`
+active but BatchNorm on its running averages (`mc_dropout_predict`). The predictive
+distribution is the mean of the S softmaxes; its argmax gives `mc_pixel_accuracy`,
+`mc_mIoU` and `mc_mean_dice`; its per-pixel entropy H = -sum_c p_c log p_c (nats, in
+[0, log C]) gives `mean_entropy`, and over the correctly / wrongly predicted pixels
+`mean_entropy_correct` / `mean_entropy_wrong` (errors should be the more uncertain);
+`mean_mutual_information` = H - mean_s H(p_s) is the part due to the dropout masks (the
+model's epistemic uncertainty, BALD). Means are over the non-ignored pixels. Pictures
+`eval_<step>_entropy.png` show image | truth | MC prediction | entropy. Sample s draws
+its masks from `fold_in(key(MC_DROPOUT_SEED), s)`, so evaluation is deterministic. The
+deterministic prediction and its metrics are unchanged.
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from jaxseg import losses, models, viz
 from jaxseg.data import pipeline, segmentation as seg_data, sources
@@ -17,6 +32,73 @@ from jaxseg.errors import ConfigError, DataError
 from jaxseg.metrics import segmentation as seg_metrics
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MC_DROPOUT_SEED = 0
+
+
+# -- Monte-Carlo dropout ------------------------------------------------------------------
+def _dropout_always_on(next_fun, args, kwargs, context):
+  """`nn.intercept_methods` interceptor: every `nn.Dropout` call drops out, whatever its
+  `deterministic` flag (attribute or call argument); every other method runs as usual.
+  The mask is drawn exactly as flax's `nn.Dropout` draws it."""
+  module = context.module
+  if not (isinstance(module, nn.Dropout) and context.method_name == "__call__"):
+    return next_fun(*args, **kwargs)
+  inputs = args[0] if args else kwargs["inputs"]
+  rng = args[2] if len(args) > 2 else kwargs.get("rng")
+  if module.rate == 0.0:
+    return inputs
+  if module.rate == 1.0:
+    return jnp.zeros_like(inputs)
+  if rng is None:
+    rng = module.make_rng(module.rng_collection)
+  keep_prob = 1.0 - module.rate
+  shape = list(inputs.shape)
+  for dim in module.broadcast_dims:
+    shape[dim] = 1
+  keep = jnp.broadcast_to(jax.random.bernoulli(rng, p=keep_prob, shape=shape), inputs.shape)
+  return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
+def apply_with_dropout(model, variables, images, rng):
+  """One stochastic forward pass for MC dropout: `train=False` (BatchNorm uses its
+  running averages, nothing is mutated) with every `nn.Dropout` of `model` active.
+
+  Works for any flax.linen model without changing it: flax's method interception turns
+  dropout on, whatever flag the model passes. Custom stochastic layers that do not use
+  `nn.Dropout` stay deterministic.
+  """
+  with nn.intercept_methods(_dropout_always_on):
+    return model.apply(variables, images, train=False, rngs={"dropout": rng})
+
+
+def entropy(probs, axis: int = -1):
+  """Shannon entropy in nats, -sum p log p over `axis` (0 log 0 = 0)."""
+  return jnp.sum(jax.scipy.special.entr(probs), axis=axis)
+
+
+def mc_dropout_predict(model, variables, images, num_samples: int, rng):
+  """Monte-Carlo dropout: `num_samples` passes of `apply_with_dropout`, sample s with
+  `fold_in(rng, s)`, in a loop (memory of one pass).
+
+  Returns float32 `probs` [N, H, W, C] (mean of the softmaxes: the predictive
+  distribution), `entropy` [N, H, W] (its entropy, nats) and `expected_entropy`
+  [N, H, W] (mean entropy of the individual softmaxes; <= `entropy` by Jensen).
+  """
+  if num_samples < 1:
+    raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+
+  def sample(s, carry):
+    probs_sum, entropy_sum = carry
+    logits = apply_with_dropout(model, variables, images, jax.random.fold_in(rng, s))
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return probs_sum + probs, entropy_sum + entropy(probs)
+
+  shape = jax.eval_shape(lambda: apply_with_dropout(model, variables, images, rng)).shape
+  init = (jnp.zeros(shape, jnp.float32), jnp.zeros(shape[:-1], jnp.float32))
+  probs_sum, entropy_sum = jax.lax.fori_loop(0, num_samples, sample, init)
+  probs = probs_sum / num_samples
+  return {"probs": probs, "entropy": entropy(probs),
+          "expected_entropy": entropy_sum / num_samples}
 
 
 class SegmentationTask:
@@ -38,6 +120,16 @@ class SegmentationTask:
       raise ConfigError(f"config.model.dtype={dtype!r}; expected one of {sorted(DTYPES)}")
     self.model = models.get_segmentation_model(
         name, num_classes=self.num_classes, dtype=DTYPES[dtype], **model_kwargs)
+    uncertainty = config.get("uncertainty") or {}
+    self.mc_samples = uncertainty.get("mc_samples", 0)
+    if (isinstance(self.mc_samples, bool) or not isinstance(self.mc_samples, int)
+        or self.mc_samples < 0):
+      raise ConfigError(f"config.uncertainty.mc_samples={self.mc_samples!r}; expected an "
+                        f"integer >= 0 (0 = no Monte-Carlo dropout)")
+    if self.mc_samples and not model_kwargs.get("dropout_rate"):
+      logging.warning("config.uncertainty.mc_samples=%d but the model has no dropout "
+                      "(config.model.dropout_rate): the MC samples are all the same",
+                      self.mc_samples)
 
   # -- data ---------------------------------------------------------------------------
   def train_data(self, start_step: int = 0):
@@ -92,24 +184,78 @@ class SegmentationTask:
                   new_state)
 
   def predict(self, variables, images):
+    """`labels` [N, H, W] of the deterministic model; with MC dropout on, also
+    `mc_labels`, `entropy` and `mutual_information` (see the module docstring)."""
     logits = self.model.apply(variables, images, train=False)
-    return {"labels": jnp.argmax(logits, -1).astype(jnp.int32)}
+    predictions = {"labels": jnp.argmax(logits, -1).astype(jnp.int32)}
+    if self.mc_samples:
+      mc = mc_dropout_predict(self.model, variables, images, self.mc_samples,
+                              jax.random.key(MC_DROPOUT_SEED))
+      predictions.update(mc_labels=jnp.argmax(mc["probs"], -1).astype(jnp.int32),
+                         entropy=mc["entropy"],
+                         mutual_information=mc["entropy"] - mc["expected_entropy"])
+    return predictions
 
   # -- evaluation ---------------------------------------------------------------------
-  def eval_stats(self, variables, batch):
-    predictions = self.predict(variables, batch["image"])["labels"]
+  def eval_stats(self, variables, batch, predictions=None):
+    """Sums over the batch's real examples; `predictions` (of `predict`) if already made."""
+    if predictions is None:
+      predictions = self.predict(variables, batch["image"])
     labels = jnp.where(batch["example_mask"][:, None, None], batch["label"], self.ignore_index)
-    return {"confusion": seg_metrics.confusion_matrix(labels, predictions, self.num_classes,
-                                                      self.ignore_index)}
+    confusion = lambda p: seg_metrics.confusion_matrix(labels, p, self.num_classes,
+                                                       self.ignore_index)
+    stats = {"confusion": confusion(predictions["labels"])}
+    if self.mc_samples:
+      valid = labels != self.ignore_index
+      correct = valid & (predictions["mc_labels"] == labels)
+      wrong = valid & ~correct
+      h = predictions["entropy"]
+      stats.update(mc_confusion=confusion(predictions["mc_labels"]),
+                   entropy_correct=jnp.sum(jnp.where(correct, h, 0.0)),
+                   entropy_wrong=jnp.sum(jnp.where(wrong, h, 0.0)),
+                   mutual_information=jnp.sum(
+                       jnp.where(valid, predictions["mutual_information"], 0.0)))
+    return stats
 
   def summarize(self, stats):
-    return seg_metrics.summarize_confusion(stats["confusion"], self.class_names)
+    summary = seg_metrics.summarize_confusion(stats["confusion"], self.class_names)
+    if "mc_confusion" in stats:
+      mc = seg_metrics.summarize_confusion(stats["mc_confusion"], self.class_names)
+      summary.update({f"mc_{k}": mc[k] for k in ("pixel_accuracy", "mIoU", "mean_dice")})
+      cm = np.asarray(stats["mc_confusion"], np.float64)
+      n_correct, n_wrong = np.trace(cm), cm.sum() - np.trace(cm)
+      ratio = lambda a, n: float(a / n) if n else float("nan")
+      summary.update(
+          mean_entropy=ratio(stats["entropy_correct"] + stats["entropy_wrong"],
+                             n_correct + n_wrong),
+          mean_entropy_correct=ratio(stats["entropy_correct"], n_correct),
+          mean_entropy_wrong=ratio(stats["entropy_wrong"], n_wrong),
+          mean_mutual_information=ratio(stats["mutual_information"], n_correct + n_wrong))
+    return summary
 
   def visualize(self, batch, predictions, max_rows: int = 8):
-    """Rows of image | ground truth | prediction, with a class-colour legend below."""
+    """Rows of image | ground truth | prediction, with a class-colour legend below.
+
+    With MC dropout on, a dict: {"": that picture, "entropy": rows of image | ground
+    truth | MC prediction | predictive entropy on a fixed [0, log C] colour scale}.
+    """
     images = viz.to_uint8(batch["image"][:max_rows])
     truth = viz.colourize(np.asarray(batch["label"][:max_rows]), self.num_classes,
                           self.ignore_index)
     pred = viz.colourize(np.asarray(predictions["labels"][:max_rows]), self.num_classes)
     picture = viz.grid([list(row) for row in zip(images, truth, pred)])
-    return np.concatenate([picture, viz.legend(self.class_names, picture.shape[1])], axis=0)
+    legend = viz.legend(self.class_names, picture.shape[1])
+    picture = np.concatenate([picture, legend], axis=0)
+    if "entropy" not in predictions:
+      return picture
+    max_entropy = float(np.log(self.num_classes))
+    mc_pred = viz.colourize(np.asarray(predictions["mc_labels"][:max_rows]), self.num_classes)
+    heat = viz.heatmap(np.asarray(predictions["entropy"][:max_rows]), 0.0, max_entropy)
+    uncertainty = viz.grid([list(row) for row in zip(images, truth, mc_pred, heat)])
+    width = uncertainty.shape[1]
+    bar = viz.colour_bar(width, 0.0, max_entropy,
+                         f"predictive entropy (nats), 0 .. log {self.num_classes} = "
+                         f"{max_entropy:.2f}; {self.mc_samples} MC-dropout samples")
+    return {"": picture,
+            "entropy": np.concatenate([uncertainty, bar,
+                                       viz.legend(self.class_names, width)], axis=0)}

@@ -107,13 +107,15 @@ def _check_finite(metrics, step: int, ckpt) -> None:
 
 def eval_step(task, variables, batch):
   """Statistics of one eval batch and the predictions for pictures (one compiled
-  program: XLA shares the forward pass between the two)."""
-  return task.eval_stats(variables, batch), task.predict(variables, batch["image"])
+  program; the statistics are computed from these predictions, so the forward passes
+  -- several with Monte-Carlo dropout -- run once)."""
+  predictions = task.predict(variables, batch["image"])
+  return task.eval_stats(variables, batch, predictions), predictions
 
 
 def evaluate(task, eval_fn, state, mesh):
   """Sum `eval_stats` over the whole eval set (in int64/float64 on the host); return the
-  summary and a picture of the first batch."""
+  summary and the picture(s) `task.visualize` makes of the first batch."""
   total, picture = None, None
   variables = state.variables
   for batch in task.eval_data():
@@ -189,7 +191,13 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
     step = int(jax.device_get(state.step))
     writer.write(step, "eval", {**eval_metrics, "eval_seconds": time.time() - t0})
     if picture is not None and jax.process_index() == 0:
-      summary["picture"] = save_png(picture, os.path.join(picture_dir, f"eval_{step:06d}.png"))
+      # `visualize` gives one picture, or {name: picture} with "" the main one; each is
+      # saved as eval_<step>.png / eval_<step>_<name>.png.
+      pictures = picture if isinstance(picture, dict) else {"": picture}
+      for name, image in pictures.items():
+        path = save_png(image, os.path.join(
+            picture_dir, f"eval_{step:06d}{'_' + name if name else ''}.png"))
+        summary["picture" if not name else f"{name}_picture"] = path
     logging.info("eval at step %d: %s", step, _format(eval_metrics, config.best_metric))
     return eval_metrics
 

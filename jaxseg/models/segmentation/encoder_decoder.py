@@ -3,7 +3,8 @@
 With `skip_connections=True` this is U-Net (Ronneberger et al., MICCAI 2015), with
 'SAME' padding so the output has the input's size; without, it is the plain
 downsample/upsample fully convolutional network of the lecture (Long et al. CVPR 2015,
-Noh et al. ICCV 2015, without their skip fusions and unpooling switches).
+Noh et al. ICCV 2015, without their skip fusions). With `upsample='max_unpool'` each
+2x2 max pool remembers its switches and the mirrored decoder stage unpools with them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxseg import ops
 from jaxseg.models.layers import ConvBlock, Downsample, Upsample
 
 
@@ -20,6 +22,8 @@ class EncoderDecoder(nn.Module):
 
   `depth` downsamplings by 2 (H and W must be divisible by 2**depth); stage i has
   `base_width * 2**i` channels. `dropout_rate` applies to the bottleneck features.
+  `upsample` is any method of `layers.UPSAMPLE_METHODS`; `conv_type` any of
+  `layers.CONV_TYPES` (e.g. depthwise-separable convolutions everywhere).
   """
   num_classes: int
   base_width: int = 32
@@ -27,27 +31,42 @@ class EncoderDecoder(nn.Module):
   skip_connections: bool = True
   downsample: str = "maxpool"
   upsample: str = "transpose"
+  upsample_kernel: int | None = None  # None: the method's default (transpose: 2)
   norm: bool = True
   dropout_rate: float = 0.0
+  conv_type: str = "standard"
   pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
   pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
+    factor = 2**self.depth
+    if images.shape[1] % factor or images.shape[2] % factor:
+      raise ValueError(f"image size {images.shape[1:3]} must be divisible by 2**depth = "
+                       f"{factor}")
+    unpool = self.upsample == "max_unpool"
+    if unpool and self.downsample != "maxpool":
+      raise ValueError("upsample='max_unpool' needs downsample='maxpool' (its switches)")
     x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
     x = x.astype(self.dtype)
     widths = [self.base_width * 2**i for i in range(self.depth + 1)]
-    skips = []
+    block = lambda w: ConvBlock(w, norm=self.norm, conv_type=self.conv_type, dtype=self.dtype)
+    skips, switches = [], []
     for width in widths[:-1]:
-      x = ConvBlock(width, norm=self.norm, dtype=self.dtype)(x, train)
+      x = block(width)(x, train)
       skips.append(x)
-      x = Downsample(self.downsample, width, norm=self.norm, dtype=self.dtype)(x, train)
-    x = ConvBlock(widths[-1], norm=self.norm, dtype=self.dtype)(x, train)
+      if unpool:
+        x, sw = ops.max_pool_with_argmax(x, 2)
+        switches.append(sw)
+      else:
+        x = Downsample(self.downsample, width, norm=self.norm, dtype=self.dtype)(x, train)
+        switches.append(None)
+    x = block(widths[-1])(x, train)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    for width, skip in zip(reversed(widths[:-1]), reversed(skips)):
-      x = Upsample(width, self.upsample, dtype=self.dtype)(x)
+    for width, skip, sw in zip(reversed(widths[:-1]), reversed(skips), reversed(switches)):
+      x = Upsample(width, self.upsample, kernel_size=self.upsample_kernel, dtype=self.dtype)(x, switches=sw)
       if self.skip_connections:
         x = jnp.concatenate([x, skip], axis=-1)
-      x = ConvBlock(width, norm=self.norm, dtype=self.dtype)(x, train)
+      x = block(width)(x, train)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

@@ -1,0 +1,361 @@
+"""Ablations: train a list or grid of config overrides, then tabulate and plot them.
+
+  ./launch.sh ablate experiments/ablations/<name>.py [--workdir=DIR] [--report_dir=DIR]
+
+An ablation file's `get_config()` returns a ConfigDict with
+  base      experiment config every run starts from ("path.py" or "path.py:variant")
+  overrides {key: value} applied to every run; keys are dotted ("model.depth") or nested
+            dicts ({"model": {"depth": 3}}: ConfigDict fields cannot hold dots)
+  runs      list of {"name", "overrides", optional "base" (this run's own experiment
+            config, e.g. another model), optional "evaluate_checkpoint_of": run name}
+  grid      or {key: [values]} (keys as in overrides): one run per combination, named
+            "key=value,..."
+  metrics   the columns of the table (eval metrics such as mIoU or iou/circle, and the
+            profile figures of `profile`: params, gflops_per_image, train_gflops,
+            train_memory_mb, ms_per_step, infer_ms_per_image)
+  plot      {"x": column or "run", "y": [columns], "kind": "bar" | "line"}
+  claims    list of {"text", "check"}: `check` is a Python expression over `r`, the
+            dict run name -> {metric: value}; the table says whether each claim held.
+Every run is an ordinary, resumable workdir `<workdir>/<run name>`; a run whose
+`result.json` exists is not repeated. A run with `evaluate_checkpoint_of` trains nothing:
+it evaluates that run's final checkpoint under its own overrides (e.g. the same weights
+with a different inference mode). The report (results.md, results.csv, plot.png) goes
+into the workdir and into `--report_dir` (default docs/ablations/<name>).
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.util
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxseg import cli
+from jaxseg.errors import ConfigError, JaxsegError
+
+config_flags.DEFINE_config_file("ablation", None, "Ablation file (get_config).",
+                                lock_config=False)
+flags.DEFINE_string("workdir", None, "Where the runs go (default runs/ablations/<name>).")
+flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also written "
+                    "(default docs/ablations/<name>; '' to skip).")
+flags.DEFINE_list("only", [], "Run only these runs (names); the report covers all done.")
+flags.mark_flags_as_required(["ablation"])
+FLAGS = flags.FLAGS
+
+PROFILE_METRICS = ("params", "gflops_per_image", "train_gflops", "train_memory_mb",
+                   "ms_per_step", "infer_ms_per_image")
+
+
+# -- configs ------------------------------------------------------------------------------
+def load_config(spec: str):
+  """The ConfigDict of an experiment file, `path.py` or `path.py:variant` (unlocked)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location("jaxseg_experiment", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  config.unlock()
+  return config
+
+
+def flatten(overrides, prefix: str = "") -> dict:
+  """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2} (nested ConfigDicts too)."""
+  flat = {}
+  for key, value in (overrides or {}).items():
+    if hasattr(value, "items"):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def apply_overrides(config, overrides: dict):
+  """Set each (dotted or nested) key of `overrides` in `config`; an unknown key is a
+  ConfigError."""
+  for key, value in flatten(overrides).items():
+    *parents, leaf = key.split(".")
+    node = config
+    try:
+      for p in parents:
+        node = getattr(node, p)
+      if leaf not in node:
+        raise AttributeError(leaf)
+      setattr(node, leaf, tuple(value) if isinstance(value, list) else value)
+    except (AttributeError, KeyError, TypeError) as e:
+      raise ConfigError(f"ablation override {key}={value!r} does not fit the base config: "
+                        f"{e}") from None
+  return config
+
+
+def _value_name(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return "-".join(_value_name(v) for v in value)
+  return str(value)
+
+
+def expand_runs(ablation) -> list[dict]:
+  """The runs of an ablation as [{"name", "overrides", "base"?, "evaluate_checkpoint_of"?}]."""
+  runs = [dict(r) for r in ablation.get("runs", None) or []]
+  grid = flatten(ablation.get("grid", None))
+  if runs and grid:
+    raise ConfigError("an ablation has either `runs` or `grid`, not both")
+  if grid:
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+      name = ",".join(f"{k.split('.')[-1]}={_value_name(v)}" for k, v in zip(keys, values))
+      runs.append({"name": name, "overrides": dict(zip(keys, values))})
+  if not runs:
+    raise ConfigError("the ablation lists no runs (set `runs` or `grid`)")
+  names = [r["name"] for r in runs]
+  if len(set(names)) != len(names):
+    raise ConfigError(f"ablation run names must be unique; got {names}")
+  for r in runs:
+    source = r.get("evaluate_checkpoint_of")
+    if source is not None and (source not in names or names.index(source) > names.index(
+        r["name"])):
+      raise ConfigError(f"run {r['name']!r}: evaluate_checkpoint_of={source!r} must name an "
+                        "earlier run")
+    r["overrides"] = flatten(r.get("overrides"))
+  return runs
+
+
+def run_config(ablation, run: dict):
+  config = load_config(run.get("base") or ablation.base)
+  apply_overrides(config, ablation.get("overrides", None))
+  return apply_overrides(config, run["overrides"])
+
+
+# -- profile ------------------------------------------------------------------------------
+def profile(task, config, state, workdir: str) -> dict:
+  """Cost figures of a trained run: parameter count, XLA's FLOP count of inference on one
+  image and of one training step, the training step's temporary (activation) memory, the
+  median training step time of the run, and timed inference per image."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import logging as log_lib  # pylint: disable=g-import-not-at-top
+
+  variables = state.variables
+  batch = task.example_batch(config.batch_size)
+  params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+
+  def loss_of(params, batch):
+    return task.loss_fn({**variables, "params": params}, batch, jax.random.key(0), True)[0]
+
+  train = jax.jit(jax.grad(loss_of)).lower(state.params, batch).compile()
+  predict = jax.jit(task.predict)
+  one = predict.lower(variables, batch["image"][:1]).compile()
+  images = np.asarray(batch["image"][:config.eval_batch_size])
+  jax.block_until_ready(predict(variables, images))
+  times = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    jax.block_until_ready(predict(variables, images))
+    times.append(time.perf_counter() - t0)
+  rates = [m["steps_per_second"] for m in log_lib.read_metrics(workdir)
+           if m["split"] == "train" and isinstance(m.get("steps_per_second"), float)]
+  rates = rates[1:] or rates  # the first window includes compilation
+  return {
+      "params": params,
+      "gflops_per_image": _flops(one) / 1e9,
+      "train_gflops": _flops(train) / 1e9,
+      "train_memory_mb": train.memory_analysis().temp_size_in_bytes / 2**20,
+      "ms_per_step": 1e3 / float(np.median(rates)) if rates else math.nan,
+      "infer_ms_per_image": 1e3 * min(times) / len(images),
+  }
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", math.nan))
+
+
+# -- running ------------------------------------------------------------------------------
+def run_all(ablation, workdir: str, only=()) -> list[dict]:
+  """Train and profile every run not yet done; return all results in run order."""
+  from jaxseg import tasks  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import checkpoint as ckpt_lib, loop  # pylint: disable=g-import-not-at-top
+
+  runs = expand_runs(ablation)
+  results = []
+  for i, run in enumerate(runs, 1):
+    run_dir = os.path.join(workdir, _safe(run["name"]))
+    result_path = os.path.join(run_dir, "result.json")
+    if os.path.exists(result_path):
+      with open(result_path) as f:
+        results.append(json.load(f))
+      _progress(f"run {i}/{len(runs)} {run['name']!r}: done before, not repeated")
+      continue
+    if only and run["name"] not in only:
+      continue
+    _progress(f"run {i}/{len(runs)} {run['name']!r}: {run['overrides'] or 'base config'}")
+    config = run_config(ablation, run)
+    source = run.get("evaluate_checkpoint_of")
+    if source is not None:
+      _copy_checkpoints(os.path.join(workdir, _safe(source)), run_dir)
+    t0 = time.time()
+    summary = loop.train_and_evaluate(config, run_dir, train=source is None)
+    if summary["interrupted"]:
+      raise KeyboardInterrupt("ablation interrupted; run the same command to resume")
+    task = tasks.get_task(config)
+    result = {"name": run["name"], "overrides": run["overrides"],
+              "evaluated_checkpoint_of": source, "wall_seconds": time.time() - t0,
+              "final_step": summary["final_step"], **summary["eval"],
+              **profile(task, config, summary["state"], run_dir)}
+    result = _jsonable(result)
+    ckpt_lib.write_json_atomic(result_path, result)
+    results.append(result)
+    _progress(f"run {i}/{len(runs)} {run['name']!r} finished in {time.time() - t0:.0f} s")
+  return results
+
+
+def _copy_checkpoints(source_dir: str, run_dir: str):
+  src = os.path.join(source_dir, "checkpoints")
+  dst = os.path.join(run_dir, "checkpoints")
+  if not os.path.isdir(src):
+    raise ConfigError(f"no checkpoints in {source_dir} to evaluate")
+  if not os.path.isdir(dst):
+    shutil.copytree(src, dst)
+
+
+def _safe(name: str) -> str:
+  return "".join(ch if ch.isalnum() or ch in "-_.=," else "_" for ch in name)
+
+
+def _jsonable(result: dict) -> dict:
+  return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
+          for k, v in result.items()}
+
+
+def _progress(message: str):
+  print(f"ablate: {message}", file=sys.stderr, flush=True)
+
+
+# -- report -------------------------------------------------------------------------------
+def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
+  """(claim text, verdict) per claim; verdict 'holds', 'does NOT reproduce' or why it
+  could not be checked."""
+  r = {res["name"]: res for res in results}
+  verdicts = []
+  for claim in ablation.get("claims", None) or []:
+    try:
+      held = bool(eval(claim["check"], {"__builtins__": {}, "min": min, "max": max,  # pylint: disable=eval-used
+                                        "abs": abs, "all": all, "any": any}, {"r": r}))
+      verdicts.append((claim["text"], "holds" if held else "does NOT reproduce"))
+    except KeyError as e:
+      verdicts.append((claim["text"], f"not checked: run or metric {e} missing"))
+  return verdicts
+
+
+def _cell(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+  return "" if value is None else str(value)
+
+
+def write_report(ablation, results: list[dict], out_dir: str, command: str) -> str:
+  """results.md (with command, machine and claim verdicts), results.csv and plot.png."""
+  os.makedirs(out_dir, exist_ok=True)
+  columns = ["run", *ablation.metrics]
+  rows = [[res["name"], *(res.get(m) for m in ablation.metrics)] for res in results]
+  with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    writer.writerows(rows)
+  lines = [f"# Ablation: {ablation.name}", "", ablation.get("description", "") or "", "",
+           f"Command: `{command}`  ", f"Machine: {machine()}  ",
+           f"Date: {datetime.date.today().isoformat()}  ", f"Base config: `{ablation.base}` "
+           f"with {flatten(ablation.get('overrides', None)) or 'no overrides'}", "",
+           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+  verdicts = check_claims(ablation, results)
+  if verdicts:
+    lines += ["", "## Claims", ""]
+    lines += [f"- {text}: **{verdict}**" for text, verdict in verdicts]
+  notes = ablation.get("notes", None)
+  if notes:
+    lines += ["", "## Notes", "", notes]
+  lines += ["", "![plot](plot.png)", ""]
+  path = os.path.join(out_dir, "results.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  _plot(ablation, results, os.path.join(out_dir, "plot.png"))
+  return path
+
+
+def _plot(ablation, results, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plot = dict(ablation.get("plot", None) or {})
+  ys = list(plot.get("y", ablation.metrics[:1]))
+  fig, axes = plt.subplots(1, len(ys), figsize=(4.5 * len(ys), 3.6), squeeze=False)
+  x_key = plot.get("x", "run")
+  xs = [res["name"] if x_key == "run" else res["overrides"].get(x_key, res.get(x_key))
+        for res in results]
+  for ax, y in zip(axes[0], ys):
+    values = [res.get(y, math.nan) for res in results]
+    values = [v if isinstance(v, (int, float)) else math.nan for v in values]
+    if plot.get("kind", "bar") == "line":
+      ax.plot(xs, values, marker="o")
+      ax.set_xlabel(x_key)
+    else:
+      ax.bar(range(len(xs)), values)
+      ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30, ha="right",
+                    fontsize=8)
+    ax.set_title(y)
+    ax.grid(alpha=0.3)
+  fig.suptitle(ablation.name)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def machine() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+          f"{device.platform.upper()} ({device.device_kind}) x{jax.device_count()}, "
+          f"jax {jax.__version__}, Python {platform.python_version()}")
+
+
+# -- command line -------------------------------------------------------------------------
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    ablation = FLAGS.ablation
+    name = ablation.name
+  except (OSError, AttributeError) as e:
+    cli.fail(f"cannot load --ablation: {e}")
+  cli.enable_compilation_cache()
+  workdir = FLAGS.workdir or os.path.join("runs", "ablations", name)
+  report_dir = (os.path.join("docs", "ablations", name) if FLAGS.report_dir is None
+                else FLAGS.report_dir)
+  command = "./launch.sh ablate " + " ".join(sys.argv[1:])
+  try:
+    results = run_all(ablation, workdir, FLAGS.only)
+  except JaxsegError as e:
+    cli.fail(str(e))
+  for out in [workdir] + ([report_dir] if report_dir else []):
+    path = write_report(ablation, results, out, command)
+    print(f"report: {path}")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

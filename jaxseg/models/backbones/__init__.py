@@ -1,0 +1,1 @@
+"""Feature-extraction backbones: flax.linen modules returning dicts of feature maps."""

@@ -1,0 +1,449 @@
+"""Upsampling, unpooling and (transpose) convolution ops: the lecture's worked examples
+exactly, then each op against a plain NumPy loop reference and its gradients."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxseg import ops
+from jaxseg.ops import upsample
+
+RTOL = ATOL = 1e-5
+
+
+def _grid(rows):
+  """Rows of a single-channel image -> [1, H, W, 1] float32."""
+  return jnp.asarray(rows, jnp.float32)[None, :, :, None]
+
+
+def _normal(seed, shape):
+  return np.asarray(jax.random.normal(jax.random.key(seed), shape), np.float32)
+
+
+# --- NumPy references (loops over the definition, no lax) ---------------------------------
+
+def conv_ref(x, k, stride, padding, dilation=1):
+  """Cross-correlation: out[o] = sum_{i,c} xpad[o*S + i*d, c] k[i, c, :], per axis."""
+  (sh, sw), (ph, pw), (dh, dw) = (upsample._pair(v, "") for v in (stride, padding, dilation))
+  x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  kh, kw, _, cout = k.shape
+  n, hp, wp, _ = x.shape
+  ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+  out = np.zeros((n, ho, wo, cout), np.float64)
+  for oh, ow, i, j in itertools.product(range(ho), range(wo), range(kh), range(kw)):
+    out[:, oh, ow] += x[:, oh * sh + i * dh, ow * sw + j * dw] @ k[i, j]
+  return out
+
+
+def conv_same_ref(x, k):
+  """Stride-1 'SAME' convolution: (k-1)//2 zeros before, k//2 after (lax/TF convention)."""
+  kh, kw = k.shape[:2]
+  x = np.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+  return conv_ref(x, k, 1, 0)
+
+
+def conv_transpose_ref(x, k, stride, padding, output_padding=0, dilation=1):
+  """Scatter definition: input pixel (h, w) adds x[h, w] @ k[i, j] at (h*S + i*d, w*S + j*d)
+  of the full output; then P rows/cols are cropped from each side (output_padding at the
+  bottom/right is kept)."""
+  n, h, w, _ = x.shape
+  kh, kw, _, cout = k.shape
+  s, p, op, d = stride, padding, output_padding, dilation
+  full = np.zeros((n, (h - 1) * s + d * (kh - 1) + 1 + op, (w - 1) * s + d * (kw - 1) + 1 + op,
+                   cout), np.float64)
+  for hh, ww, i, j in itertools.product(range(h), range(w), range(kh), range(kw)):
+    full[:, hh * s + i * d, ww * s + j * d] += x[:, hh, ww] @ k[i, j]
+  return full[:, p:full.shape[1] - p, p:full.shape[2] - p]
+
+
+def pool_argmax_ref(x, window, stride):
+  n, h, w, c = x.shape
+  ho, wo = (h - window) // stride + 1, (w - window) // stride + 1
+  pooled = np.zeros((n, ho, wo, c), x.dtype)
+  switches = np.zeros((n, ho, wo, c), np.int32)
+  for b, oh, ow, ch in itertools.product(range(n), range(ho), range(wo), range(c)):
+    best = None
+    for i, j in itertools.product(range(window), range(window)):  # row-major; strict > keeps first
+      r, q = oh * stride + i, ow * stride + j
+      if best is None or x[b, r, q, ch] > best:
+        best, switches[b, oh, ow, ch] = x[b, r, q, ch], r * w + q
+    pooled[b, oh, ow, ch] = best
+  return pooled, switches
+
+
+def unpool_ref(x, switches, size):
+  n, h, w, c = x.shape
+  out = np.zeros((n, size[0] * size[1], c), np.float64)
+  for b, hh, ww, ch in itertools.product(range(n), range(h), range(w), range(c)):
+    out[b, switches[b, hh, ww, ch], ch] += x[b, hh, ww, ch]
+  return out.reshape(n, size[0], size[1], c)
+
+
+def linear_1d_ref(v, factor, convention):
+  n = len(v)
+  out = []
+  for o in range(n * factor):
+    if convention == "half_pixel":
+      src = min(max((o + 0.5) / factor - 0.5, 0.0), n - 1.0)
+    elif convention == "align_corners":
+      src = o * (n - 1) / (n * factor - 1) if n * factor > 1 else 0.0
+    else:
+      src = o / factor
+    lo = min(int(np.floor(src)), max(n - 2, 0))
+    hi = min(lo + 1, n - 1)
+    out.append(v[lo] * (1 - (src - lo)) + v[hi] * (src - lo))
+  return np.array(out)
+
+
+def bilinear_ref(x, factor, convention):
+  x = np.apply_along_axis(linear_1d_ref, 1, x, factor, convention)
+  return np.apply_along_axis(linear_1d_ref, 2, x, factor, convention)
+
+
+def depth_to_space_ref(y, f):
+  n, h, w, cf = y.shape
+  c = cf // (f * f)
+  out = np.zeros((n, h * f, w * f, c), y.dtype)
+  for hh, ww, i, j in itertools.product(range(h), range(w), range(f), range(f)):
+    out[:, hh * f + i, ww * f + j] = y[:, hh, ww, (i * f + j) * c:(i * f + j + 1) * c]
+  return out
+
+
+# --- The lecture's worked examples (LECTURE.md, semantic segmentation, item 4) -------------
+
+def test_lecture_nearest_neighbour():
+  np.testing.assert_array_equal(
+      ops.nearest_upsample(_grid([[1, 2], [3, 4]]))[0, :, :, 0],
+      [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+
+
+def test_lecture_bed_of_nails():
+  np.testing.assert_array_equal(
+      ops.bed_of_nails_upsample(_grid([[1, 2], [3, 4]]))[0, :, :, 0],
+      [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("window_arg", [2, None])  # one-hot fast path, scatter path
+def test_lecture_max_pool_then_max_unpool(window_arg):
+  pooled, switches = ops.max_pool_with_argmax(
+      _grid([[1, 2, 6, 3], [3, 5, 2, 1], [1, 2, 2, 1], [7, 3, 4, 8]]), 2)
+  np.testing.assert_array_equal(pooled[0, :, :, 0], [[5, 6], [7, 8]])
+  np.testing.assert_array_equal(switches[0, :, :, 0], [[1 * 4 + 1, 0 * 4 + 2],
+                                                       [3 * 4 + 0, 3 * 4 + 3]])
+  unpooled = ops.max_unpool(_grid([[1, 2], [3, 4]]), switches, (4, 4), window=window_arg)
+  np.testing.assert_array_equal(unpooled[0, :, :, 0],
+                                [[0, 0, 2, 0], [0, 1, 0, 0], [0, 0, 0, 0], [3, 0, 0, 4]])
+
+
+def test_lecture_bilinear_is_the_asymmetric_convention():
+  row = jnp.array([1.0, 2.0]).reshape(1, 1, 2, 1)
+  y = ops.bilinear_upsample(row, 2, convention="asymmetric")
+  np.testing.assert_allclose(y[0, 0, :, 0], [1, 1.5, 2, 2.5])
+  np.testing.assert_allclose(y[0, 1, :, 0], [1, 1.5, 2, 2.5])  # H: 1 row stays constant
+  # the other conventions give other numbers for the same input
+  np.testing.assert_allclose(ops.bilinear_upsample(row, 2)[0, 0, :, 0], [1, 1.25, 1.75, 2])
+  np.testing.assert_allclose(ops.bilinear_upsample(row, 2, "align_corners")[0, 0, :, 0],
+                             [1, 4 / 3, 5 / 3, 2], rtol=1e-6)
+
+
+def _as_1d(values):
+  """A 1-D signal -> [1, 1, L, 1] (convolve along W only)."""
+  return jnp.asarray(values, jnp.float32).reshape(1, 1, -1, 1)
+
+
+def test_lecture_convolution_as_matrix_multiplication_stride_1():
+  x, y, z, a, b, c, d = (float(v) for v in _normal(0, (7,)))
+  kernel = jnp.array([x, y, z], jnp.float32).reshape(1, 3, 1, 1)
+  big_x = np.array([[x, y, z, 0, 0, 0], [0, x, y, z, 0, 0],
+                    [0, 0, x, y, z, 0], [0, 0, 0, x, y, z]])
+  padded = np.array([0, a, b, c, d, 0])
+  out = ops.conv(_as_1d([a, b, c, d]), kernel, stride=1, padding=(0, 1)).ravel()
+  np.testing.assert_allclose(out, big_x @ padded, rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(out, [a*y + b*z, a*x + b*y + c*z, b*x + c*y + d*z, c*x + d*y],
+                             rtol=RTOL, atol=ATOL)
+  # transpose convolution multiplies by X^T: padding 0 gives all 6 entries ...
+  full = ops.conv_transpose(_as_1d([a, b, c, d]), kernel, stride=1, padding=0).ravel()
+  np.testing.assert_allclose(full, big_x.T @ np.array([a, b, c, d]), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(full, [a*x, a*y + b*x, a*z + b*y + c*x, b*z + c*y + d*x,
+                                    c*z + d*y, d*z], rtol=RTOL, atol=ATOL)
+  # ... padding 1 (the adjoint of the padded conv) the middle 4
+  mid = ops.conv_transpose(_as_1d([a, b, c, d]), kernel, stride=1, padding=(0, 1)).ravel()
+  np.testing.assert_allclose(mid, (big_x.T @ np.array([a, b, c, d]))[1:5], rtol=RTOL, atol=ATOL)
+  # with stride 1 it is a normal convolution with the flipped kernel (other padding)
+  np.testing.assert_allclose(
+      mid, ops.conv(_as_1d([a, b, c, d]), kernel[:, ::-1], padding=(0, 1)).ravel(),
+      rtol=RTOL, atol=ATOL)
+  _assert_transpose_is_vjp(_as_1d([a, b, c, d]), kernel, 1, (0, 1), 0)
+
+
+def test_lecture_convolution_as_matrix_multiplication_stride_2():
+  x, y, z, a, b, c, d = (float(v) for v in _normal(1, (7,)))
+  kernel = jnp.array([x, y, z], jnp.float32).reshape(1, 3, 1, 1)
+  big_x = np.array([[x, y, z, 0, 0, 0], [0, 0, x, y, z, 0]])
+  out = ops.conv(_as_1d([a, b, c, d]), kernel, stride=2, padding=(0, 1)).ravel()
+  np.testing.assert_allclose(out, big_x @ np.array([0, a, b, c, d, 0]), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(out, [a*y + b*z, b*x + c*y + d*z], rtol=RTOL, atol=ATOL)
+  xt_ab = big_x.T @ np.array([a, b])
+  np.testing.assert_allclose(xt_ab, [a*x, a*y, a*z + b*x, b*y, b*z, 0], rtol=RTOL, atol=ATOL)
+  # padding 0: (2-1)*2 + 3 = 5 entries; the 6th (always 0) needs output_padding=1
+  five = ops.conv_transpose(_as_1d([a, b]), kernel, stride=2).ravel()
+  np.testing.assert_allclose(five, xt_ab[:5], rtol=RTOL, atol=ATOL)
+  six = ops.conv_transpose(_as_1d([a, b]), kernel, stride=2, output_padding=(0, 1)).ravel()
+  np.testing.assert_allclose(six, xt_ab, rtol=RTOL, atol=ATOL)
+  # padding 1 crops one from each end; output_padding=1 recovers the input length 4
+  mid = ops.conv_transpose(_as_1d([a, b]), kernel, stride=2, padding=(0, 1),
+                           output_padding=(0, 1)).ravel()
+  np.testing.assert_allclose(mid, xt_ab[1:5], rtol=RTOL, atol=ATOL)
+  _assert_transpose_is_vjp(_as_1d([a, b]), kernel, 2, (0, 1), (0, 1))
+
+
+def test_lecture_transpose_conv_3x3_stride_2_pad_1_2x2_to_4x4():
+  # (2-1)*2 - 2*1 + 3 = 3, so 2x2 -> 4x4 needs output_padding=1 (as in PyTorch).
+  kernel = _normal(2, (3, 3, 1, 1))
+  x = _normal(3, (1, 2, 2, 1))
+  assert ops.conv_transpose(x, kernel, 2, 1).shape == (1, 3, 3, 1)
+  y = ops.conv_transpose(x, kernel, 2, 1, output_padding=1)
+  assert y.shape == (1, 4, 4, 1)
+  np.testing.assert_allclose(y, conv_transpose_ref(x, kernel, 2, 1, 1), rtol=RTOL, atol=ATOL)
+  # the input weights copies of the filter, moved 2 output pixels per input pixel; overlaps sum
+  k = kernel[:, :, 0, 0]
+  one_hot = np.zeros((1, 2, 2, 1), np.float32)
+  one_hot[0, 0, 0, 0] = 1.0
+  copy = np.zeros((5, 5))
+  copy[:3, :3] = k  # full (uncropped) output, then pad 1 crops the first row/column
+  np.testing.assert_allclose(ops.conv_transpose(one_hot, kernel, 2, 1, 1)[0, :, :, 0],
+                             copy[1:5, 1:5], rtol=RTOL, atol=ATOL)
+  ones = np.ones((1, 2, 2, 1), np.float32)
+  full = np.zeros((5, 5))
+  for h, w in itertools.product(range(2), range(2)):
+    full[2 * h:2 * h + 3, 2 * w:2 * w + 3] += k
+  np.testing.assert_allclose(ops.conv_transpose(ones, kernel, 2, 1, 1)[0, :, :, 0],
+                             full[1:5, 1:5], rtol=RTOL, atol=ATOL)
+  _assert_transpose_is_vjp(x, kernel, 2, 1, 1)
+
+
+def test_lecture_output_size_rule():
+  assert ops.output_size(4, 3, 1, 1) == (4 - 3 + 2) // 1 + 1 == 4
+  assert ops.output_size(4, 3, 2, 1) == 2
+  assert ops.output_size(7, 3, 1, 0, dilation=2) == 3  # effective kernel 5
+  assert ops.transpose_output_size(2, 3, 2, 1, output_padding=1) == 4
+  assert ops.transpose_output_size(4, 3, 1, 1) == 4
+  assert ops.transpose_output_size(3, 4, 2, 1) == 6
+  for n in range(1, 9):  # stride-S conv maps each of the S transpose sizes back to n
+    for op in range(3):
+      assert ops.output_size(ops.transpose_output_size(n, 3, 3, 1, op), 3, 3, 1) == n
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: ops.output_size(2, 5, 1, 1), "kernel 5 .* does not fit an input of size 2"),
+    (lambda: ops.output_size(4, 3, 0, 1), "stride=0"),
+    (lambda: ops.output_size(4, 3, 1, -1), "padding=-1"),
+    (lambda: ops.transpose_output_size(4, 3, 2, 1, output_padding=2), "output_padding=2"),
+    (lambda: ops.transpose_output_size(1, 1, 1, 1), "output size -1"),
+    (lambda: ops.conv(jnp.ones((1, 2, 2, 1)), jnp.ones((3, 3, 1, 1))), "does not fit"),
+    (lambda: ops.conv_transpose(jnp.ones((1, 2, 2, 3)), jnp.ones((2, 2, 2, 1))),
+     "expects 2 input channels"),
+    (lambda: ops.conv_transpose(jnp.ones((1, 2, 2, 1)), jnp.ones((3, 3, 1, 1)), 2,
+                                impl="depth_to_space"), "depth_to_space"),
+    (lambda: ops.bilinear_upsample(jnp.ones((1, 2, 2, 1)), 2, "cubic"), "unknown convention"),
+    (lambda: ops.subpixel_conv(jnp.ones((1, 2, 2, 1)), jnp.ones((3, 3, 1, 6))), "multiple"),
+    (lambda: ops.resize_conv(jnp.ones((1, 2, 2, 1)), jnp.ones((3, 3, 1, 1)), method="area"),
+     "unknown method"),
+])
+def test_clear_errors(call, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    call()
+
+
+# --- Each op against its NumPy reference ---------------------------------------------------
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_nearest_and_bed_of_nails_random(factor):
+  x = _normal(4, (2, 3, 5, 3))
+  np.testing.assert_array_equal(ops.nearest_upsample(x, factor),
+                                np.repeat(np.repeat(x, factor, 1), factor, 2))
+  nails = np.zeros((2, 3 * factor, 5 * factor, 3), np.float32)
+  nails[:, ::factor, ::factor] = x
+  np.testing.assert_array_equal(ops.bed_of_nails_upsample(x, factor), nails)
+
+
+@pytest.mark.parametrize("shape,window,stride", [
+    ((2, 6, 8, 3), 2, None), ((2, 7, 5, 2), 2, 2), ((1, 9, 9, 2), 3, 3),
+    ((2, 7, 6, 3), 3, 2), ((2, 6, 5, 2), 2, 1), ((1, 8, 9, 1), 3, 1), ((2, 9, 8, 2), 2, 3)])
+def test_max_pool_with_argmax_random(shape, window, stride):
+  x = _normal(5, shape)
+  pooled, switches = ops.max_pool_with_argmax(x, window, stride)
+  ref_pooled, ref_switches = pool_argmax_ref(x, window, stride or window)
+  np.testing.assert_array_equal(pooled, ref_pooled)
+  np.testing.assert_array_equal(pooled, ops.max_pool(x, window, stride))
+  np.testing.assert_array_equal(switches, ref_switches)
+  assert switches.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("window,stride", [(2, 2), (3, 3), (2, 1), (3, 2)])
+def test_argmax_ties_pick_the_first_in_row_major_order(window, stride):
+  x = np.asarray(jax.random.randint(jax.random.key(6), (2, 7, 8, 3), 0, 3), np.float32)
+  _, switches = ops.max_pool_with_argmax(x, window, stride)
+  np.testing.assert_array_equal(switches, pool_argmax_ref(x, window, stride)[1])
+  _, switches = ops.max_pool_with_argmax(jnp.ones((1, 5, 4, 1)), window, stride)
+  oh, ow = np.meshgrid(np.arange(switches.shape[1]), np.arange(switches.shape[2]), indexing="ij")
+  np.testing.assert_array_equal(switches[0, :, :, 0], oh * stride * 4 + ow * stride)  # top-left
+
+
+def test_max_pool_general_path_equals_fast_path_on_non_overlapping_windows():
+  for seed, window in [(7, 2), (8, 3)]:
+    x = np.asarray(jax.random.randint(jax.random.key(seed), (2, 9, 6, 3), 0, 4), np.float32)
+    ho, wo = 9 // window, 6 // window
+    fast = upsample._blocks_max_argmax(jnp.asarray(x), window, ho, wo)
+    general = upsample._slices_max_argmax(jnp.asarray(x), window, window, ho, wo)
+    for a, b in zip(fast, general):
+      np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape,window,stride", [
+    ((2, 6, 8, 3), 2, 2), ((2, 7, 5, 2), 2, 2), ((1, 9, 6, 2), 3, 3), ((2, 7, 6, 3), 3, 2),
+    ((2, 5, 5, 2), 2, 1)])
+def test_max_unpool_random_and_gradient(shape, window, stride):
+  x = _normal(9, shape)
+  pooled, switches = ops.max_pool_with_argmax(x, window, stride)
+  values = _normal(10, pooled.shape)
+  size = shape[1:3]
+  paths = [None] + ([window] if stride == window else [])
+  for win in paths:
+    unpooled = ops.max_unpool(values, switches, size, window=win)
+    np.testing.assert_allclose(unpooled, unpool_ref(values, np.asarray(switches), size),
+                               rtol=RTOL, atol=ATOL)
+    # d/d values of <unpool(values), g> = g read at the switches
+    g = _normal(11, unpooled.shape)
+    grad = jax.grad(lambda v: jnp.sum(ops.max_unpool(v, switches, size, window=win) * g))(
+        values)
+    n, c = shape[0], shape[3]
+    expected = g.reshape(n, -1, c)[np.arange(n)[:, None, None, None], np.asarray(switches),
+                                   np.arange(c)]
+    np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL)
+  # unpooling the pooled values puts each max back where it was
+  if stride == window:
+    back = ops.max_unpool(pooled, switches, size, window=window)
+    kept = np.asarray(back) != 0
+    np.testing.assert_array_equal(np.asarray(back)[kept], x[kept])
+    assert kept.sum() == pooled.size
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding,dilation", [
+    ((2, 7, 6, 3), (3, 3), 1, 1, 1), ((2, 8, 9, 2), (3, 3), 2, 1, 1), ((1, 9, 7, 2), (4, 2), 3, 2, 1),
+    ((2, 9, 9, 1), (3, 3), 1, 0, 2), ((2, 10, 8, 3), (2, 3), 2, (1, 0), 2), ((1, 5, 5, 2), (1, 1), 2, 0, 1)])
+def test_conv_random(shape, kernel, stride, padding, dilation):
+  x, k = _normal(12, shape), _normal(13, kernel + (shape[-1], 4))
+  np.testing.assert_allclose(ops.conv(x, k, stride, padding, dilation),
+                             conv_ref(x, k, stride, padding, dilation), rtol=1e-4, atol=1e-4)
+
+
+CONV_T_CONFIGS = [  # (input shape, kernel, stride, padding, output_padding, dilation)
+    ((2, 3, 4, 3), 1, 1, 0, 0, 1), ((2, 3, 4, 3), 2, 2, 0, 0, 1), ((2, 3, 3, 2), 3, 3, 0, 0, 1),
+    ((2, 3, 4, 3), 3, 2, 1, 1, 1), ((1, 4, 3, 2), 4, 2, 1, 0, 1), ((2, 2, 3, 3), 3, 1, 1, 0, 1),
+    ((1, 3, 3, 2), 4, 3, 2, 2, 1), ((2, 3, 2, 2), 3, 2, 0, 1, 2), ((1, 4, 4, 1), 2, 1, 1, 0, 2),
+    ((2, 3, 3, 2), 1, 3, 0, 2, 1), ((1, 4, 4, 2), 3, 2, 3, 1, 1)]  # last: P > F-1
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding,output_padding,dilation", CONV_T_CONFIGS)
+def test_conv_transpose_random(shape, kernel, stride, padding, output_padding, dilation):
+  x, k = _normal(14, shape), _normal(15, (kernel, kernel, shape[-1], 5))
+  y = ops.conv_transpose(x, k, stride, padding, output_padding, dilation)
+  for axis in (1, 2):
+    assert y.shape[axis] == ops.transpose_output_size(shape[axis], kernel, stride, padding,
+                                                      output_padding, dilation)
+  np.testing.assert_allclose(y, conv_transpose_ref(x, k, stride, padding, output_padding,
+                                                   dilation), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ops.conv_transpose(x, k, stride, padding, output_padding,
+                                                dilation, impl="lax"), y, rtol=1e-4, atol=1e-4)
+
+
+def _assert_transpose_is_vjp(x, kernel, stride, padding, output_padding, dilation=1):
+  """conv_transpose(x, k) == VJP of z -> conv(z, k with I/O swapped) at cotangent x."""
+  y = ops.conv_transpose(x, kernel, stride, padding, output_padding, dilation)
+  z = jnp.zeros(y.shape[:3] + (kernel.shape[3],), jnp.float32)
+  swapped = jnp.swapaxes(kernel, 2, 3)
+  out, vjp = jax.vjp(lambda v: ops.conv(v, swapped, stride, padding, dilation), z)
+  assert out.shape == x.shape
+  np.testing.assert_allclose(vjp(x)[0], y, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding,output_padding,dilation", CONV_T_CONFIGS)
+def test_conv_transpose_is_the_vjp_of_conv(shape, kernel, stride, padding, output_padding,
+                                          dilation):
+  _assert_transpose_is_vjp(_normal(16, shape), _normal(17, (kernel, kernel, shape[-1], 4)),
+                           stride, padding, output_padding, dilation)
+
+
+@pytest.mark.parametrize("impl", ["depth_to_space", "lax"])
+def test_conv_transpose_gradients(impl):
+  x, k = _normal(18, (2, 3, 3, 2)), _normal(19, (2, 2, 2, 3))
+  check_grads(lambda a, b: ops.conv_transpose(a, b, 2, impl=impl), (x, k), order=1,
+              modes=["rev"], atol=1e-2, rtol=1e-2)
+  # both impls have the same gradients
+  g = _normal(20, (2, 6, 6, 3))
+  grads = [jax.grad(lambda a, b: jnp.sum(ops.conv_transpose(a, b, 2, impl=i) * g), (0, 1))(x, k)
+           for i in ("depth_to_space", "lax")]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("convention", ["half_pixel", "align_corners", "asymmetric"])
+@pytest.mark.parametrize("shape,factor", [((2, 3, 4, 2), 2), ((1, 1, 5, 3), 3), ((2, 4, 2, 1), 4)])
+def test_bilinear_random(convention, shape, factor):
+  x = _normal(21, shape)
+  np.testing.assert_allclose(ops.bilinear_upsample(x, factor, convention),
+                             bilinear_ref(x, factor, convention), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape,factor", [((2, 3, 4, 2), 2), ((1, 1, 5, 3), 3), ((2, 5, 3, 1), 4)])
+def test_half_pixel_bilinear_equals_jax_image_resize(shape, factor):
+  x = _normal(22, shape)
+  n, h, w, c = shape
+  np.testing.assert_allclose(ops.bilinear_upsample(x, factor),
+                             jax.image.resize(x, (n, h * factor, w * factor, c), "bilinear"),
+                             rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("method,kernel,factor", [
+    ("nearest", 3, 2), ("bilinear", 3, 2), ("nearest", 1, 3), ("bilinear", 2, 2)])
+def test_resize_conv_random(method, kernel, factor):
+  x, k = _normal(23, (2, 3, 4, 3)), _normal(24, (kernel, kernel, 3, 4))
+  if method == "nearest":
+    up = np.repeat(np.repeat(x, factor, 1), factor, 2)
+  else:
+    up = bilinear_ref(x, factor, "half_pixel")
+  np.testing.assert_allclose(ops.resize_conv(x, k, factor, method), conv_same_ref(up, k),
+                             rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,factor", [(3, 2), (1, 2), (3, 3)])
+def test_subpixel_conv_random(kernel, factor):
+  x, k = _normal(25, (2, 3, 4, 3)), _normal(26, (kernel, kernel, 3, 2 * factor * factor))
+  y = ops.subpixel_conv(x, k, factor)
+  assert y.shape == (2, 3 * factor, 4 * factor, 2)
+  np.testing.assert_allclose(y, depth_to_space_ref(conv_same_ref(x, k), factor),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_ops_jit_and_differentiate():
+  x, k3, k2 = _normal(27, (2, 4, 4, 2)), _normal(28, (3, 3, 2, 8)), _normal(29, (2, 2, 2, 3))
+
+  @jax.jit
+  def loss(x, k3, k2):
+    pooled, switches = ops.max_pool_with_argmax(x, 2)
+    parts = [ops.nearest_upsample(x), ops.bed_of_nails_upsample(x), ops.bilinear_upsample(x),
+             ops.max_unpool(pooled, switches, (4, 4), window=2),
+             ops.resize_conv(x, k3[..., :2]), ops.subpixel_conv(pooled, k3)[..., :2],
+             ops.conv_transpose(x, k2, 2)[:, :4, :4, :2]]
+    return sum(jnp.sum(p[:, :4, :4] ** 2) for p in parts)
+
+  grads = jax.grad(loss, (0, 1, 2))(x, k3, k2)
+  assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0 for g in grads)
+  check_grads(lambda a: ops.bilinear_upsample(a, 2, "asymmetric"), (x,), order=1,
+              modes=["rev"], atol=1e-2, rtol=1e-2)
+  check_grads(lambda a, b: ops.resize_conv(a, b, 2, "bilinear"), (x, k3), order=1,
+              modes=["rev"], atol=1e-2, rtol=1e-2)
