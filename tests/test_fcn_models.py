@@ -1,5 +1,7 @@
 """VGG backbone and the lecture's semantic segmentation models: FCN-32s/16s/8s, DeconvNet,
 the full-resolution FCN and the sliding-window classifier (tiny widths, CPU)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,14 +12,30 @@ from jaxseg.models.backbones.vgg import VGG
 from jaxseg.models.segmentation.deconvnet import DeconvNet
 from jaxseg.models.segmentation.fcn import FCN, BilinearTransposeConv
 from jaxseg.models.segmentation.fullres_fcn import FullResolutionFCN
-from jaxseg.models.segmentation.sliding_window import PatchClassifier
-from jaxseg.models.segmentation.sliding_window import SlidingWindowClassifier
+from jaxseg.models.segmentation.sliding_window import (
+  PatchClassifier,
+  SlidingWindowClassifier,
+)
 
 NUM_CLASSES = 3
 
 
+def _key(seed):
+  # The "rbg" PRNG: on XLA:CPU here a threefry jax.random.normal takes 3-5 s to compile
+  # (per shape), rbg 0.2 s; parameter initialisation is dominated by it.
+  return jax.random.key(seed, impl="rbg")
+
+
 def _images(n=2, h=16, w=16, seed=0):
-  return jax.random.uniform(jax.random.key(seed), (n, h, w, 3))
+  return jax.random.uniform(_key(seed), (n, h, w, 3))
+
+
+def _init(model, images):
+  return jax.jit(model.init)(_key(0), images)
+
+
+def _apply(model, variables, images, **kwargs):
+  return jax.jit(functools.partial(model.apply, **kwargs))(variables, images)
 
 
 def _num_params(tree):
@@ -25,20 +43,20 @@ def _num_params(tree):
 
 
 def _param_shapes(model, images):
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), images))["params"]
+  return jax.eval_shape(lambda: model.init(_key(0), images))["params"]
 
 
 def _check_train_step(model, images):
   """Init, output shape, one SGD step: finite loss, every parameter leaf gets a gradient
   that changes it (or at least most of them), BatchNorm statistics update."""
-  variables = model.init(jax.random.key(0), images)
-  labels = jax.random.randint(jax.random.key(1), images.shape[:3], 0, NUM_CLASSES)
+  variables = _init(model, images)
+  labels = jax.random.randint(_key(1), images.shape[:3], 0, NUM_CLASSES)
 
   @jax.jit
   def step(variables):
     def loss_fn(params):
       logits, state = model.apply({**variables, "params": params}, images, train=True,
-                                  mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+                                  mutable=["batch_stats"], rngs={"dropout": _key(2)})
       onehot = jax.nn.one_hot(labels, NUM_CLASSES)
       loss = -(onehot * jax.nn.log_softmax(logits.astype(jnp.float32))).sum(-1).mean()
       return loss, (logits, state)
@@ -63,7 +81,7 @@ def _check_train_step(model, images):
 
 
 def test_vgg16_conv_param_count():
-  shapes = jax.eval_shape(lambda: VGG(norm=False).init(jax.random.key(0),
+  shapes = jax.eval_shape(lambda: VGG(norm=False).init(_key(0),
                                                        jnp.zeros((1, 32, 32, 3))))["params"]
   assert len(shapes) == 5
   assert sum(len(stage) for stage in shapes.values()) == 13  # 13 conv layers
@@ -72,19 +90,19 @@ def test_vgg16_conv_param_count():
 
 def test_vgg_feature_dict_and_switches():
   model = VGG((4, 8), (1, 2), record_switches=True)
-  out = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0),
+  out = jax.eval_shape(lambda: model.init_with_output(_key(0),
                                                       jnp.zeros((2, 8, 12, 3)))[0])
   assert out["stage1"].shape == (2, 8, 12, 4) and out["stride_2"].shape == (2, 4, 6, 4)
   assert out["stage2"].shape == (2, 4, 6, 8) and out["stride_4"].shape == (2, 2, 3, 8)
   assert out["switches_4"].shape == (2, 2, 3, 8) and out["switches_4"].dtype == jnp.int32
   with pytest.raises(ValueError, match="divisible by 4"):
-    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 6, 8, 3))))
+    jax.eval_shape(lambda: model.init(_key(0), jnp.zeros((1, 6, 8, 3))))
 
 
 # ----------------------------------------------------------------------------- FCN
 
-FCN_TINY = dict(stage_widths=(4, 4, 8), stage_convs=(1, 1, 1), head_width=8,
-                head_kernel_size=3)
+FCN_TINY = {"stage_widths": (4, 4, 8), "stage_convs": (1, 1, 1), "head_width": 8,
+            "head_kernel_size": 3}
 
 
 def test_fcn_variants_have_their_score_layers():
@@ -112,8 +130,8 @@ def test_fcn8s_train_step():
 
 
 def test_fcn_upscore_is_initialised_to_bilinear_upsampling():
-  x = jax.random.normal(jax.random.key(3), (1, 6, 6, 2))
-  y, _ = BilinearTransposeConv(2).init_with_output(jax.random.key(0), x)
+  x = jax.random.normal(_key(3), (1, 6, 6, 2))
+  y, _ = BilinearTransposeConv(2).init_with_output(_key(0), x)
   ref = ops.bilinear_upsample(x, 2)
   assert y.shape == ref.shape == (1, 12, 12, 2)
   np.testing.assert_allclose(y[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-5)
@@ -121,7 +139,7 @@ def test_fcn_upscore_is_initialised_to_bilinear_upsampling():
 
 # ----------------------------------------------------------------------------- DeconvNet
 
-DECONV_TINY = dict(stage_widths=(4, 8), stage_convs=(1, 2), fc_width=8)
+DECONV_TINY = {"stage_widths": (4, 8), "stage_convs": (1, 2), "fc_width": 8}
 
 
 def test_deconvnet_train_step_and_param_layout():
@@ -138,9 +156,9 @@ def test_deconvnet_train_step_and_param_layout():
 def test_deconvnet_unpooling_uses_the_encoder_switches():
   model = DeconvNet(NUM_CLASSES, **DECONV_TINY)
   images = _images(1, 8, 8, seed=4)
-  variables = model.init(jax.random.key(0), images)
-  _, state = model.apply(variables, images, capture_intermediates=True,
-                         mutable=["intermediates"])
+  variables = _init(model, images)
+  _, state = _apply(model, variables, images, capture_intermediates=True,
+                    mutable=["intermediates"])
   inter = state["intermediates"]
   encoder = inter["encoder"]["__call__"][0]
   for stage in (1, 2):
@@ -169,8 +187,8 @@ def test_fullres_fcn_keeps_resolution_and_param_count():
   model = FullResolutionFCN(NUM_CLASSES, widths=widths)
   images = _images(2, 10, 14)  # no divisibility constraint
   variables, _ = _check_train_step(model, images)
-  _, state = model.apply(variables, images, capture_intermediates=True,
-                         mutable=["intermediates"])
+  _, state = _apply(model, variables, images, capture_intermediates=True,
+                    mutable=["intermediates"])
   for name in ("conv1", "conv2", "conv3"):
     assert state["intermediates"][name]["__call__"][0].shape[1:3] == (10, 14)
   # 3x3 convs without bias + BatchNorm scale/bias, then the 1x1 classifier with bias.
@@ -180,13 +198,13 @@ def test_fullres_fcn_keeps_resolution_and_param_count():
   assert _num_params(plain) == (27 * 4 + 4) + (36 * 8 + 8) + (72 * 4 + 4) + (4 * 3 + 3)
   # The lecture's example: 512x512 input, 10 classes, every map at 512x512.
   out = jax.eval_shape(lambda: FullResolutionFCN(10).init_with_output(
-      jax.random.key(0), jnp.zeros((1, 512, 512, 3)))[0])
+      _key(0), jnp.zeros((1, 512, 512, 3)))[0])
   assert out.shape == (1, 512, 512, 10)
 
 
 # ----------------------------------------------------------------------------- sliding window
 
-SLIDING_TINY = dict(patch_size=7, conv_widths=(4,), hidden_widths=(8,))
+SLIDING_TINY = {"patch_size": 7, "conv_widths": (4,), "hidden_widths": (8,)}
 
 
 def test_sliding_window_train_step():
@@ -198,22 +216,23 @@ def test_sliding_equals_convolutional_inference():
   sliding = SlidingWindowClassifier(NUM_CLASSES, **SLIDING_TINY)
   conv = SlidingWindowClassifier(NUM_CLASSES, inference="convolutional", **SLIDING_TINY)
   chunked = SlidingWindowClassifier(NUM_CLASSES, chunk_size=50, **SLIDING_TINY)
-  variables = sliding.init(jax.random.key(0), images)
+  variables = _init(sliding, images)
   # Same parameters whichever way the model is initialised.
-  assert (jax.tree.map(jnp.shape, conv.init(jax.random.key(0), images))
+  assert (jax.tree.map(lambda a: a.shape, jax.eval_shape(conv.init, _key(0), images))
           == jax.tree.map(jnp.shape, variables))
   # Non-trivial BatchNorm statistics: one training-mode pass (chunk by chunk).
-  _, state = chunked.apply(variables, images, train=True, mutable=["batch_stats"])
+  _, state = _apply(chunked, variables, images, train=True, mutable=["batch_stats"])
   variables = {**variables, **state}
-  dense = sliding.apply(variables, images)
+  dense = _apply(sliding, variables, images)
   assert dense.shape == (2, 10, 12, NUM_CLASSES)
-  np.testing.assert_allclose(conv.apply(variables, images), dense, atol=1e-5, rtol=1e-5)
-  np.testing.assert_allclose(chunked.apply(variables, images), dense, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(_apply(conv, variables, images), dense, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(_apply(chunked, variables, images), dense, atol=1e-5, rtol=1e-5)
   # Per pixel it really is the patch classifier on the patch around that pixel.
   padded = jnp.pad((images - jnp.asarray(sliding.pixel_mean)) / jnp.asarray(sliding.pixel_std),
                    ((0, 0), (3, 3), (3, 3), (0, 0)), mode="reflect")
   patch_net = PatchClassifier(NUM_CLASSES, **SLIDING_TINY)
-  single = patch_net.apply({k: tree["patch_net"] for k, tree in variables.items()},
+  assert patch_net.fc_input_size() == 2 and patch_net.extent() == 6  # 7 -conv-> 5 -pool-> 2
+  single = _apply(patch_net, {k: tree["patch_net"] for k, tree in variables.items()},
                            padded[1:2, 4:11, 6:13])[0, 0, 0]
   np.testing.assert_allclose(single, dense[1, 4, 6], atol=1e-5, rtol=1e-5)
 

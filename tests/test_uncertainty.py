@@ -20,17 +20,17 @@ IMAGES = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
 
 
 def _unet(dropout_rate):
-  """A tiny U-Net whose BatchNorm running averages come from other images, so that
-  train=True (batch statistics) and train=False (running averages) clearly differ."""
+  """A tiny U-Net with perturbed BatchNorm running averages, so that train=True (batch
+  statistics) and train=False (running averages) clearly differ."""
   model = models.get_segmentation_model("unet", num_classes=4, base_width=4, depth=2,
                                         dropout_rate=dropout_rate)
-  variables = model.init({"params": jax.random.key(0)}, IMAGES, train=False)
-  update = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                            rngs={"dropout": jax.random.key(0)})[1])
-  for i in range(10):
-    other = 0.5 * jax.random.uniform(jax.random.key(100 + i), IMAGES.shape)
-    variables = {**variables, **update(variables, other)}
-  return model, variables
+  variables = jax.jit(lambda x: model.init({"params": jax.random.key(0)}, x))(IMAGES)
+  leaves, treedef = jax.tree.flatten(variables["batch_stats"])
+  keys = jax.random.split(jax.random.key(5), len(leaves))
+  perturbed = [x + 0.05 * jax.random.normal(k, x.shape) if x.min() == 0 else  # means
+               x * jax.random.uniform(k, x.shape, minval=0.5, maxval=2.0)  # variances
+               for x, k in zip(leaves, keys)]
+  return model, {**variables, "batch_stats": jax.tree.unflatten(treedef, perturbed)}
 
 
 def test_entropy_in_nats_uniform_is_log_c_and_one_hot_is_zero():
@@ -95,7 +95,7 @@ class _CallFlagDropout(nn.Module):
 
 def test_any_dropout_flag_style_is_forced_on_exactly_as_flax_draws_it():
   model = _CallFlagDropout()
-  x = jnp.ones((3, 5))
+  x = jnp.ones((16, 5))
   variables = model.init(jax.random.key(0), x)
   rng = jax.random.key(3)
   forced = seg.apply_with_dropout(model, variables, x, rng)

@@ -9,7 +9,8 @@ is shared. With the defaults and `norm=False` this is exactly the VGG-16 conv st
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -17,7 +17,8 @@ paper's), and no instance-wise proposal inference / FCN ensemble.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -79,7 +80,7 @@ class DeconvNet(nn.Module):
     if num_stages == 0 or len(self.stage_convs) != num_stages:
       raise ValueError(f"DeconvNet needs as many stage_convs as stage_widths (>= 1); got "
                        f"{tuple(self.stage_widths)} and {tuple(self.stage_convs)}")
-    n, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     if h % 2**num_stages or w % 2**num_stages:
       raise ValueError(f"DeconvNet with {num_stages} pooling stages needs height and width "
                        f"divisible by {2**num_stages}; got {h}x{w}")

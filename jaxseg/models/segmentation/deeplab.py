@@ -104,7 +104,7 @@ class DeepLabV3Plus(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    n, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     if h % self.output_stride or w % self.output_stride:
       raise ValueError(f"DeepLabV3Plus with output_stride {self.output_stride} needs image "
                        f"height and width divisible by {self.output_stride}, got {h}x{w}")

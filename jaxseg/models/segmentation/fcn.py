@@ -20,7 +20,8 @@ paper's 100-pixel input padding and crop layers (so H and W must be divisible by
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -104,7 +105,7 @@ class FCN(nn.Module):
     if num_stages < fusions + 1:
       raise ValueError(f"FCN-{self.variant} fuses {fusions} pooling layers below the last; "
                        f"needs at least {fusions + 1} backbone stages, got {num_stages}")
-    n, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     stride = 2**num_stages
     if h % stride or w % stride:
       raise ValueError(f"FCN with {num_stages} backbone stages needs height and width "

@@ -11,7 +11,8 @@ default widths 16, 32, 64, 128, 64, 32.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

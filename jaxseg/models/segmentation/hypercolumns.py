@@ -58,7 +58,7 @@ class Hypercolumns(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     levels = self.selected_levels()
-    n, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     factor = 2**max(levels)
     if h % factor or w % factor:
       raise ValueError(f"Hypercolumns with levels {levels} needs image height and width "

@@ -66,7 +66,7 @@ class RefinementStep(nn.Module):
 
   @nn.compact
   def __call__(self, x, probs, train: bool):
-    n, h, w, _ = x.shape
+    _, h, w, _ = x.shape
     inputs = jnp.concatenate([x, probs.astype(x.dtype)], axis=-1)
     trunk = ConvBlock(self.features, num_convs=self.num_convs, norm=self.norm,
                       conv_type=self.conv_type, dtype=self.dtype, name="trunk")
@@ -125,8 +125,9 @@ class RecurrentRefinement(nn.Module):
     if not self.scales:
       raise ValueError("scales must name at least one input scale, e.g. (1.0,)")
     n, h, w, _ = images.shape
-    for s in self.scales:
-      _scaled_size(h, s), _scaled_size(w, s)
+    for s in self.scales:  # fail early, with the scale named
+      _scaled_size(h, s)
+      _scaled_size(w, s)
     x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
     x = x.astype(self.dtype)
     if self.initial_probs == "uniform":

@@ -26,7 +26,8 @@ BatchNorm batch statistics (computed over patches vs over positions).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -188,6 +189,8 @@ class SlidingWindowClassifier(nn.Module):
     if self.chunk_size is None or self.chunk_size >= total:
       logits = net(_extract_patches(padded, pixels, p), train)[:, 0, 0]
     else:
+      # The last chunk is filled up with copies of pixel (0, 0, 0), dropped afterwards (in
+      # training they do enter that chunk's BatchNorm batch statistics).
       chunks = -(-total // self.chunk_size)
       pixels = jnp.pad(pixels, ((0, chunks * self.chunk_size - total), (0, 0)))
       pixels = pixels.reshape(chunks, self.chunk_size, 3)
