@@ -12,7 +12,7 @@ An ablation file's `get_config()` returns a ConfigDict with
             "key=value,..."
   metrics   the columns of the table (eval metrics such as mIoU or iou/circle, and the
             profile figures of `profile`: params, gflops_per_image, train_gflops,
-            train_memory_mb, ms_per_step, infer_ms_per_image)
+            train_memory_mb, ms_per_step, infer_ms_per_image, receptive_field)
   plot      {"x": column or "run", "y": [columns], "kind": "bar" | "line"}
   claims    list of {"text", "check"}: `check` is a Python expression over `r`, the
             dict run name -> {metric: value}; the table says whether each claim held.
@@ -52,7 +52,7 @@ flags.mark_flags_as_required(["ablation"])
 FLAGS = flags.FLAGS
 
 PROFILE_METRICS = ("params", "gflops_per_image", "train_gflops", "train_memory_mb",
-                   "ms_per_step", "infer_ms_per_image")
+                   "ms_per_step", "infer_ms_per_image", "receptive_field")
 
 
 # -- configs ------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def profile(task, config, state, workdir: str) -> dict:
   rates = [m["steps_per_second"] for m in log_lib.read_metrics(workdir)
            if m["split"] == "train" and isinstance(m.get("steps_per_second"), float)]
   rates = rates[1:] or rates  # the first window includes compilation
-  return {
+  figures = {
       "params": params,
       "gflops_per_image": _flops(one) / 1e9,
       "train_gflops": _flops(train) / 1e9,
@@ -173,6 +173,28 @@ def profile(task, config, state, workdir: str) -> dict:
       "ms_per_step": 1e3 / float(np.median(rates)) if rates else math.nan,
       "infer_ms_per_image": 1e3 * min(times) / len(images),
   }
+  model = getattr(task, "model", None)
+  if model is not None:
+    figures["receptive_field"] = receptive_field(model, variables, images.shape[1:3])
+  return figures
+
+
+def receptive_field(model, variables, size) -> int:
+  """Side of the bounding box of input pixels that change the centre output pixel's
+  logits (non-zero gradient) of a dense model, at input size `size` (so at most that)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  h, w = size
+  image = jax.random.uniform(jax.random.key(0), (1, h, w, 3))
+
+  def centre(image):
+    return model.apply(variables, image, train=False)[0, h // 2, w // 2].sum()
+
+  grad = np.abs(np.asarray(jax.jit(jax.grad(centre))(image)))[0].sum(-1)
+  rows, cols = np.nonzero(grad)
+  if rows.size == 0:
+    return 0
+  return int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
 
 
 def _flops(compiled) -> float:
