@@ -14,14 +14,20 @@ def _count(tree):
   return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(tree))
 
 
-def _init_with_output(module, *args, **kwargs):
-  """(output, variables), compiled as one program (faster than eager init on CPU)."""
-  return jax.jit(lambda *a: module.init_with_output(jax.random.key(0), *a, **kwargs))(*args)
-
-
 def _shapes(module, *args, **kwargs):
   """Variables of `module` as shapes only (no compile, no compute)."""
   return jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a, **kwargs), *args)
+
+
+def _random_variables(module, *args, seed=0, **kwargs):
+  """Variables of `module` filled with NumPy normals: no RNG kernels to compile."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda v: rng.standard_normal(v.shape).astype(np.float32),
+                      _shapes(module, *args, **kwargs))
+
+
+def _normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
 X32 = jax.ShapeDtypeStruct((1, 8, 8, 32), jnp.float32)
@@ -111,19 +117,41 @@ def test_unknown_conv_type_names_the_allowed_values():
 # --- Upsample -------------------------------------------------------------------------------
 
 ALL_METHODS = layers.UPSAMPLE_METHODS + ("resize",)
+LEARNABLE = ("transpose", "resize_conv", "resize", "subpixel")
+
+
+def _reference_upsample(method, variables, x, switches):
+  """What each Upsample method computes, written with the ops (factor 2, defaults)."""
+  params = variables.get("params", {})
+  if method in LEARNABLE:
+    kernel, bias = params["kernel"], params["bias"]
+    if method == "transpose":
+      return ops.conv_transpose(x, kernel, 2) + bias
+    if method == "subpixel":
+      return ops.subpixel_conv(x, kernel, 2) + bias
+    return ops.resize_conv(x, kernel, 2, "bilinear") + bias
+  if "project" in params:  # 1x1 projection before the fixed upsampling
+    x = x @ params["project"]["kernel"] + params["project"]["bias"]
+  if method == "max_unpool":
+    return ops.max_unpool(x, switches, (2 * x.shape[1], 2 * x.shape[2]))
+  return {"nearest": ops.nearest_upsample, "bed_of_nails": ops.bed_of_nails_upsample,
+          "bilinear": ops.bilinear_upsample}[method](x, 2)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize("cin", [4, 6])  # equal to / different from features
 def test_every_upsample_method_doubles_and_has_features_channels(method, cin):
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 5, cin)), jnp.float32)
+  x = _normal(0, (2, 3, 5, cin))
   switches = None
   if method == "max_unpool":
-    _, switches = ops.max_pool_with_argmax(jnp.zeros((2, 6, 10, 4)), 2)
-  y, variables = _init_with_output(Upsample(4, method), x, switches=switches)
+    _, switches = ops.max_pool_with_argmax(_normal(1, (2, 6, 10, 4)), 2)
+  module = Upsample(4, method)
+  variables = _random_variables(module, x, switches=switches)
+  assert bool(variables) == (method in LEARNABLE or cin != 4)  # project only if needed
+  y = jax.jit(lambda v, a: module.apply(v, a, switches=switches))(variables, x)
   assert y.shape == (2, 6, 10, 4)
-  learnable = method in ("transpose", "resize_conv", "resize", "subpixel")
-  assert bool(variables) == (learnable or cin != 4)  # fixed methods project only if needed
+  np.testing.assert_allclose(y, _reference_upsample(method, variables, x, switches),
+                             rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("method,kernel_size,factor", [
@@ -131,61 +159,61 @@ def test_every_upsample_method_doubles_and_has_features_channels(method, cin):
     ("transpose", 3, 3), ("resize_conv", 5, 2), ("subpixel", 1, 3), ("nearest", None, 3),
     ("bilinear", None, 4), ("bed_of_nails", None, 3)])
 def test_upsample_factor_and_kernel_size(method, kernel_size, factor):
-  x = jnp.ones((1, 3, 4, 2))
-  y = jax.eval_shape(lambda: Upsample(5, method, factor, kernel_size).init_with_output(
-      jax.random.key(0), x)[0])
+  x = jax.ShapeDtypeStruct((1, 3, 4, 2), jnp.float32)
+  y = jax.eval_shape(lambda a: Upsample(5, method, factor, kernel_size).init_with_output(
+      jax.random.key(0), a)[0], x)
   assert y.shape == (1, 3 * factor, 4 * factor, 5)
 
 
 def test_overlapping_transpose_upsample_is_the_padded_conv_transpose():
-  x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 3, 3, 2)), jnp.float32)
+  x = _normal(1, (1, 3, 3, 2))
   module = Upsample(3, "transpose", kernel_size=4)  # classic 2x deconvolution, padding 1
-  _, variables = _init_with_output(module, x)
-  kernel, bias = variables["params"]["kernel"], variables["params"]["bias"] + 0.5
-  y = module.apply({"params": {"kernel": kernel, "bias": bias}}, x)
-  np.testing.assert_allclose(y, ops.conv_transpose(x, kernel, 2, 1) + bias, rtol=1e-5, atol=1e-5)
+  variables = _random_variables(module, x)
+  kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+  assert kernel.shape == (4, 4, 2, 3)
+  np.testing.assert_allclose(module.apply(variables, x),
+                             ops.conv_transpose(x, kernel, 2, 1) + bias, rtol=1e-5, atol=1e-5)
 
 
 def test_default_transpose_upsample_equals_transpose_conv_2x():
-  x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 3, 4, 3)), jnp.float32)
-  _, variables = _init_with_output(Upsample(5), x)
-  variables = jax.tree.map(lambda v: v + 0.1, variables)
+  x = _normal(2, (2, 3, 4, 3))
+  variables = _random_variables(Upsample(5), x)
   assert variables["params"]["kernel"].shape == (2, 2, 3, 5)
   np.testing.assert_allclose(Upsample(5).apply(variables, x),
                              TransposeConv2x(5).apply(variables, x), rtol=1e-5, atol=1e-5)
 
 
-def test_subpixel_and_resize_conv_parameters():
+def test_learnable_upsample_parameters():
   x = jnp.ones((1, 3, 3, 6))
   sub = _shapes(Upsample(4, "subpixel"), x)["params"]
   assert sub["kernel"].shape == (3, 3, 6, 2 * 2 * 4) and sub["bias"].shape == (4,)
   resize = _shapes(Upsample(4, "resize_conv"), x)["params"]
-  assert resize["kernel"].shape == (3, 3, 6, 4)
+  assert resize["kernel"].shape == (3, 3, 6, 4) and resize["bias"].shape == (4,)
   assert jax.tree.map(lambda v: v.shape, _shapes(Upsample(4, "resize"), x)) == jax.tree.map(
       lambda v: v.shape, _shapes(Upsample(4, "resize_conv"), x))
+  # initialisation: lecun_normal kernel, zero bias
+  variables = jax.jit(Upsample(4, "transpose", kernel_size=4).init)(jax.random.key(0), x)["params"]
+  assert float(jnp.abs(variables["bias"]).max()) == 0.0
+  assert 0.5 < float(variables["kernel"].std() * np.sqrt(4 * 4 * 6)) < 1.5
 
 
 @pytest.mark.parametrize("cin", [3, 5])
 def test_max_unpool_upsample_uses_the_switches(cin):
-  rng = np.random.default_rng(3)
-  features = jnp.asarray(rng.standard_normal((2, 6, 4, 3)), jnp.float32)
+  features = _normal(3, (2, 6, 4, 3))
   pooled, switches = ops.max_pool_with_argmax(features, 2)
-  x = pooled if cin == 3 else jnp.asarray(rng.standard_normal((2, 3, 2, cin)), jnp.float32)
-  y, variables = _init_with_output(Upsample(3, "max_unpool"), x, switches=switches)
-  y = np.asarray(y)
+  x = pooled if cin == 3 else _normal(4, (2, 3, 2, cin))
+  module = Upsample(3, "max_unpool")
+  variables = _random_variables(module, x, switches=switches)
+  y = np.asarray(module.apply(variables, x, switches=switches))
   if cin == 3:  # no projection: the maxima go back exactly where they were
     assert not variables
     kept = y != 0
     np.testing.assert_array_equal(y[kept], np.asarray(features)[kept])
     assert kept.sum() == pooled.size
-  else:  # projected to 3 channels, then placed at the switches, zeros elsewhere
-    dense = variables["params"]["project"]
-    projected = x @ dense["kernel"] + dense["bias"]
-    np.testing.assert_allclose(y, ops.max_unpool(projected, switches, (6, 4)), rtol=1e-5,
-                               atol=1e-5)
-  # each 2x2 block has exactly one (possibly) non-zero entry, at the switch
-  onehot = np.asarray(ops.max_unpool(jnp.ones_like(pooled), switches, (6, 4))) != 0
-  assert not np.any((y != 0) & ~onehot)
+  # non-zero entries only at the switches: one per 2x2 block and channel
+  at_switch = np.asarray(ops.max_unpool(jnp.ones_like(pooled), switches, (6, 4))) != 0
+  assert not np.any((y != 0) & ~at_switch)
+  assert (y != 0).sum() == pooled.size
 
 
 @pytest.mark.parametrize("switches,pattern", [
@@ -193,9 +221,9 @@ def test_max_unpool_upsample_uses_the_switches(cin):
     (jnp.zeros((2, 3, 2, 3), jnp.int32), "got \\(2, 3, 2, 3\\)")])
 def test_max_unpool_upsample_needs_matching_switches(switches, pattern):
   with pytest.raises(ValueError, match=pattern):
-    Upsample(4, "max_unpool").init(jax.random.key(0), jnp.ones((2, 3, 2, 5)), switches=switches)
+    _shapes(Upsample(4, "max_unpool"), jnp.ones((2, 3, 2, 5)), switches=switches)
 
 
 def test_unknown_upsample_method():
   with pytest.raises(ValueError, match="unknown upsample method 'magic'"):
-    Upsample(4, "magic").init(jax.random.key(0), jnp.ones((1, 2, 2, 4)))
+    _shapes(Upsample(4, "magic"), jnp.ones((1, 2, 2, 4)))

@@ -343,9 +343,10 @@ def test_max_unpool_random_and_gradient(shape, window, stride):
   grad_ref = g.reshape(n, -1, c)[np.arange(n)[:, None, None, None], np.asarray(switches),
                                  np.arange(c)]
   for win in [None] + ([window] if stride == window else []):  # scatter-add, one-hot
-    unpool = lambda v, win=win: ops.max_unpool(v, switches, size, window=win)
-    unpooled, grad, back = jax.jit(lambda v, p: (
-        unpool(v), jax.grad(lambda u: jnp.sum(unpool(u) * g))(v), unpool(p)))(values, pooled)
+    def unpool_and_grad(v, p, win=win):
+      unpool = lambda u: ops.max_unpool(u, switches, size, window=win)
+      return unpool(v), jax.grad(lambda u: jnp.sum(unpool(u) * g))(v), unpool(p)
+    unpooled, grad, back = jax.jit(unpool_and_grad)(values, pooled)
     np.testing.assert_allclose(unpooled, unpool_ref(values, np.asarray(switches), size),
                                rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
@@ -387,7 +388,7 @@ def test_conv_transpose_random_and_is_the_vjp_of_conv(shape, kernel, stride, pad
 def test_conv_transpose_gradients_of_both_impls():
   x, k, g = _normal(18, (2, 3, 3, 2)), _normal(19, (2, 2, 2, 3)), _normal(20, (2, 6, 6, 3))
   grads = jax.jit(lambda a, b: [
-      jax.grad(lambda u, v: jnp.sum(ops.conv_transpose(u, v, 2, impl=i) * g), (0, 1))(a, b)
+      jax.grad(lambda u, v, i=i: jnp.sum(ops.conv_transpose(u, v, 2, impl=i) * g), (0, 1))(a, b)
       for i in ("depth_to_space", "lax")])(x, k)
   # out[2h+i, 2w+j] = x[h, w] @ k[i, j]: dL/dx[h, w] = sum_ij k[i, j] @ g[2h+i, 2w+j] ...
   dx = sum(np.einsum("nhwo,co->nhwc", g[:, i::2, j::2], k[i, j]) for i in range(2)

@@ -175,19 +175,15 @@ class Upsample(nn.Module):
   kernel_size: int | None = None
   dtype: Any = jnp.float32
 
-  def _params(self, kernel_size: int, cin: int, cout: int):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (kernel_size, kernel_size, cin, cout))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return kernel, bias
-
   @nn.compact
   def __call__(self, x, switches=None):
     method = _UPSAMPLE_ALIASES.get(self.method, self.method)
     f, cin, n, h, w = self.factor, x.shape[-1], *x.shape[:3]
     if method in ("transpose", "resize_conv", "subpixel"):
       k = self.kernel_size or (f if method == "transpose" else 3)
-      kernel, bias = self._params(k, cin, self.features * (f * f if method == "subpixel" else 1))
+      cout = self.features * (f * f if method == "subpixel" else 1)
+      kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, cout))
+      bias = self.param("bias", nn.initializers.zeros, (self.features,))
       x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
       if method == "transpose":
         padding = max(0, -(-(k - f) // 2))
@@ -200,9 +196,10 @@ class Upsample(nn.Module):
     if method not in UPSAMPLE_METHODS:
       raise ValueError(f"unknown upsample method {self.method!r}; expected one of "
                        f"{UPSAMPLE_METHODS} (or 'resize' = 'resize_conv')")
-    if method == "max_unpool" and (switches is None or switches.shape != (n, h, w, self.features)):
-      raise ValueError(f"upsample method 'max_unpool' needs switches of shape "
-                       f"{(n, h, w, self.features)} from ops.max_pool_with_argmax; got "
+    expected = (n, h, w, self.features)
+    if method == "max_unpool" and (switches is None or switches.shape != expected):
+      raise ValueError(f"upsample method 'max_unpool' needs switches of shape {expected} "
+                       "from ops.max_pool_with_argmax; got "
                        f"{None if switches is None else switches.shape}")
     if cin != self.features:
       x = nn.Dense(self.features, dtype=self.dtype, name="project")(x)

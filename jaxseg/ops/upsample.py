@@ -10,13 +10,13 @@ keeps the general one for the rest; both live in the same function.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.ops.resample import depth_to_space
+from jaxseg.ops.resample import depth_to_space, max_pool
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 Pair = int | Sequence[int]
@@ -93,11 +93,12 @@ def _blocks_max_argmax(x: jax.Array, window: int, ho: int, wo: int):
 
 
 def _slices_max_argmax(x: jax.Array, window: int, stride: int, ho: int, wo: int):
-  """Any stride: one strided slice per window offset (i, j), stacked in row-major order."""
+  """Any stride: `max_pool` for the values (its gradient is cheaper than that of the
+  slices); the argmax over one strided slice per window offset (i, j), in row-major order."""
   last_h, last_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
   windows = jnp.stack([x[:, i:i + last_h:stride, j:j + last_w:stride]
                        for i in range(window) for j in range(window)])
-  return windows.max(axis=0), jnp.argmax(windows, axis=0)
+  return max_pool(x, window, stride), jnp.argmax(windows, axis=0)
 
 
 def max_pool_with_argmax(x: jax.Array, window: int = 2,
