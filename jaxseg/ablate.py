@@ -365,7 +365,8 @@ def main(argv):
   workdir = FLAGS.workdir or os.path.join("runs", "ablations", name)
   report_dir = (os.path.join("docs", "ablations", name) if FLAGS.report_dir is None
                 else FLAGS.report_dir)
-  command = "./launch.sh ablate " + " ".join(sys.argv[1:])
+  flags_given = [a for a in sys.argv[1:] if not a.startswith("--ablation=")]
+  command = " ".join(["./launch.sh ablate", FLAGS["ablation"].config_filename, *flags_given])
   try:
     results = run_all(ablation, workdir, FLAGS.only)
   except JaxsegError as e:

@@ -97,7 +97,7 @@ def test_checkerboard_score_by_hand():
     assert seg_metrics.checkerboard_score(energy) == pytest.approx(expected, abs=1e-6)
   energy = seg_metrics.checkerboard_energy(noise[None, :, :, None])
   assert seg_metrics.checkerboard_score(energy) == pytest.approx(0.5, abs=0.05)
-  # padded examples are masked out of the sums
-  both = np.stack([checker, ramp])[..., None]
-  energy = seg_metrics.checkerboard_energy(both, np.array([0.0, 1.0]))
-  assert seg_metrics.checkerboard_score(energy) == pytest.approx(0.0, abs=1e-6)
+  # per image: [checkerboard, ramp]
+  energy = seg_metrics.checkerboard_energy(np.stack([checker, ramp])[..., None])
+  np.testing.assert_allclose(energy["checkerboard"], [4.0, 0.0], atol=1e-6)  # (4a)^2 / 4, a=1
+  np.testing.assert_allclose(energy["gradient"][0], 4.0)  # (2a)^2

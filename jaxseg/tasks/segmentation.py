@@ -168,26 +168,36 @@ class SegmentationTask:
                            train=False)
 
   def loss_fn(self, variables, batch, rng, train: bool):
-    mutable = ["batch_stats"] if train and "batch_stats" in variables else False
+    """Weighted CE + Dice of the logits. With `config.model.deep_supervision` (models that
+    sow "step_logits", e.g. recurrent refinement) the mean of that loss over every sown
+    step's logits."""
+    deep = bool(self.config.model.get("deep_supervision", False))
+    mutable = ["batch_stats"] if train and "batch_stats" in variables else []
+    mutable += ["intermediates"] if deep else []
     out = self.model.apply(variables, batch["image"], train=train, rngs={"dropout": rng},
-                           mutable=mutable)
+                           mutable=mutable or False)
     logits, new_state = out if mutable else (out, {})
+    new_state = dict(new_state)
+    step_logits = new_state.pop("intermediates", {}).get("step_logits", (logits,))
     labels = batch["label"]
-    ce = losses.softmax_cross_entropy(logits, labels, self.ignore_index)
-    dice = losses.soft_dice_loss(logits, labels, self.ignore_index)
     c = self.config.loss
-    loss = c.ce_weight * ce + c.dice_weight * dice
+    ce = [losses.softmax_cross_entropy(z, labels, self.ignore_index) for z in step_logits]
+    dice = [losses.soft_dice_loss(z, labels, self.ignore_index) for z in step_logits]
+    loss = sum(c.ce_weight * a + c.dice_weight * b for a, b in zip(ce, dice)) / len(ce)
     valid = labels != self.ignore_index
     correct = (jnp.argmax(logits, -1) == labels) & valid
     accuracy = correct.sum() / jnp.maximum(valid.sum(), 1)
-    return loss, ({"cross_entropy": ce, "dice_loss": dice, "pixel_accuracy": accuracy},
+    return loss, ({"cross_entropy": ce[-1], "dice_loss": dice[-1], "pixel_accuracy": accuracy},
                   new_state)
 
   def predict(self, variables, images):
-    """`labels` [N, H, W] of the deterministic model; with MC dropout on, also
-    `mc_labels`, `entropy` and `mutual_information` (see the module docstring)."""
+    """`labels` [N, H, W] of the deterministic model and the per-image checkerboard and
+    gradient energies of its logits (`metrics.segmentation.checkerboard_energy`); with
+    MC dropout on, also `mc_labels`, `entropy` and `mutual_information` (see the module
+    docstring)."""
     logits = self.model.apply(variables, images, train=False)
-    predictions = {"labels": jnp.argmax(logits, -1).astype(jnp.int32)}
+    predictions = {"labels": jnp.argmax(logits, -1).astype(jnp.int32),
+                   **seg_metrics.checkerboard_energy(logits)}
     if self.mc_samples:
       mc = mc_dropout_predict(self.model, variables, images, self.mc_samples,
                               jax.random.key(MC_DROPOUT_SEED))
@@ -204,7 +214,9 @@ class SegmentationTask:
     labels = jnp.where(batch["example_mask"][:, None, None], batch["label"], self.ignore_index)
     confusion = lambda p: seg_metrics.confusion_matrix(labels, p, self.num_classes,
                                                        self.ignore_index)
-    stats = {"confusion": confusion(predictions["labels"])}
+    stats = {"confusion": confusion(predictions["labels"]),
+             **{k: jnp.sum(predictions[k] * batch["example_mask"])
+                for k in ("checkerboard", "gradient")}}
     if self.mc_samples:
       valid = labels != self.ignore_index
       correct = valid & (predictions["mc_labels"] == labels)
@@ -219,6 +231,7 @@ class SegmentationTask:
 
   def summarize(self, stats):
     summary = seg_metrics.summarize_confusion(stats["confusion"], self.class_names)
+    summary["checkerboard_score"] = seg_metrics.checkerboard_score(stats)
     if "mc_confusion" in stats:
       mc = seg_metrics.summarize_confusion(stats["mc_confusion"], self.class_names)
       summary.update({f"mc_{k}": mc[k] for k in ("pixel_accuracy", "mIoU", "mean_dice")})
