@@ -10,10 +10,12 @@ Contract:
   task = TASKS[config.task](config)
   task.init(rng, batch) -> variables
   task.loss_fn(variables, batch, rng, train) -> (loss, (aux_metrics, new_model_state))
-  task.eval_stats(variables, batch) -> pytree of sums over examples
+  task.eval_stats(variables, batch, predictions=None) -> pytree of sums over examples
+      (`predictions` of `predict` on the same batch, so the forward pass runs once)
   task.summarize(stats) -> dict[str, float]
   task.predict(variables, images) -> predictions pytree
-  task.visualize(batch, predictions) -> uint8 image [H, W, 3]
+  task.visualize(batch, predictions) -> uint8 image [H, W, 3], or {name: image} with
+      "" the main picture (saved as pictures/eval_<step>[_<name>].png)
   task.train_data(start_step) / task.eval_data() -> iterators of numpy batches
   task.validate_batch(batch) -> raises DataError on bad values
 """
