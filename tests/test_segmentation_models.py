@@ -42,3 +42,26 @@ def test_train_step_and_eval_on_two_devices(path, data_dir):
                                    state, mesh)
   assert 0.0 <= summary["pixel_accuracy"] <= 1.0 and "mIoU" in summary
   assert picture.dtype == np.uint8 and picture.ndim == 3
+
+
+def test_deep_supervision_loss_is_the_mean_over_refinement_steps(data_dir):
+  from jaxseg import losses  # pylint: disable=g-import-not-at-top
+  config = load_config(os.path.join(REPO, "experiments", "segmentation",
+                                    "recurrent_refinement_shapes.py"))
+  config.dataset.data_dir = data_dir
+  task = tasks.get_task(config)
+  batch = next(task.train_data())
+  variables = task.init(jax.random.key(0), batch)
+  loss, (aux, _) = jax.jit(lambda v: task.loss_fn(v, batch, jax.random.key(1), True))(variables)
+  _, state = task.model.apply(variables, batch["image"], train=True,
+                              mutable=["batch_stats", "intermediates"])
+  steps = state["intermediates"]["step_logits"]
+  assert len(steps) == config.model.refinement_steps == 2
+  per_step = [config.loss.ce_weight * losses.softmax_cross_entropy(z, batch["label"], 255)
+              + config.loss.dice_weight * losses.soft_dice_loss(z, batch["label"], 255)
+              for z in steps]
+  np.testing.assert_allclose(loss, np.mean(per_step), rtol=1e-5)
+  assert abs(per_step[0] - per_step[1]) > 1e-6  # the steps differ, so the mean matters
+  np.testing.assert_allclose(aux["cross_entropy"],
+                             losses.softmax_cross_entropy(steps[-1], batch["label"], 255),
+                             rtol=1e-5)
