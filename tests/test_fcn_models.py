@@ -110,21 +110,21 @@ def test_fcn_variants_have_their_score_layers():
   expected = {"32s": set(), "16s": {"score_pool2", "upscore_pool2"},
               "8s": {"score_pool2", "upscore_pool2", "score_pool1", "upscore_pool1"}}
   for variant, extra in expected.items():
-    params = _param_shapes(FCN(NUM_CLASSES, variant, **FCN_TINY), images)
+    params = _param_shapes(FCN(NUM_CLASSES, variant=variant, **FCN_TINY), images)
     assert set(params) == {"backbone", "fc6", "fc7", "score_fr"} | extra, variant
   # The paper's layout (5 stages) names the skips after VGG's pool4 and pool3.
-  params = _param_shapes(FCN(NUM_CLASSES, "8s", stage_widths=(4,) * 5, head_width=8),
+  params = _param_shapes(FCN(NUM_CLASSES, variant="8s", stage_widths=(4,) * 5, head_width=8),
                          _images(1, 32, 32))
   assert {"score_pool4", "score_pool3", "upscore_pool4", "upscore_pool3"} <= set(params)
   assert params["score_pool3"]["kernel"].shape == (1, 1, 4, NUM_CLASSES)
   with pytest.raises(ValueError, match="divisible by 8"):
     _param_shapes(FCN(NUM_CLASSES, **FCN_TINY), _images(1, 12, 12))
   with pytest.raises(ValueError, match="variant"):
-    _param_shapes(FCN(NUM_CLASSES, "4s", **FCN_TINY), images)
+    _param_shapes(FCN(NUM_CLASSES, variant="4s", **FCN_TINY), images)
 
 
 def test_fcn8s_train_step():
-  _, new = _check_train_step(FCN(NUM_CLASSES, "8s", **FCN_TINY), _images())
+  _, new = _check_train_step(FCN(NUM_CLASSES, variant="8s", **FCN_TINY), _images())
   # The zero-initialised skip score layers start learning.
   assert float(jnp.abs(new["params"]["score_pool1"]["kernel"]).max()) > 0
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jaxseg import ops
 from jaxseg.models.backbones.vgg import VGG
 from jaxseg.models.layers import ConvNormAct
+from jaxseg.models.segmentation.base import SegmentationModel
 
 
 class DeconvNormAct(nn.Module):
@@ -53,7 +54,7 @@ class DeconvNormAct(nn.Module):
     return nn.relu(x) if self.activation else x
 
 
-class DeconvNet(nn.Module):
+class DeconvNet(SegmentationModel):
   """Per-pixel class logits [N, H, W, num_classes] for images [N, H, W, 3] in [0, 1].
 
   Encoder stage i has `stage_widths[i]` channels and `stage_convs[i]` 3x3 convs, then a
@@ -62,17 +63,11 @@ class DeconvNet(nn.Module):
   `dropout_rate` applies to the bottleneck (fc7) features. The unpooled maps are sown to
   the "intermediates" collection as `unpool{i}` (i = encoder stage) for inspection.
   """
-  num_classes: int
   stage_widths: Sequence[int] = (16, 32, 64, 128, 128)
   stage_convs: Sequence[int] = (2, 2, 3, 3, 3)
   fc_width: int = 256
   deconv_kernel_size: int = 3
   conv_type: str = "standard"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -84,8 +79,7 @@ class DeconvNet(nn.Module):
     if h % 2**num_stages or w % 2**num_stages:
       raise ValueError(f"DeconvNet with {num_stages} pooling stages needs height and width "
                        f"divisible by {2**num_stages}; got {h}x{w}")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     feats = VGG(self.stage_widths, self.stage_convs, norm=self.norm,
                 conv_type=self.conv_type, record_switches=True, dtype=self.dtype,
                 name="encoder")(x, train)

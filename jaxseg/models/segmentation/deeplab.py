@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxseg import ops
 from jaxseg.models.backbones.resnet import ResNet
 from jaxseg.models.layers import ConvNormAct
+from jaxseg.models.segmentation.base import SegmentationModel
 
 DEFAULT_ATROUS_RATES_OS16 = (6, 12, 18)
 
@@ -63,7 +64,7 @@ class ASPP(nn.Module):
     return ConvNormAct(self.features, 1, name="project", **common)(x, train)
 
 
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(SegmentationModel):
   """DeepLabv3+ (Chen et al. ECCV 2018): logits [N, H, W, num_classes] for images in [0, 1].
 
   Backbone: `ResNet(stage_sizes, block, width, stem, output_stride, multi_grid,
@@ -75,7 +76,6 @@ class DeepLabV3Plus(nn.Module):
   `dropout_rate` applies before the classifier (Monte-Carlo dropout).
   H and W must be divisible by `output_stride`.
   """
-  num_classes: int
   stage_sizes: Sequence[int] = (1, 1, 1, 1)
   block: str = "basic"
   width: int = 16
@@ -90,11 +90,6 @@ class DeepLabV3Plus(nn.Module):
   low_level_features: int = 16
   decoder_features: int = 64
   conv_type: str = "standard"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   def rates(self) -> tuple[int, ...]:
     """The ASPP dilation rates actually used."""
@@ -108,8 +103,7 @@ class DeepLabV3Plus(nn.Module):
     if h % self.output_stride or w % self.output_stride:
       raise ValueError(f"DeepLabV3Plus with output_stride {self.output_stride} needs image "
                        f"height and width divisible by {self.output_stride}, got {h}x{w}")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     feats = ResNet(stage_sizes=self.stage_sizes, block=self.block, width=self.width,
                    stem=self.stem, output_stride=self.output_stride,
                    multi_grid=self.multi_grid, conv_type=self.backbone_conv_type,

@@ -8,16 +8,16 @@ Noh et al. ICCV 2015, without their skip fusions). With `upsample='max_unpool'` 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg import ops
 from jaxseg.models.layers import ConvBlock, Downsample, Upsample
+from jaxseg.models.segmentation.base import SegmentationModel
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(SegmentationModel):
   """Per-pixel class logits [N, H, W, num_classes] for images [N, H, W, 3] in [0, 1].
 
   `depth` downsamplings by 2 (H and W must be divisible by 2**depth); stage i has
@@ -25,19 +25,13 @@ class EncoderDecoder(nn.Module):
   `upsample` is any method of `layers.UPSAMPLE_METHODS`; `conv_type` any of
   `layers.CONV_TYPES` (e.g. depthwise-separable convolutions everywhere).
   """
-  num_classes: int
   base_width: int = 32
   depth: int = 4
   skip_connections: bool = True
   downsample: str = "maxpool"
   upsample: str = "transpose"
   upsample_kernel: int | None = None  # None: the method's default (transpose: 2)
-  norm: bool = True
-  dropout_rate: float = 0.0
   conv_type: str = "standard"
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -48,8 +42,7 @@ class EncoderDecoder(nn.Module):
     unpool = self.upsample == "max_unpool"
     if unpool and self.downsample != "maxpool":
       raise ValueError("upsample='max_unpool' needs downsample='maxpool' (its switches)")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     widths = [self.base_width * 2**i for i in range(self.depth + 1)]
     block = lambda w: ConvBlock(w, norm=self.norm, conv_type=self.conv_type, dtype=self.dtype)
     skips, switches = [], []

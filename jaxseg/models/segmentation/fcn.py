@@ -30,6 +30,7 @@ import numpy as np
 from jaxseg import ops
 from jaxseg.models.backbones.vgg import VGG
 from jaxseg.models.layers import ConvNormAct, Upsample
+from jaxseg.models.segmentation.base import SegmentationModel
 
 FCN_VARIANTS = {"32s": 0, "16s": 1, "8s": 2}  # variant -> number of skip fusions
 
@@ -70,7 +71,7 @@ class BilinearTransposeConv(nn.Module):
     return ops.conv_transpose(x, kernel, 2, (k - 2) // 2)
 
 
-class FCN(nn.Module):
+class FCN(SegmentationModel):
   """Per-pixel class logits [N, H, W, num_classes] for images [N, H, W, 3] in [0, 1].
 
   `variant` "32s" | "16s" | "8s"; backbone `stage_widths`/`stage_convs` (VGG); `head_width`
@@ -78,7 +79,6 @@ class FCN(nn.Module):
   2x fusion upsampling (default bilinear-initialised transpose conv). `dropout_rate` is
   applied after fc6 and after fc7 (the paper's dropout layers).
   """
-  num_classes: int
   variant: str = "8s"
   stage_widths: Sequence[int] = (16, 32, 64, 128, 128)
   stage_convs: Sequence[int] = (2, 2, 3, 3, 3)
@@ -86,11 +86,6 @@ class FCN(nn.Module):
   head_kernel_size: int = 7
   upsample: str = "transpose"
   conv_type: str = "standard"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -110,8 +105,7 @@ class FCN(nn.Module):
     if h % stride or w % stride:
       raise ValueError(f"FCN with {num_stages} backbone stages needs height and width "
                        f"divisible by {stride}; got {h}x{w}")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     feats = VGG(self.stage_widths, self.stage_convs, norm=self.norm,
                 conv_type=self.conv_type, dtype=self.dtype, name="backbone")(x, train)
 

@@ -12,37 +12,29 @@ default widths 16, 32, 64, 128, 64, 32.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxseg.models.layers import ConvNormAct
+from jaxseg.models.segmentation.base import SegmentationModel
 
 
-class FullResolutionFCN(nn.Module):
+class FullResolutionFCN(SegmentationModel):
   """Per-pixel class logits [N, H, W, num_classes] for images [N, H, W, 3] in [0, 1].
 
   One 3x3 stride-1 ConvNormAct per entry of `widths`; `dropout_rate` applies to the last
   features, before the 1x1 classifier.
   """
-  num_classes: int
   widths: Sequence[int] = (16, 32, 64, 128, 64, 32)
   kernel_size: int = 3
   conv_type: str = "standard"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"FullResolutionFCN expects images [N, H, W, 3]; got shape "
                        f"{images.shape}")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     for i, width in enumerate(self.widths):
       x = ConvNormAct(width, kernel_size=self.kernel_size, strides=1, norm=self.norm,
                       conv_type=self.conv_type, dtype=self.dtype, name=f"conv{i + 1}")(

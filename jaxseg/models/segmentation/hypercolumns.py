@@ -12,16 +12,17 @@ the first classifier layer is linear, so it commutes with (linear) bilinear upsa
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxseg import ops
 from jaxseg.models.layers import ConvBlock, ConvNormAct
+from jaxseg.models.segmentation.base import SegmentationModel
 
 
-class Hypercolumns(nn.Module):
+class Hypercolumns(SegmentationModel):
   """Per-pixel logits [N, H, W, num_classes] from hypercolumns of a conv trunk.
 
   Fields:
@@ -34,18 +35,12 @@ class Hypercolumns(nn.Module):
       then dropout, then a 1x1 conv to the classes).
   H and W must be divisible by 2**max(levels).
   """
-  num_classes: int
   widths: Sequence[int] = (16, 32, 64, 128)
   convs_per_stage: int = 2
   levels: Sequence[int] | None = None
   hypercolumn_features: int = 32
   classifier_features: int = 64
   conv_type: str = "standard"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   def selected_levels(self) -> tuple[int, ...]:
     levels = tuple(range(len(self.widths))) if self.levels is None else tuple(self.levels)
@@ -63,8 +58,7 @@ class Hypercolumns(nn.Module):
     if h % factor or w % factor:
       raise ValueError(f"Hypercolumns with levels {levels} needs image height and width "
                        f"divisible by {factor}, got {h}x{w}")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     columns = []
     for i in range(max(levels) + 1):
       if i > 0:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from jaxseg import ops
 from jaxseg.models.layers import ConvBlock
+from jaxseg.models.segmentation.base import SegmentationModel
 
 COMBINE_METHODS = ("concat", "sum")
 INITIAL_PROBS = ("uniform", "zeros")
@@ -87,7 +88,7 @@ class RefinementStep(nn.Module):
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(y)
 
 
-class RecurrentRefinement(nn.Module):
+class RecurrentRefinement(SegmentationModel):
   """Recurrent CNN (Pinheiro & Collobert ICML 2014) with multi-scale input.
 
   Returns the logits [N, H, W, num_classes] of the last of `refinement_steps`
@@ -100,7 +101,6 @@ class RecurrentRefinement(nn.Module):
     deep_supervision: sow every step's logits as intermediates/step_logits.
   H * s and W * s must be whole numbers for every scale s.
   """
-  num_classes: int
   refinement_steps: int = 2
   scales: Sequence[float] = (1.0,)
   combine: str = "concat"
@@ -109,11 +109,6 @@ class RecurrentRefinement(nn.Module):
   initial_probs: str = "uniform"
   deep_supervision: bool = False
   conv_type: str = "standard"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -128,8 +123,7 @@ class RecurrentRefinement(nn.Module):
     for s in self.scales:  # fail early, with the scale named
       _scaled_size(h, s)
       _scaled_size(w, s)
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     if self.initial_probs == "uniform":
       probs = jnp.full((n, h, w, self.num_classes), 1.0 / self.num_classes, self.dtype)
     elif self.initial_probs == "zeros":

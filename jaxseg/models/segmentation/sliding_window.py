@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg import ops
+from jaxseg.models.segmentation.base import SegmentationModel
 
 INFERENCE_MODES = ("sliding", "convolutional")
 
@@ -131,7 +132,7 @@ class PatchClassifier(nn.Module):
     return size
 
 
-class SlidingWindowClassifier(nn.Module):
+class SlidingWindowClassifier(SegmentationModel):
   """Per-pixel class logits [N, H, W, num_classes] for images [N, H, W, 3] in [0, 1], by
   classifying the `patch_size` x `patch_size` patch around every pixel.
 
@@ -141,18 +142,12 @@ class SlidingWindowClassifier(nn.Module):
   the mean colour, or "edge") pads the normalized image by patch_size // 2. `dropout_rate`
   applies before the classifier.
   """
-  num_classes: int
   patch_size: int = 15
   conv_widths: Sequence[int] = (16, 32)
   hidden_widths: Sequence[int] = (64,)
   inference: str = "sliding"
   chunk_size: int | None = None
   pad_mode: str = "reflect"
-  norm: bool = True
-  dropout_rate: float = 0.0
-  pixel_mean: Sequence[float] = (0.485, 0.456, 0.406)
-  pixel_std: Sequence[float] = (0.229, 0.224, 0.225)
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -171,8 +166,7 @@ class SlidingWindowClassifier(nn.Module):
     if self.pad_mode == "reflect" and (h <= r or w <= r):
       raise ValueError(f"reflect padding by patch_size // 2 = {r} needs height and width "
                        f"> {r}; got {h}x{w} (use a smaller patch_size or pad_mode='edge')")
-    x = (images - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    x = x.astype(self.dtype)
+    x = self.normalize(images)
     padded = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode=self.pad_mode)
     net = PatchClassifier(self.num_classes, p, self.conv_widths, self.hidden_widths,
                           norm=self.norm, dropout_rate=self.dropout_rate, dtype=self.dtype,
