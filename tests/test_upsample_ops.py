@@ -448,3 +448,24 @@ def test_every_op_differentiates_under_jit():
 
   grads = jax.jit(jax.grad(loss, (0, 1, 2)))(x, k3, k2)
   assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0 for g in grads)
+
+
+@pytest.mark.parametrize("size,k,stride,dilation", [((9, 8), 3, 1, 1), ((9, 8), 3, 2, 1),
+                                                    ((10, 7), 5, 1, 2), ((11, 12), 3, 2, 3),
+                                                    ((6, 6), 1, 1, 1)])
+def test_depthwise_conv_equals_grouped_convolution(size, k, stride, dilation):
+  rng = np.random.default_rng(k * 10 + stride)
+  x = rng.normal(size=(2, *size, 5)).astype(np.float32)
+  kernel = rng.normal(size=(k, k, 1, 5)).astype(np.float32)
+
+  def grouped(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                        rhs_dilation=(dilation, dilation),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=5)
+
+  ours = lambda x, kernel: ops.depthwise_conv(x, kernel, stride, dilation)
+  np.testing.assert_allclose(ours(x, kernel), grouped(x, kernel), rtol=1e-5, atol=1e-5)
+  g = rng.normal(size=grouped(x, kernel).shape).astype(np.float32)
+  for a, b in zip(jax.vjp(ours, x, kernel)[1](g), jax.vjp(grouped, x, kernel)[1](g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

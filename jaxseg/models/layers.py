@@ -16,6 +16,26 @@ UPSAMPLE_METHODS = ("nearest", "bed_of_nails", "max_unpool", "transpose", "bilin
 _UPSAMPLE_ALIASES = {"resize": "resize_conv"}  # name used by earlier configs
 
 
+class DepthwiseConv(nn.Module):
+  """k x k depthwise convolution, 'SAME' padding (`ops.depthwise_conv`); parameters as
+  nn.Conv(feature_group_count=C): kernel [k, k, 1, C] and bias [C]."""
+  kernel_size: int = 3
+  strides: int = 1
+  dilation: int = 1
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k, c = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c))
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    y = ops.depthwise_conv(x, kernel, self.strides, self.dilation)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (c,)).astype(y.dtype)
+    return y
+
+
 class DepthwiseSeparableConv(nn.Module):
   """Depthwise k x k conv (one filter per input channel) -> [BatchNorm] -> ReLU -> 1x1
   pointwise conv to `features` (MobileNet, Howard et al. 2017; Xception, Chollet 2017).
@@ -32,10 +52,8 @@ class DepthwiseSeparableConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    k, cin = self.kernel_size, x.shape[-1]
-    x = nn.Conv(cin, (k, k), strides=self.strides, padding="SAME", kernel_dilation=self.dilation,
-                feature_group_count=cin, use_bias=not self.norm, dtype=self.dtype,
-                name="depthwise")(x)
+    x = DepthwiseConv(self.kernel_size, self.strides, self.dilation, use_bias=not self.norm,
+                      dtype=self.dtype, name="depthwise")(x)
     if self.norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
     x = nn.relu(x)

@@ -7,6 +7,7 @@ from jaxseg.ops.upsample import bed_of_nails_upsample
 from jaxseg.ops.upsample import bilinear_upsample
 from jaxseg.ops.upsample import conv
 from jaxseg.ops.upsample import conv_transpose
+from jaxseg.ops.upsample import depthwise_conv
 from jaxseg.ops.upsample import max_pool_with_argmax
 from jaxseg.ops.upsample import max_unpool
 from jaxseg.ops.upsample import nearest_upsample
@@ -17,6 +18,7 @@ from jaxseg.ops.upsample import transpose_output_size
 
 __all__ = [
     "bed_of_nails_upsample", "bilinear_upsample", "conv", "conv_transpose", "depth_to_space",
+    "depthwise_conv",
     "max_pool", "max_pool_with_argmax", "max_unpool", "nearest_upsample", "output_size",
     "resize", "resize_conv", "space_to_depth", "subpixel_conv", "transpose_output_size",
 ]

@@ -167,6 +167,37 @@ def conv(x: jax.Array, kernel: jax.Array, stride: Pair = 1, padding: Pair | str 
                                       dimension_numbers=_DIMS)
 
 
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: Pair = 1,
+                   dilation: Pair = 1) -> jax.Array:
+  """Depthwise convolution with 'SAME' padding: channel c of `x` is correlated with its
+  own filter kernel[..., c] ([kh, kw, C] or the grouped-conv layout [kh, kw, 1, C]); the
+  first half of a depthwise-separable convolution (MobileNet, Howard et al. 2017).
+
+  Equals `lax.conv_general_dilated(..., 'SAME', feature_group_count=C)`, computed as
+  kh * kw shifted multiply-adds, which XLA fuses: XLA:CPU's grouped convolution is
+  several times slower, its gradient most of all.
+  """
+  stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+  kh, kw = kernel.shape[:2]
+  kernel = kernel.reshape(kh, kw, x.shape[-1])
+  pads, outs = [], []
+  for a, k in enumerate((kh, kw)):  # XLA's 'SAME' rule
+    n, s, d = x.shape[1 + a], stride[a], dilation[a]
+    out = -(-n // s)
+    total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
+    pads.append((total // 2, total - total // 2))
+    outs.append(out)
+  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  y = 0
+  for i in range(kh):
+    for j in range(kw):
+      start = (0, i * dilation[0], j * dilation[1], 0)
+      limit = (xp.shape[0], start[1] + (outs[0] - 1) * stride[0] + 1,
+               start[2] + (outs[1] - 1) * stride[1] + 1, xp.shape[3])
+      y = y + jax.lax.slice(xp, start, limit, (1, *stride, 1)) * kernel[i, j]
+  return y
+
+
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: Pair = 1, padding: Pair = 0,
                    output_padding: Pair = 0, dilation: Pair = 1,
                    impl: str = "auto") -> jax.Array:
