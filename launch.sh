@@ -5,7 +5,7 @@
 #   ablate ABLATION [flags] run an ablation (experiments/ablations/*.py): its runs, then
 #                          a table, CSV and plot in docs/ablations/<name>/
 #   test [pytest args]     run the test suite
-#   bench [flags]          benchmark the U-Net train step (bench/train_step.py)
+#   bench [flags]          train-step benchmarks: U-Net; --suite adds FCN-8s, DeepLab v3+
 #   setup                  only create/refresh .venv
 set -euo pipefail
 cd "$(dirname "$0")"
