@@ -45,55 +45,39 @@ RESNET_CONFIGS = {
 }
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convs + identity (or 1x1 projection) shortcut; expansion 1."""
+class ResidualBlock(nn.Module):
+  """A residual block with identity (or 1x1 projection) shortcut (He et al. CVPR 2016).
+
+  basic (`bottleneck=False`): two 3x3 convs, `features` channels out;
+  bottleneck: 1x1 reduce -> 3x3 (strided / dilated) -> 1x1 expand to 4 * `features`
+  (stride on the 3x3, "ResNet v1.5"). `conv_type` applies to the 3x3 convs.
+  """
   features: int
+  bottleneck: bool = False
   strides: int = 1
   dilation: int = 1
   conv_type: str = "standard"
   norm: bool = True
   dtype: Any = jnp.float32
 
-  expansion = 1
-
   @nn.compact
   def __call__(self, x, train: bool):
-    out_features = self.features * self.expansion
-    common = dict(norm=self.norm, conv_type=self.conv_type, dtype=self.dtype)
+    out_features = self.features * (4 if self.bottleneck else 1)
+    common = dict(norm=self.norm, dtype=self.dtype)
+    y = x
+    if self.bottleneck:
+      y = ConvNormAct(self.features, 1, **common)(y, train)
     y = ConvNormAct(self.features, 3, strides=self.strides, dilation=self.dilation,
-                    **common)(x, train)
-    y = ConvNormAct(out_features, 3, dilation=self.dilation, activation=False,
-                    **common)(y, train)
+                    conv_type=self.conv_type, **common)(y, train)
+    if self.bottleneck:
+      y = ConvNormAct(out_features, 1, activation=False, **common)(y, train)
+    else:
+      y = ConvNormAct(out_features, 3, dilation=self.dilation, activation=False,
+                      conv_type=self.conv_type, **common)(y, train)
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_features:
       shortcut = ConvNormAct(out_features, 1, strides=self.strides, activation=False,
-                             norm=self.norm, dtype=self.dtype, name="shortcut")(x, train)
-    return nn.relu(y + shortcut)
-
-
-class BottleneckBlock(nn.Module):
-  """1x1 reduce -> 3x3 (strided / dilated) -> 1x1 expand (x4) + shortcut (ResNet v1.5)."""
-  features: int
-  strides: int = 1
-  dilation: int = 1
-  conv_type: str = "standard"
-  norm: bool = True
-  dtype: Any = jnp.float32
-
-  expansion = 4
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    out_features = self.features * self.expansion
-    y = ConvNormAct(self.features, 1, norm=self.norm, dtype=self.dtype)(x, train)
-    y = ConvNormAct(self.features, 3, strides=self.strides, dilation=self.dilation,
-                    norm=self.norm, conv_type=self.conv_type, dtype=self.dtype)(y, train)
-    y = ConvNormAct(out_features, 1, activation=False, norm=self.norm,
-                    dtype=self.dtype)(y, train)
-    shortcut = x
-    if self.strides != 1 or x.shape[-1] != out_features:
-      shortcut = ConvNormAct(out_features, 1, strides=self.strides, activation=False,
-                             norm=self.norm, dtype=self.dtype, name="shortcut")(x, train)
+                             name="shortcut", **common)(x, train)
     return nn.relu(y + shortcut)
 
 
@@ -177,7 +161,6 @@ class ResNet(nn.Module):
       features["stride_2"] = x
       x = ops.max_pool(x, 2)
 
-    block_cls = BottleneckBlock if self.block == "bottleneck" else BasicBlock
     stride, dilation = 4, 1
     for i, num_blocks in enumerate(self.stage_sizes):
       stage_stride = 1 if i == 0 else 2
@@ -188,8 +171,9 @@ class ResNet(nn.Module):
       last_stage = i == len(self.stage_sizes) - 1
       for j in range(num_blocks):
         grid = self.multi_grid[j % len(self.multi_grid)] if last_stage else 1
-        x = block_cls(self.width * 2**i, strides=stage_stride if j == 0 else 1,
-                      dilation=dilation * grid, conv_type=self.conv_type, norm=self.norm,
-                      dtype=self.dtype, name=f"stage{i + 1}_block{j + 1}")(x, bn_train)
+        x = ResidualBlock(self.width * 2**i, bottleneck=self.block == "bottleneck",
+                          strides=stage_stride if j == 0 else 1, dilation=dilation * grid,
+                          conv_type=self.conv_type, norm=self.norm, dtype=self.dtype,
+                          name=f"stage{i + 1}_block{j + 1}")(x, bn_train)
       features[f"stride_{4 * 2**i}"] = x
     return features
