@@ -40,13 +40,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxseg import cli
-from jaxseg.errors import ConfigError, JaxsegError
+from jaxseg.errors import ConfigError, JaxsegError, NonFiniteLossError
 
 config_flags.DEFINE_config_file("ablation", None, "Ablation file (get_config).",
                                 lock_config=False)
 flags.DEFINE_string("workdir", None, "Where the runs go (default runs/ablations/<name>).")
 flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also written "
-                    "(default docs/ablations/<name>; '' to skip).")
+                    "(default docs/ablations/<name> when --workdir is the default, else "
+                    "nowhere; '' to skip).")
 flags.DEFINE_list("only", [], "Run only these runs (names); the report covers all done.")
 flags.mark_flags_as_required(["ablation"])
 FLAGS = flags.FLAGS
@@ -63,8 +64,11 @@ def load_config(spec: str):
     raise ConfigError(f"config file {path!r} does not exist")
   module_spec = importlib.util.spec_from_file_location("jaxseg_experiment", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  try:
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+  except (AttributeError, ValueError, TypeError, SyntaxError) as e:
+    raise ConfigError(f"cannot load config {spec!r}: {e}") from None
   config.unlock()
   return config
 
@@ -118,11 +122,11 @@ def expand_runs(ablation) -> list[dict]:
   if not runs:
     raise ConfigError("the ablation lists no runs (set `runs` or `grid`)")
   names = [r["name"] for r in runs]
-  if len(set(names)) != len(names):
-    raise ConfigError(f"ablation run names must be unique; got {names}")
+  if len({_safe(n) for n in names}) != len(names):
+    raise ConfigError(f"ablation run names must be unique (as directory names); got {names}")
   for r in runs:
     source = r.get("evaluate_checkpoint_of")
-    if source is not None and (source not in names or names.index(source) > names.index(
+    if source is not None and (source not in names or names.index(source) >= names.index(
         r["name"])):
       raise ConfigError(f"run {r['name']!r}: evaluate_checkpoint_of={source!r} must name an "
                         "earlier run")
@@ -175,13 +179,15 @@ def profile(task, config, state, workdir: str) -> dict:
   }
   model = getattr(task, "model", None)
   if model is not None:
-    figures["receptive_field"] = receptive_field(model, variables, images.shape[1:3])
+    size = tuple(4 * n for n in images.shape[1:3])  # larger than most fields of view
+    figures["receptive_field"] = receptive_field(model, variables, size)
   return figures
 
 
 def receptive_field(model, variables, size) -> int:
   """Side of the bounding box of input pixels that change the centre output pixel's
-  logits (non-zero gradient) of a dense model, at input size `size` (so at most that)."""
+  logits (non-zero gradient) of a dense model, at input size `size` (so at most that:
+  the profile uses 4x the config's image size; global pooling reaches all of it)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   h, w = size
@@ -205,59 +211,105 @@ def _flops(compiled) -> float:
 
 # -- running ------------------------------------------------------------------------------
 def run_all(ablation, workdir: str, only=()) -> list[dict]:
-  """Train and profile every run not yet done; return all results in run order."""
+  """Train and profile every run not yet done; return all results in run order.
+
+  A run that fails with a user-level error (e.g. a non-finite loss) is recorded as
+  failed and the ablation goes on. A finished run whose recorded config differs from
+  what the ablation now asks for is an error: delete its directory to re-run it.
+  """
   from jaxseg import tasks  # pylint: disable=g-import-not-at-top
   from jaxseg.train import checkpoint as ckpt_lib, loop  # pylint: disable=g-import-not-at-top
 
   runs = expand_runs(ablation)
+  unknown = set(only) - {r["name"] for r in runs}
+  if unknown:
+    raise ConfigError(f"--only names runs the ablation does not have: {sorted(unknown)}")
   results = []
   for i, run in enumerate(runs, 1):
     run_dir = os.path.join(workdir, _safe(run["name"]))
     result_path = os.path.join(run_dir, "result.json")
+    config = run_config(ablation, run)
     if os.path.exists(result_path):
       with open(result_path) as f:
-        results.append(json.load(f))
+        result = json.load(f)
+      if result.get("config") != _jsonable(config.to_dict()):
+        raise ConfigError(f"run {run['name']!r} in {run_dir} was made with another config "
+                          "than the ablation now gives; delete that directory to re-run it")
+      results.append(result)
       _progress(f"run {i}/{len(runs)} {run['name']!r}: done before, not repeated")
       continue
     if only and run["name"] not in only:
       continue
     _progress(f"run {i}/{len(runs)} {run['name']!r}: {run['overrides'] or 'base config'}")
-    config = run_config(ablation, run)
     source = run.get("evaluate_checkpoint_of")
     if source is not None:
       _copy_checkpoints(os.path.join(workdir, _safe(source)), run_dir)
     t0 = time.time()
-    summary = loop.train_and_evaluate(config, run_dir, train=source is None)
-    if summary["interrupted"]:
-      raise KeyboardInterrupt("ablation interrupted; run the same command to resume")
-    task = tasks.get_task(config)
     result = {"name": run["name"], "overrides": run["overrides"],
-              "evaluated_checkpoint_of": source, "wall_seconds": time.time() - t0,
-              "final_step": summary["final_step"], **summary["eval"],
-              **profile(task, config, summary["state"], run_dir)}
+              "evaluated_checkpoint_of": source, "commit": _commit(),
+              "config": config.to_dict()}
+    try:
+      summary = loop.train_and_evaluate(config, run_dir, train=source is None)
+    except NonFiniteLossError as e:
+      result.update(error=" ".join(str(e).split()), wall_seconds=time.time() - t0)
+      _progress(f"run {i}/{len(runs)} {run['name']!r} FAILED: {result['error']}")
+    else:
+      if summary["interrupted"]:
+        raise AblationInterrupted()
+      task = tasks.get_task(config)
+      result.update(wall_seconds=time.time() - t0, final_step=summary["final_step"],
+                    **summary["eval"], **profile(task, config, summary["state"], run_dir))
+      _progress(f"run {i}/{len(runs)} {run['name']!r} finished in {time.time() - t0:.0f} s")
     result = _jsonable(result)
     ckpt_lib.write_json_atomic(result_path, result)
     results.append(result)
-    _progress(f"run {i}/{len(runs)} {run['name']!r} finished in {time.time() - t0:.0f} s")
   return results
 
 
+class AblationInterrupted(Exception):
+  """SIGTERM during a run: its checkpoint is saved; the same command resumes."""
+
+
+def _commit() -> str:
+  """The git commit of the code (with '+dirty' for uncommitted changes), or 'unknown'."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           text=True, capture_output=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("+dirty" if dirty else "")
+
+
 def _copy_checkpoints(source_dir: str, run_dir: str):
-  src = os.path.join(source_dir, "checkpoints")
+  """Copy a finished run's checkpoints (atomically: a half copy is never reused)."""
+  if not os.path.exists(os.path.join(source_dir, "result.json")):
+    raise ConfigError(f"evaluate_checkpoint_of: the run in {source_dir} has not finished")
   dst = os.path.join(run_dir, "checkpoints")
-  if not os.path.isdir(src):
-    raise ConfigError(f"no checkpoints in {source_dir} to evaluate")
-  if not os.path.isdir(dst):
-    shutil.copytree(src, dst)
+  if os.path.isdir(dst):
+    return
+  tmp = dst + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(os.path.join(source_dir, "checkpoints"), tmp)
+  os.replace(tmp, dst)
 
 
 def _safe(name: str) -> str:
   return "".join(ch if ch.isalnum() or ch in "-_.=," else "_" for ch in name)
 
 
-def _jsonable(result: dict) -> dict:
-  return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
-          for k, v in result.items()}
+def _jsonable(value):
+  """`value` as JSON would give it back (non-finite floats as strings, tuples as lists)."""
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
 
 
 def _progress(message: str):
@@ -277,6 +329,8 @@ def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
       verdicts.append((claim["text"], "holds" if held else "does NOT reproduce"))
     except KeyError as e:
       verdicts.append((claim["text"], f"not checked: run or metric {e} missing"))
+    except Exception as e:  # pylint: disable=broad-except  (e.g. a failed run's "nan")
+      verdicts.append((claim["text"], f"not checked: {type(e).__name__}: {e}"))
   return verdicts
 
 
@@ -301,6 +355,12 @@ def write_report(ablation, results: list[dict], out_dir: str, command: str) -> s
            f"with {flatten(ablation.get('overrides', None)) or 'no overrides'}", "",
            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+  failed = [res for res in results if "error" in res]
+  if failed:
+    lines += ["", "## Failed runs", ""]
+    lines += [f"- {res['name']}: {res['error']}" for res in failed]
+  commits = sorted({res.get("commit", "unrecorded") for res in results})
+  lines += ["", f"Code: commit {', '.join(commits)}."]
   verdicts = check_claims(ablation, results)
   if verdicts:
     lines += ["", "## Claims", ""]
@@ -363,14 +423,19 @@ def main(argv):
     cli.fail(f"cannot load --ablation: {e}")
   cli.enable_compilation_cache()
   workdir = FLAGS.workdir or os.path.join("runs", "ablations", name)
-  report_dir = (os.path.join("docs", "ablations", name) if FLAGS.report_dir is None
-                else FLAGS.report_dir)
+  report_dir = FLAGS.report_dir
+  if report_dir is None:  # the committed tables only come from the default workdir
+    report_dir = "" if FLAGS.workdir else os.path.join("docs", "ablations", name)
   flags_given = [a for a in sys.argv[1:] if not a.startswith("--ablation=")]
   command = " ".join(["./launch.sh ablate", FLAGS["ablation"].config_filename, *flags_given])
   try:
     results = run_all(ablation, workdir, FLAGS.only)
   except JaxsegError as e:
     cli.fail(str(e))
+  except AblationInterrupted:
+    print("jaxseg: ablation stopped (SIGTERM): the current run saved a checkpoint; run the "
+          "same command to resume", file=sys.stderr)
+    sys.exit(128 + 15)
   for out in [workdir] + ([report_dir] if report_dir else []):
     path = write_report(ablation, results, out, command)
     print(f"report: {path}")

@@ -11,7 +11,7 @@ def get_config():
   a = ml_collections.ConfigDict()
   a.name = "loss_imbalance"
   a.description = ("U-Net, 64x64 shapes with object classes drawn 90/8/2% "
-                   "(circle/square/triangle), 600 steps; loss = ce_weight * CE + "
+                   "(circle/square/triangle), 1000 steps; loss = ce_weight * CE + "
                    "dice_weight * soft Dice.")
   a.base = "experiments/segmentation/unet_shapes.py:small"
   a.overrides = {"dataset": {"generator": {"class_probs": (0.90, 0.08, 0.02),

@@ -10,7 +10,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "separable_conv"
-  a.description = "U-Net (width 8, depth 3), 64x64 shapes, 600 steps; conv_type of every block."
+  a.description = "U-Net (width 8, depth 3), 64x64 shapes, 1000 steps; conv_type of every block."
   a.base = "experiments/segmentation/unet_shapes.py:small"
   a.overrides = {}
   a.grid = {"model": {"conv_type": ["standard", "depthwise_separable", "spatially_separable"]}}

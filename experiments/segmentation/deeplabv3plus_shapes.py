@@ -14,7 +14,7 @@ def get_config(arg=None):
       arg,
       model=dict(name="deeplabv3plus", stage_sizes=(2, 2, 2, 2), block="basic", width=16,
                  stem="small", output_stride=8, multi_grid=(1, 2, 4), aspp=True,
-                 atrous_rates=(2, 4, 6), aspp_features=64, low_level_features=16,
+                 image_pooling=True,                 atrous_rates=(2, 4, 6), aspp_features=64, low_level_features=16,
                  decoder_features=64, conv_type="depthwise_separable", norm=True,
                  dropout_rate=0.0),
       tiny_model=dict(stage_sizes=(1, 1, 1, 1), width=4, multi_grid=(1,), aspp_features=8,

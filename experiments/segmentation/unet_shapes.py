@@ -4,6 +4,8 @@
 Variants: `:small` (ablation scale), `:tiny` (seconds; tests); any key overridden with
 `--config.optimizer.lr=3e-3`. Shared defaults: jaxseg/configs.py.
 """
+from ml_collections.config_dict import placeholder
+
 from jaxseg import configs
 
 
@@ -11,7 +13,7 @@ def get_config(arg=None):
   return configs.segmentation_shapes(
       arg,
       model=dict(name="unet", base_width=12, depth=4, downsample="maxpool",
-                 upsample="transpose", upsample_kernel=None, conv_type="standard", norm=True,
+                 upsample="transpose", upsample_kernel=placeholder(int), conv_type="standard", norm=True,
                  dropout_rate=0.0),
       tiny_model=dict(base_width=4, depth=2),
       small_model=dict(base_width=8, depth=3)).lock()

@@ -120,6 +120,11 @@ class SegmentationTask:
       raise ConfigError(f"config.model.dtype={dtype!r}; expected one of {sorted(DTYPES)}")
     self.model = models.get_segmentation_model(
         name, num_classes=self.num_classes, dtype=DTYPES[dtype], **model_kwargs)
+    try:  # the model's own checks (unknown option, image size it cannot take) as one line
+      jax.eval_shape(self.init, jax.random.key(0), self.example_batch(1))
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f"config.model ({name}) at image_size "
+                        f"{config.dataset.image_size}: {e}") from None
     uncertainty = config.get("uncertainty") or {}
     self.mc_samples = uncertainty.get("mc_samples", 0)
     if (isinstance(self.mc_samples, bool) or not isinstance(self.mc_samples, int)

@@ -96,7 +96,7 @@ class DeconvNet(SegmentationModel):
     for i in reversed(range(num_stages)):
       stage = i + 1
       pre_pool = feats[f"stage{stage}"]
-      x = ops.max_unpool(x, feats[f"switches_{2**stage}"], pre_pool.shape[1:3])
+      x = ops.max_unpool(x, feats[f"switches_{2**stage}"], pre_pool.shape[1:3], window=2)
       self.sow("intermediates", f"unpool{stage}", x)
       out_width = self.stage_widths[i - 1] if i > 0 else self.stage_widths[0]
       for j in range(self.stage_convs[i]):

@@ -34,13 +34,15 @@ class ASPP(nn.Module):
 
   `aspp=False` is the ablation baseline at equal parameter count: the same branches with
   every 3x3 conv at rate 1 and the image-pooling branch replaced by a local 1x1 conv
-  (same weights shape). The comparison "aspp=True vs aspp=False" therefore isolates the
+  (same weights shape). `image_pooling=False` replaces only the image-pooling branch by
+  that local 1x1 conv (atrous rates without global context). The comparison "aspp=True vs aspp=False" therefore isolates the
   multi-scale / global context that atrous rates and image pooling bring, at equal width,
   equal parameters and (almost) equal FLOPs.
   """
   features: int = 256
   atrous_rates: Sequence[int] = DEFAULT_ATROUS_RATES_OS16
   aspp: bool = True
+  image_pooling: bool = True
   conv_type: str = "standard"
   norm: bool = True
   dtype: Any = jnp.float32
@@ -54,7 +56,7 @@ class ASPP(nn.Module):
       branches.append(ConvNormAct(self.features, 3, dilation=dilation,
                                   conv_type=self.conv_type, name=f"atrous{i}",
                                   **common)(x, train))
-    if self.aspp:
+    if self.aspp and self.image_pooling:
       pooled = x.mean(axis=(1, 2), keepdims=True)
       pooled = ConvNormAct(self.features, 1, name="image_pooling", **common)(pooled, train)
       branches.append(jnp.broadcast_to(pooled, branches[0].shape))
@@ -85,6 +87,7 @@ class DeepLabV3Plus(SegmentationModel):
   backbone_conv_type: str = "standard"
   frozen_bn: bool = False
   aspp: bool = True
+  image_pooling: bool = True
   atrous_rates: Sequence[int] | None = None
   aspp_features: int = 64
   low_level_features: int = 16
@@ -110,8 +113,9 @@ class DeepLabV3Plus(SegmentationModel):
                    norm=self.norm, frozen_bn=self.frozen_bn, dtype=self.dtype,
                    name="backbone")(x, train)
     common = dict(norm=self.norm, dtype=self.dtype)
-    x = ASPP(self.aspp_features, self.rates(), aspp=self.aspp, conv_type=self.conv_type,
-             name="aspp", **common)(feats["stride_32"], train)
+    x = ASPP(self.aspp_features, self.rates(), aspp=self.aspp,
+             image_pooling=self.image_pooling, conv_type=self.conv_type, name="aspp",
+             **common)(feats["stride_32"], train)
 
     # Decoder: up to stride 4, fuse with the low-level features, refine.
     low = ConvNormAct(self.low_level_features, 1, name="low_level_reduce",
