@@ -65,3 +65,14 @@ def test_deep_supervision_loss_is_the_mean_over_refinement_steps(data_dir):
   np.testing.assert_allclose(aux["cross_entropy"],
                              losses.softmax_cross_entropy(steps[-1], batch["label"], 255),
                              rtol=1e-5)
+
+
+def test_a_model_option_the_model_cannot_take_is_a_config_error(tiny_config):
+  from jaxseg.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  tiny_config.model.depth = 6  # 32x32 images cannot be halved 6 times
+  with pytest.raises(ConfigError, match=r"config.model \(unet\) at image_size 32: .*divisible"):
+    tasks.get_task(tiny_config)
+  tiny_config.model.depth = 2
+  tiny_config.model.upsample = "pixelshuffle"
+  with pytest.raises(ConfigError, match="unknown upsample method 'pixelshuffle'"):
+    tasks.get_task(tiny_config)
