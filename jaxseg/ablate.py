@@ -14,6 +14,8 @@ An ablation file's `get_config()` returns a ConfigDict with
             profile figures of `profile`: params, gflops_per_image, train_gflops,
             train_memory_mb, ms_per_step, infer_ms_per_image, receptive_field)
   plot      {"x": column or "run", "y": [columns], "kind": "bar" | "line"}
+  receptive_field_scale  the receptive field is measured on inputs this many times the
+            image size (default 4): it can be no larger
   claims    list of {"text", "check"}: `check` is a Python expression over `r`, the
             dict run name -> {metric: value}; the table says whether each claim held.
 Every run is an ordinary, resumable workdir `<workdir>/<run name>`; a run whose
@@ -141,7 +143,7 @@ def run_config(ablation, run: dict):
 
 
 # -- profile ------------------------------------------------------------------------------
-def profile(task, config, state, workdir: str) -> dict:
+def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
   """Cost figures of a trained run: parameter count, XLA's FLOP count of inference on one
   image and of one training step, the training step's temporary (activation) memory, the
   median training step time of the run, and timed inference per image."""
@@ -179,7 +181,7 @@ def profile(task, config, state, workdir: str) -> dict:
   }
   model = getattr(task, "model", None)
   if model is not None:
-    size = tuple(4 * n for n in images.shape[1:3])  # larger than most fields of view
+    size = tuple(field_scale * n for n in images.shape[1:3])
     figures["receptive_field"] = receptive_field(model, variables, size)
   return figures
 
@@ -187,7 +189,7 @@ def profile(task, config, state, workdir: str) -> dict:
 def receptive_field(model, variables, size) -> int:
   """Side of the bounding box of input pixels that change the centre output pixel's
   logits (non-zero gradient) of a dense model, at input size `size` (so at most that:
-  the profile uses 4x the config's image size; global pooling reaches all of it)."""
+  global pooling reaches all of it)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   h, w = size
@@ -258,7 +260,8 @@ def run_all(ablation, workdir: str, only=()) -> list[dict]:
         raise AblationInterrupted()
       task = tasks.get_task(config)
       result.update(wall_seconds=time.time() - t0, final_step=summary["final_step"],
-                    **summary["eval"], **profile(task, config, summary["state"], run_dir))
+                    **summary["eval"], **profile(task, config, summary["state"], run_dir,
+                                                      ablation.get("receptive_field_scale", 4)))
       _progress(f"run {i}/{len(runs)} {run['name']!r} finished in {time.time() - t0:.0f} s")
     result = _jsonable(result)
     ckpt_lib.write_json_atomic(result_path, result)

@@ -53,5 +53,6 @@ def test_unknown_model_is_one_clear_line(data_dir, tmp_path):
                  f"--config.dataset.data_dir={data_dir}", "--config.model.name=segnet")
   assert result.returncode == 2
   lines = _one_line_error(result)
+  from jaxseg.models import SEGMENTATION_MODELS  # pylint: disable=g-import-not-at-top
   assert lines == ["jaxseg: error: unknown model name 'segnet' in config.model.name; expected "
-                   "one of ['encoder_decoder', 'unet']"], result.stderr
+                   f"one of {sorted(SEGMENTATION_MODELS)}"], result.stderr

@@ -134,7 +134,7 @@ def test_uncertainty_config_default_and_validation(tiny_config):
 
 def test_summary_of_entropy_sums():
   config = ml_collections.ConfigDict(dict(
-      dataset=dict(name="shapes", ignore_index=255),
+      dataset=dict(name="shapes", ignore_index=255, image_size=32),
       model=dict(name="unet", base_width=4, depth=2, dropout_rate=0.5),
       uncertainty=dict(mc_samples=2)))
   task = tasks.get_task(ml_collections.ConfigDict(dict(task="segmentation", **config)))

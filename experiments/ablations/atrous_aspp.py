@@ -16,7 +16,9 @@ def get_config():
                    "2-4-6': the same rates, image pooling replaced by a local 1x1 conv; "
                    "'plain': every branch at rate 1 and the local 1x1 (model.aspp=False). "
                    "All runs have the same parameters. receptive_field is measured on a "
-                   "256x256 input (image pooling sees all of it).")
+                   "640x640 input (image pooling sees all of it; the dilated backbone "
+                   "alone sees about 250 pixels).")
+  a.receptive_field_scale = 10
   a.base = "experiments/segmentation/deeplabv3plus_shapes.py:small"
   a.runs = [
       dict(name="ASPP", overrides={"model.atrous_rates": (2, 4, 6)}),

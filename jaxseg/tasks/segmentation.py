@@ -236,7 +236,8 @@ class SegmentationTask:
 
   def summarize(self, stats):
     summary = seg_metrics.summarize_confusion(stats["confusion"], self.class_names)
-    summary["checkerboard_score"] = seg_metrics.checkerboard_score(stats)
+    if "checkerboard" in stats:
+      summary["checkerboard_score"] = seg_metrics.checkerboard_score(stats)
     if "mc_confusion" in stats:
       mc = seg_metrics.summarize_confusion(stats["mc_confusion"], self.class_names)
       summary.update({f"mc_{k}": mc[k] for k in ("pixel_accuracy", "mIoU", "mean_dice")})
