@@ -180,7 +180,9 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
       "infer_ms_per_image": 1e3 * min(times) / len(images),
   }
   model = getattr(task, "model", None)
-  if model is not None:
+  out = None if model is None else jax.eval_shape(
+      lambda x: model.apply(variables, x, train=False), images[:1])
+  if getattr(out, "shape", ())[1:3] == images.shape[1:3]:  # dense (per-pixel) outputs only
     size = tuple(field_scale * n for n in images.shape[1:3])
     figures["receptive_field"] = receptive_field(model, variables, size)
   return figures

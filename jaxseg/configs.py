@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxseg.train import transfer
+
 VARIANTS = ("small", "tiny")
 
 
@@ -78,6 +80,10 @@ def segmentation_shapes(arg, model: dict, tiny_model: dict,
   c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip_norm = 1.0
 
+  # Transfer learning: initialize (part of) the model from a run or a weights file
+  # (docs/transfer.md); applied only at a fresh start.
+  c.init_from = transfer.default_config()
+
   if arg == "small":
     c.num_steps = 1000
     c.eval_every = 1000
@@ -97,5 +103,86 @@ def segmentation_shapes(arg, model: dict, tiny_model: dict,
     c.dataset.generator.num_train = 16
     c.dataset.generator.num_validation = 8
     c.optimizer.warmup_steps = 2
+    c.model.update(tiny_model)
+  return c
+
+
+IMAGE_TASKS = ("classification", "localization", "pose")
+
+
+def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
+               small_model: dict | None = None, loss: dict | None = None,
+               small: dict | None = None) -> ml_collections.ConfigDict:
+  """The config of an image-level task (classification, localization, pose), unlocked.
+
+  `dataset` overrides the dataset defaults (name, image_size, generator, augment, ...);
+  `model` is config.model (backbone, backbone_args, fc_widths, dropout_rate, and for pose
+  the cascade fields); `loss` config.loss. Variants: `small` applies `small` (top-level
+  keys, e.g. num_steps) and `small_model`; `tiny` shrinks everything for tests.
+  """
+  if arg not in (None, "", *VARIANTS):
+    raise ValueError(f"unknown config variant {arg!r}; expected one of {VARIANTS} or none")
+  if task not in IMAGE_TASKS:
+    raise ValueError(f"unknown image task {task!r}; expected one of {IMAGE_TASKS}")
+  placeholder = ml_collections.config_dict.placeholder
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.seed = 0
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_steps = 2000
+  c.log_every = 50
+  c.eval_every = 1000
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2
+  c.best_metric = {"classification": "accuracy", "localization": "correct_localization",
+                   "pose": "PCK@0.2"}[task]
+  c.best_mode = "max"
+
+  d = ml_collections.ConfigDict()
+  d.name = "shapes"
+  d.data_dir = placeholder(str)
+  d.image_size = 64
+  d.train_split = placeholder(str)
+  d.eval_split = placeholder(str)
+  d.eval_crop = placeholder(float)  # e.g. 0.875: resize the short side, centre crop
+  d.label = "breed"  # oxford_iiit_pet: "breed" (37 classes) or "species" (cat, dog)
+  d.cache = True
+  d.shuffle_buffer = 8192
+  d.augment = ml_collections.ConfigDict(dict(flip=task != "pose", min_scale=1.0,
+                                             max_scale=1.0, min_box_fraction=0.5))
+  d.generator = ml_collections.ConfigDict(dict(
+      num_train=8000, num_validation=1000, min_objects=1, max_objects=1,
+      class_probs=placeholder(tuple)))
+  for key, value in dataset.items():
+    if isinstance(value, dict):
+      d[key].update(value)
+    else:
+      d[key] = value
+  c.dataset = d
+
+  c.model = ml_collections.ConfigDict(dict(model, dtype="float32"))
+  c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, box_loss="l2", box_weight=10.0,
+                                          smooth_l1_beta=0.05))
+  c.loss.update(loss or {})
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, final_lr_fraction=0.01,
+      decay_steps=(), decay_factor=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+      weight_decay=1e-4, grad_clip_norm=1.0))
+
+  if arg == "small":
+    c.update(small or {})
+    c.model.update(small_model or {})
+  elif arg == "tiny":
+    c.batch_size = c.eval_batch_size = 4
+    c.num_steps = 4
+    c.log_every = 2
+    c.eval_every = 4
+    c.checkpoint_every = 2
+    c.dataset.image_size = 32
+    c.dataset.generator.num_train = 16
+    c.dataset.generator.num_validation = 8
+    c.optimizer.warmup_steps = 1
     c.model.update(tiny_model)
   return c

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxseg.data import skeleton
+
 IGNORE_COLOUR = (255, 255, 255)
 # Matplotlib's perceptually uniform 'viridis' colour map at 9 evenly spaced points
 # (dark purple = low, yellow = high); `heatmap` interpolates linearly between them.
@@ -101,3 +103,133 @@ def save_png(image: np.ndarray, path: str) -> str:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   Image.fromarray(image).save(path)
   return path
+
+
+# ----------------------------------------------------------------------------
+# Keypoints and boxes drawn on images (continuous pixel coordinates: the image spans
+# [0, W] x [0, H]; pixel (row i, col j) has centre (j + 0.5, i + 0.5)).
+
+# Skeleton colours by the person's side (see jaxseg.data.skeleton.JOINT_SIDES).
+SIDE_COLOURS = {"right": (230, 50, 50), "left": (40, 110, 240), "centre": (250, 210, 30)}
+# Default box colours, cycled over boxes.
+BOX_COLOURS = ((255, 60, 60), (60, 200, 60), (60, 120, 255), (255, 200, 0),
+               (200, 60, 255), (0, 210, 210), (255, 130, 0), (255, 255, 255))
+
+
+def upscale(image: np.ndarray, scale: int) -> np.ndarray:
+  """uint8 RGB copy of `image` (uint8, or float in [0, 1]; [H, W] grey or [H, W, 3])
+  enlarged `scale` (integer) times by nearest neighbour: every pixel a sharp block."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    image = to_uint8(image)
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, -1)
+  scale = int(scale)
+  if scale < 1:
+    raise ValueError(f"scale must be a positive integer, got {scale}.")
+  return np.ascontiguousarray(image.repeat(scale, 0).repeat(scale, 1))
+
+
+def _stroke_unit(out: Image.Image, scale: int) -> float:
+  """Stroke size multiplier: `scale`, or more for large images (one unit per 64 px), so
+  an image enlarged before drawing gets the same strokes as one enlarged by `scale`."""
+  return max(float(scale), min(out.size) / 64)
+
+
+def _rgb(colour) -> tuple[int, int, int]:
+  return tuple(int(c) for c in np.asarray(colour).reshape(3))
+
+
+def draw_skeleton(image: np.ndarray, joints: np.ndarray, edges=None, colour=None,
+                  scale: int = 1) -> np.ndarray:
+  """Draws keypoints and the edges between them on a copy of `image`, enlarged `scale`
+  times (integer) so small pictures stay readable; returns uint8 [H*scale, W*scale, 3].
+
+  `joints`: [K, 2] (all drawn as visible) or [K, 3] (x, y, v); joints with v == 0 and
+  edges touching them are skipped, occluded joints (v == 1) are drawn hollow. `edges`:
+  (joint_a, joint_b) or (name, joint_a, joint_b) entries; default: the LSP
+  `SKELETON_EDGES` when K = 14, else none. Colours: one `colour` for everything, or
+  else by the person's side (`SIDE_COLOURS`: right, left, and centre for joints and for
+  edges whose ends are on different sides); sides are known only for the 14 LSP joints.
+  Strokes grow with `scale` or with the image (`_stroke_unit`): drawing on a 64 px
+  image with scale=3 equals drawing on its 192 px enlargement with joints times 3.
+  """
+  out = Image.fromarray(upscale(image, scale))
+  joints = np.asarray(joints, np.float32)
+  k = len(joints)
+  vis = joints[:, 2] if joints.shape[1] > 2 else np.full(k, 2, np.float32)
+  drawn = (vis > 0) & np.isfinite(joints[:, :2]).all(1)
+  # Continuous coordinates -> PIL's, where integer coordinates are pixel centres.
+  xy = joints[:, :2] * scale - 0.5
+  sides = skeleton.JOINT_SIDES if k == skeleton.NUM_JOINTS else ("centre",) * k
+  if edges is None:
+    edges = skeleton.SKELETON_EDGES if k == skeleton.NUM_JOINTS else ()
+  unit = _stroke_unit(out, scale)
+  width = max(1, round(0.75 * unit))
+  radius = max(1.0, 0.9 * unit)
+
+  def pick(side_a, side_b=None):
+    if colour is not None:
+      return _rgb(colour)
+    side = side_a if side_b in (None, side_a) else "centre"
+    return SIDE_COLOURS[side]
+
+  draw = ImageDraw.Draw(out)
+  for edge in edges:
+    a, b = int(edge[-2]), int(edge[-1])
+    if drawn[a] and drawn[b]:
+      draw.line([tuple(xy[a]), tuple(xy[b])], fill=pick(sides[a], sides[b]), width=width)
+  for j in np.flatnonzero(drawn):
+    x, y = xy[j]
+    box = [x - radius, y - radius, x + radius, y + radius]
+    c = pick(sides[j])
+    if vis[j] == 1:
+      draw.ellipse(box, outline=c, width=max(1, round(unit / 3)))
+    else:
+      draw.ellipse(box, fill=c, outline=(0, 0, 0) if unit >= 3 else c)
+  return np.asarray(out)
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels=None, colours=None,
+               scale: int = 1) -> np.ndarray:
+  """Draws box outlines (and optional text labels such as "circle 0.93") on a copy of
+  `image` enlarged `scale` times; returns uint8 [H*scale, W*scale, 3].
+
+  `boxes`: [M, 4] absolute pixel x1, y1, x2, y2 (continuous coordinates); the outline
+  runs along the outermost pixels the box touches. Rows with a negative (padding, -1)
+  or non-finite coordinate are skipped. `labels`: M strings (or None entries);
+  `colours`: one RGB colour for all boxes or [M, 3]; default `BOX_COLOURS` cycled.
+  """
+  out = Image.fromarray(upscale(image, scale))
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  if colours is None:
+    colours = [BOX_COLOURS[m % len(BOX_COLOURS)] for m in range(len(boxes))]
+  elif np.asarray(colours).ndim == 1:
+    colours = [colours] * len(boxes)
+  draw = ImageDraw.Draw(out)
+  width = max(1, round(_stroke_unit(out, scale) / 2))
+  for m, box in enumerate(boxes):
+    if not np.isfinite(box).all() or (box < 0).any():
+      continue
+    x1, y1 = np.floor(box[:2] * scale).astype(int)
+    x2, y2 = np.ceil(box[2:] * scale).astype(int) - 1
+    x2, y2 = max(x1, x2), max(y1, y2)
+    c = _rgb(colours[m])
+    draw.rectangle([x1, y1, x2, y2], outline=c, width=width)
+    label = None if labels is None else labels[m]
+    if label:
+      left, top, right, bottom = draw.textbbox((0, 0), str(label))
+      h = bottom - top + 2
+      ty = y1 - h if y1 - h >= 0 else y1 + width
+      draw.rectangle([x1, ty, x1 + right - left + 2, ty + h - 1], fill=c)
+      ink = (0, 0, 0) if 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 128 else (255, 255, 255)
+      draw.text((x1 + 1 - left, ty + 1 - top), str(label), fill=ink)
+  return np.asarray(out)
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+  """`image` (uint8 RGB) with `text` on a white strip below it (clipped to its width)."""
+  h, w, _ = image.shape
+  strip = Image.new("RGB", (w, 14), (255, 255, 255))
+  ImageDraw.Draw(strip).text((2, 1), str(text)[:max(w // 6, 1)], fill=(0, 0, 0))
+  return np.concatenate([np.asarray(image, np.uint8), np.asarray(strip)], axis=0)

@@ -257,6 +257,9 @@ def _render_background(rng: np.random.Generator, size: int) -> np.ndarray:
   return image
 
 
+render_background = _render_background  # Public: other generators reuse the backgrounds.
+
+
 def _sample_shape(
     rng: np.random.Generator, label: int, size: int
 ) -> tuple[np.ndarray, np.ndarray]:

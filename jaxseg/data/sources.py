@@ -178,19 +178,30 @@ def get_source(name: str) -> SegmentationSource:
   return SEGMENTATION_SOURCES[name]
 
 
+def shapes_builder_config(dataset_config) -> shapes.ShapesConfig:
+  """The `shapes` config named by config.dataset.image_size and config.dataset.generator."""
+  g = dataset_config.generator
+  try:
+    return shapes.shapes_config(
+        image_size=dataset_config.image_size, num_train=g.num_train,
+        num_validation=g.num_validation, min_objects=g.min_objects,
+        max_objects=g.max_objects, class_probs=g.get("class_probs"))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"shapes parameters (config.dataset.image_size, "
+                      f"config.dataset.generator): {e}") from None
+
+
+def _builder_config(source: SegmentationSource, dataset_config):
+  return shapes_builder_config(dataset_config) if source.tfds_name == "shapes" else None
+
+
 def _builder(source: SegmentationSource, dataset_config, data_dir):
-  kwargs = {}
-  if source.tfds_name == "shapes":
-    g = dataset_config.generator
-    try:
-      kwargs["config"] = shapes.shapes_config(
-          image_size=dataset_config.image_size, num_train=g.num_train,
-          num_validation=g.num_validation, min_objects=g.min_objects,
-          max_objects=g.max_objects, class_probs=g.get("class_probs"))
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"shapes parameters (config.dataset.image_size, "
-                        f"config.dataset.generator): {e}") from None
-  return tfds.builder(source.tfds_name, data_dir=data_dir, **kwargs)
+  return tfds_builder(source.tfds_name, data_dir, _builder_config(source, dataset_config))
+
+
+def tfds_builder(tfds_name: str, data_dir, config=None):
+  """`tfds.builder(tfds_name)`, with a builder config object if one is given."""
+  return tfds.builder(tfds_name, data_dir=data_dir, **({"config": config} if config else {}))
 
 
 def _check_data_dir(data_dir, create: bool):
@@ -216,6 +227,32 @@ def _num_examples(builder, split, ds) -> int:
     return cardinality if cardinality >= 0 else int(ds.reduce(0, lambda n, _: n + 1))
 
 
+def read_split(tfds_name: str, split: str, data_dir, *, builder_config=None,
+               generated_offline: bool = False, prepare: str = "",
+               decoders=None) -> tuple[tf.data.Dataset, int]:
+  """A TFDS split, unshuffled, and its size: the loading shared by every source.
+
+  Checks `data_dir`; builds datasets `generated_offline` on first use (nothing is
+  downloaded); a catalog dataset that is not prepared in `data_dir` is a DataError that
+  says how to prepare it (`prepare`); an unknown split is a ConfigError.
+  """
+  _check_data_dir(data_dir, create=generated_offline)
+  builder = tfds_builder(tfds_name, data_dir, builder_config)
+  if generated_offline:
+    builder.download_and_prepare()
+  try:
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                            read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
+  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
+    where = data_dir or "the default TFDS data_dir"
+    raise DataError(f"dataset {tfds_name!r} split {split!r} is not prepared in {where} "
+                    f"({str(e).splitlines()[0]}); prepare it first ({prepare}): "
+                    f"jaxseg never downloads at run time") from None
+  except (KeyError, ValueError) as e:
+    raise ConfigError(f"split {split!r} of dataset {tfds_name!r}: {e}") from None
+  return ds, _num_examples(builder, split, ds)
+
+
 def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
   """The raw split `which` ('train' or 'eval') as a tf.data.Dataset and its size.
 
@@ -223,23 +260,11 @@ def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
   prepared in `data_dir`: nothing is downloaded.
   """
   source = get_source(dataset_config.name)
-  data_dir = dataset_config.data_dir
-  _check_data_dir(data_dir, create=source.generated_offline)
   split = dataset_config.get(f"{which}_split") or getattr(source, f"{which}_split")
-  builder = _builder(source, dataset_config, data_dir)
-  if source.generated_offline:
-    builder.download_and_prepare()
-  try:
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
-  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
-    where = data_dir or "the default TFDS data_dir"
-    raise DataError(f"dataset {source.tfds_name!r} split {split!r} is not prepared in {where} "
-                    f"({str(e).splitlines()[0]}); prepare it first ({source.prepare}): "
-                    f"jaxseg never downloads at run time") from None
-  except (KeyError, ValueError) as e:
-    raise ConfigError(f"split {split!r} of dataset {source.tfds_name!r}: {e}") from None
-  num_examples = _num_examples(builder, split, ds)
+  ds, num_examples = read_split(
+      source.tfds_name, split, dataset_config.data_dir,
+      builder_config=_builder_config(source, dataset_config),
+      generated_offline=source.generated_offline, prepare=source.prepare)
 
   ignore_index = dataset_config.ignore_index
 

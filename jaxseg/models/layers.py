@@ -10,6 +10,12 @@ import jax.numpy as jnp
 from jaxseg import ops
 
 CONV_TYPES = ("standard", "depthwise_separable", "spatially_separable")
+# Accepted by ConvNormAct besides CONV_TYPES: "depthwise" keeps the channel count, so it
+# cannot stand in for a standard conv (MobileNet v2's middle conv, Sandler et al. 2018).
+_CONV_ONLY_TYPES = ("depthwise",)
+# ConvNormAct `activation`: True = "relu", False / None = none; relu6 = min(max(x, 0), 6)
+# (MobileNet, Howard et al. 2017; Sandler et al. 2018).
+ACTIVATIONS = {"relu": nn.relu, "relu6": nn.relu6}
 DOWNSAMPLE_METHODS = ("maxpool", "strided")
 UPSAMPLE_METHODS = ("nearest", "bed_of_nails", "max_unpool", "transpose", "bilinear",
                     "resize_conv", "subpixel")
@@ -84,16 +90,18 @@ class SpatiallySeparableConv(nn.Module):
 
 
 class ConvNormAct(nn.Module):
-  """Conv (no bias when normalized) -> BatchNorm (optional) -> ReLU.
+  """Conv (no bias when normalized) -> BatchNorm (optional) -> activation (default ReLU).
 
   `dilation` > 1: atrous convolution, a (d(k-1)+1)^2 field of view at the cost of a k x k
-  kernel (Chen et al., DeepLab). `conv_type`: one of CONV_TYPES.
+  kernel (Chen et al., DeepLab). `conv_type`: one of CONV_TYPES, or "depthwise" (a k x k
+  `DepthwiseConv`; `features` must equal the input channels). `activation`: True / "relu",
+  "relu6", or False / None for a linear layer.
   """
   features: int
   kernel_size: int = 3
   strides: int = 1
   norm: bool = True
-  activation: bool = True
+  activation: bool | str | None = True
   dtype: Any = jnp.float32
   dilation: int = 1
   conv_type: str = "standard"
@@ -110,11 +118,29 @@ class ConvNormAct(nn.Module):
     elif self.conv_type == "spatially_separable":
       x = SpatiallySeparableConv(self.features, k, self.strides, self.dilation, use_bias=bias,
                                  dtype=self.dtype)(x)
+    elif self.conv_type == "depthwise":
+      if self.features != x.shape[-1]:
+        raise ValueError(f"conv_type 'depthwise' keeps the channel count: features "
+                         f"{self.features} must equal the input's {x.shape[-1]} channels")
+      x = DepthwiseConv(k, self.strides, self.dilation, use_bias=bias, dtype=self.dtype)(x)
     else:
-      raise ValueError(f"unknown conv_type {self.conv_type!r}; expected one of {CONV_TYPES}")
+      raise ValueError(f"unknown conv_type {self.conv_type!r}; expected one of "
+                       f"{CONV_TYPES + _CONV_ONLY_TYPES}")
     if self.norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-    return nn.relu(x) if self.activation else x
+    return _activation_fn(self.activation)(x)
+
+
+def _activation_fn(activation: bool | str | None):
+  """The function named by a ConvNormAct `activation` (True = ReLU; False / None = identity)."""
+  if activation is True:
+    return nn.relu
+  if activation is False or activation is None:
+    return lambda x: x
+  if activation not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {activation!r}; expected True, False, None or one "
+                     f"of {tuple(ACTIVATIONS)}")
+  return ACTIVATIONS[activation]
 
 
 class ConvBlock(nn.Module):

@@ -1,4 +1,6 @@
 """Pure array functions without parameters (NHWC). Imports nothing else from jaxseg."""
+from jaxseg.ops import boxes
+from jaxseg.ops.resample import crop_and_resize
 from jaxseg.ops.resample import depth_to_space
 from jaxseg.ops.resample import max_pool
 from jaxseg.ops.resample import resize
@@ -17,7 +19,8 @@ from jaxseg.ops.upsample import subpixel_conv
 from jaxseg.ops.upsample import transpose_output_size
 
 __all__ = [
-    "bed_of_nails_upsample", "bilinear_upsample", "conv", "conv_transpose", "depth_to_space",
+    "bed_of_nails_upsample", "bilinear_upsample", "boxes", "conv", "conv_transpose",
+    "crop_and_resize", "depth_to_space",
     "depthwise_conv",
     "max_pool", "max_pool_with_argmax", "max_unpool", "nearest_upsample", "output_size",
     "resize", "resize_conv", "space_to_depth", "subpixel_conv", "transpose_output_size",

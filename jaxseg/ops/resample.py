@@ -45,3 +45,36 @@ def resize(x: jax.Array, size: tuple[int, int], method: str = "bilinear") -> jax
   """Resize the spatial dims of an NHWC array (half-pixel centres, like tf.image.resize)."""
   n, _, _, c = x.shape
   return jax.image.resize(x, (n, size[0], size[1], c), method=method)
+
+
+def crop_and_resize(images, boxes, box_indices, size: tuple[int, int]):
+  """Bilinear crops of `images` [N, H, W, C] resampled to `size` = (h, w).
+
+  `boxes` [M, 4] are absolute pixel xyxy in continuous coordinates (pixel (i, j) has
+  centre (j + 0.5, i + 0.5)); crop m is taken from image `box_indices[m]`. Output cell
+  (i, j) samples the box at its cell centre, x = x1 + (j + 0.5) (x2 - x1) / w (the
+  half-pixel convention of RoIAlign with aligned=True and one sample per cell), by
+  bilinear interpolation of the image zero-padded beyond its border. Differentiable
+  with respect to `images` and `boxes`. Returns [M, h, w, C].
+  """
+  images, boxes = jnp.asarray(images), jnp.asarray(boxes, jnp.float32)
+  n, height, width, _ = images.shape
+  h, w = size
+  x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+  ys = y1[:, None] + (jnp.arange(h) + 0.5)[None] * ((y2 - y1) / h)[:, None] - 0.5  # [M, h]
+  xs = x1[:, None] + (jnp.arange(w) + 0.5)[None] * ((x2 - x1) / w)[:, None] - 0.5  # [M, w]
+  y0, x0 = jnp.floor(ys), jnp.floor(xs)
+  wy, wx = ys - y0, xs - x0
+  y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+  b = jnp.clip(box_indices, 0, n - 1)[:, None, None]
+  out = jnp.zeros((boxes.shape[0], h, w, images.shape[-1]), images.dtype)
+  for dy, fy in ((0, 1 - wy), (1, wy)):
+    for dx, fx in ((0, 1 - wx), (1, wx)):
+      yi, xi = y0 + dy, x0 + dx
+      inside = (((yi >= 0) & (yi < height))[:, :, None]
+                & ((xi >= 0) & (xi < width))[:, None, :])
+      v = images[b, jnp.clip(yi, 0, height - 1)[:, :, None],
+                 jnp.clip(xi, 0, width - 1)[:, None, :]]
+      weight = jnp.where(inside, fy[:, :, None] * fx[:, None, :], 0.0)
+      out = out + v * weight[..., None].astype(images.dtype)
+  return out

@@ -25,8 +25,12 @@ from jaxseg.errors import ConfigError
 
 
 def get_task(config):
-  from jaxseg.tasks.segmentation import SegmentationTask  # pylint: disable=g-import-not-at-top
-  tasks = {"segmentation": SegmentationTask}
+  # pylint: disable=g-import-not-at-top
+  from jaxseg.tasks.classification import ClassificationTask, LocalizationTask
+  from jaxseg.tasks.pose import PoseTask
+  from jaxseg.tasks.segmentation import SegmentationTask
+  tasks = {"segmentation": SegmentationTask, "classification": ClassificationTask,
+           "localization": LocalizationTask, "pose": PoseTask}
   if config.task not in tasks:
     raise ConfigError(f"unknown task {config.task!r} in config.task; expected one of "
                       f"{sorted(tasks)}")

@@ -24,6 +24,7 @@ from jaxseg.data import pipeline
 from jaxseg.errors import CheckpointError, ConfigError, NonFiniteLossError
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import logging as log_lib
+from jaxseg.train import transfer
 from jaxseg.train.optim import make_optimizer
 from jaxseg.train.state import TrainState, create_state
 from jaxseg.viz import save_png
@@ -153,7 +154,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
     raise CheckpointError(f"no checkpoint to evaluate in workdir {workdir}")
   os.makedirs(workdir, exist_ok=True)
   replicated = NamedSharding(mesh, PartitionSpec())
-  tx, schedule = make_optimizer(config.optimizer, config.num_steps)
+  tx, schedule = make_optimizer(config.optimizer, config.num_steps,
+                                frozen=transfer.frozen_mask(config))
 
   example = task.example_batch(mesh.size)
 
@@ -171,8 +173,9 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
                             jax.eval_shape(init, init_rng))
     state = ckpt.restore(abstract)
     logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-  else:
-    state = init(init_rng)
+  else:  # a fresh start: only here does config.init_from load anything
+    source = transfer.load(config)  # read before init compiles: a bad path fails fast
+    state = transfer.apply(source, init(init_rng))
   if train:
     ckpt_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
   start_step = int(jax.device_get(state.step))

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules from `config.optimizer`."""
 from __future__ import annotations
 
+import jax
 import optax
 
 from jaxseg.errors import ConfigError
@@ -29,9 +30,15 @@ def make_schedule(c, num_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, c.lr, warmup), main], [warmup])
 
 
-def make_optimizer(c, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(c, num_steps: int, frozen=None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """SGD with momentum, Adam or AdamW, with optional global-norm gradient clipping and
-  weight decay (decoupled for AdamW, L2-coupled for SGD/Adam)."""
+  weight decay (decoupled for AdamW, L2-coupled for SGD/Adam).
+
+  `frozen`: optional function of the params giving a pytree of bools; parameters marked
+  True get zero updates (no weight decay either, and their gradients do not count in the
+  clipping norm), e.g. `jaxseg.train.transfer.frozen_mask(config)`.
+  """
   schedule = make_schedule(c, num_steps)
   if c.name == "sgd":
     opt = optax.sgd(schedule, momentum=c.momentum or None, nesterov=c.nesterov)
@@ -46,4 +53,9 @@ def make_optimizer(c, num_steps: int) -> tuple[optax.GradientTransformation, opt
     chain.append(optax.clip_by_global_norm(c.grad_clip_norm))
   if c.weight_decay and c.name != "adamw":
     chain.append(optax.add_decayed_weights(c.weight_decay))
-  return optax.chain(*chain, opt), schedule
+  tx = optax.chain(*chain, opt)
+  if frozen is not None:
+    tx = optax.multi_transform(
+        {"trainable": tx, "frozen": optax.set_to_zero()},
+        lambda params: jax.tree.map(lambda f: "frozen" if f else "trainable", frozen(params)))
+  return tx, schedule

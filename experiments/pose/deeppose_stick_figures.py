@@ -1,0 +1,25 @@
+"""DeepPose (Toshev & Szegedy, CVPR 2014) on the embedded `stick_figures` data (the
+issue's target: PCK@0.2 >= 0.85 within 15 minutes on a 2-core CPU).
+
+./launch.sh train experiments/pose/deeppose_stick_figures.py
+Stage 1 regresses the 14 joints from the whole image; `model.stages` - 1 refinement
+stages each regress a correction from a crop around every joint's estimate. Variants
+`:small` (ablation scale) and `:tiny` (tests). Shared defaults: jaxseg/configs.py.
+"""
+from jaxseg import configs
+
+
+def get_config(arg=None):
+  return configs.image_task(
+      arg, "pose",
+      dataset=dict(name="stick_figures", image_size=64,
+                   generator=dict(num_train=8000, num_validation=500)),
+      model=dict(backbone="resnet18", backbone_args=dict(width=16, stem="small"),
+                 fc_widths=(256,), dropout_rate=0.0, stages=2,
+                 refine_backbone_args=dict(width=8, stem="small"), refine_fc_widths=(128,),
+                 crop_size=32, crop_scale=2.0, min_crop_fraction=0.15, train_noise=0.1),
+      tiny_model=dict(backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1)),
+                      fc_widths=(8,), refine_fc_widths=(8,),
+                      refine_backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1))),
+      small_model=dict(backbone_args=dict(width=8, stem="small")),
+      small=dict(num_steps=1000, eval_every=1000)).lock()
