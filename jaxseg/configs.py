@@ -166,6 +166,8 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
                                           smooth_l1_beta=0.05))
   c.loss.update(loss or {})
 
+  c.init_from = transfer.default_config()  # docs/transfer.md; only at a fresh start
+
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, final_lr_fraction=0.01,
       decay_steps=(), decay_factor=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,

@@ -193,3 +193,29 @@ def test_bad_backbone_name_is_one_config_error(image_data_dir):
   from jaxseg import tasks  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match="resnet19"):
     tasks.get_task(_tiny(LOCALIZE, image_data_dir, **{"model.backbone": "resnet19"}))
+
+
+def test_pose_loss_masks_missing_joints_and_sums_stages(image_data_dir):
+  from jaxseg import tasks  # pylint: disable=g-import-not-at-top
+  task = tasks.get_task(_tiny(DEEPPOSE, image_data_dir))
+  size = task.config.dataset.image_size  # 32
+  joints = np.zeros((1, 14, 3), np.float32)
+  joints[0, :, :2] = 16.0  # every joint at the image centre = normalized (0, 0)
+  joints[0, :, 2] = 2
+  joints[0, 3] = (0.0, 0.0, 0.0)  # missing: whatever is predicted there costs nothing
+  stage1 = np.zeros((1, 14, 2), np.float32)
+  stage1[0, 0] = (0.25, 0.0)  # one joint off by a quarter image width
+  stage1[0, 3] = (5.0, 5.0)
+  stage2 = np.zeros((1, 14, 2), np.float32)
+  task.apply = lambda variables, images, rng=None, train=False: (
+      jnp.stack([jnp.asarray(stage1), jnp.asarray(stage2)]), {})
+  loss, (aux, _) = task.loss_fn(None, {"image": np.zeros((1, size, size, 3)),
+                                       "joints": joints}, None, True)
+  # stage 1: 0.25^2 over 13 labelled joints; stage 2: 0
+  assert float(aux["stage1_l2"]) == pytest.approx(0.0625 / 13, rel=1e-5)
+  assert float(aux["stage2_l2"]) == 0.0
+  assert float(loss) == pytest.approx(0.0625 / 13, rel=1e-5)
+  predictions = task.predict(None, np.zeros((1, size, size, 3)))
+  assert predictions["stage_joints"].shape == (1, 2, 14, 2)  # batch-first
+  np.testing.assert_allclose(predictions["stage_joints"][0, 0, 0], [16 + 8, 16])  # pixels
+  np.testing.assert_allclose(predictions["joints"][0, 0], [16, 16])  # the last stage

@@ -10,16 +10,22 @@ from jaxseg import configs
 
 
 def get_config(arg=None):
-  return configs.image_task(
+  c = configs.image_task(
       arg, "pose",
       dataset=dict(name="stick_figures", image_size=64,
                    generator=dict(num_train=8000, num_validation=500)),
-      model=dict(backbone="resnet18", backbone_args=dict(width=16, stem="small"),
-                 fc_widths=(256,), dropout_rate=0.0, stages=2,
-                 refine_backbone_args=dict(width=8, stem="small"), refine_fc_widths=(128,),
-                 crop_size=32, crop_scale=2.0, min_crop_fraction=0.15, train_noise=0.1),
+      model=dict(backbone="resnet18",
+                 backbone_args=dict(width=16, stem="small", output_stride=16),
+                 pool_size=4, fc_widths=(256,), dropout_rate=0.0, stages=3,
+                 refine_backbone_args=dict(width=8, stem="small", output_stride=8),
+                 refine_pool_size=4, refine_fc_widths=(128,),
+                 crop_size=32, crop_scale=1.5, min_crop_fraction=0.15, train_noise=0.1),
       tiny_model=dict(backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1)),
-                      fc_widths=(8,), refine_fc_widths=(8,),
+                      stages=2, pool_size=2, fc_widths=(8,), refine_pool_size=1,
+                      refine_fc_widths=(8,),
                       refine_backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1))),
       small_model=dict(backbone_args=dict(width=8, stem="small")),
-      small=dict(num_steps=1000, eval_every=1000)).lock()
+      small=dict(num_steps=1000, eval_every=1000))
+  if arg is None:
+    c.num_steps, c.eval_every = 1500, 500
+  return c.lock()

@@ -23,8 +23,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The published classifier of a backbone when `fc_widths` is None: (adaptive average pool
 # size, hidden widths). VGG-16 (Simonyan & Zisserman 2015): 7x7 -> fc6 4096 -> fc7 4096.
-# Every other backbone: global average pooling (size None), no hidden layer.
-PUBLISHED_CLASSIFIERS = {"vgg16": (7, (4096, 4096))}
+# Every other backbone: global average pooling (pool size 1), no hidden layer.
+PUBLISHED_CLASSIFIERS = {"vgg16": (7, (4096, 4096))}  # others: (1, ())
 
 
 def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
@@ -57,8 +57,13 @@ class BackboneWithHeads(nn.Module):
       with heads={"logits": 1000} and norm=False exactly VGG-16's 138,357,544 parameters;
       every other backbone: global average pool, no hidden layer). A sequence: global
       average pool, then those layers; () = none.
+    pool_size: the backbone's coarsest map ("stride_32" unless it has fewer stages) is
+      average-pooled to pool_size x pool_size and flattened (1 = global average pooling;
+      larger keeps where things are, which box and joint regression need). None: the published classifier's (VGG-16 7, others 1).
     dropout_rate: of that dropout (VGG: between fc6, fc7 and fc8; GoogLeNet, MobileNet:
       before the classifier); only when `train`, drawing from the "dropout" rng collection.
+    zero_init_heads: the head layers start at zero (outputs 0 at initialization; e.g. a
+      refinement stage that starts as the identity).
     pixel_mean, pixel_std: images arrive in [0, 1] and are normalized here.
     dtype: compute dtype; parameters stay float32 and outputs are cast to float32.
 
@@ -69,7 +74,9 @@ class BackboneWithHeads(nn.Module):
   heads: Any
   backbone_args: Any = None
   fc_widths: Any = None
+  pool_size: Any = None
   dropout_rate: float = 0.0
+  zero_init_heads: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
   dtype: Any = jnp.float32
@@ -101,14 +108,15 @@ class BackboneWithHeads(nn.Module):
     mean = jnp.asarray(self.pixel_mean, jnp.float32)
     std = jnp.asarray(self.pixel_std, jnp.float32)
     x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
-    x = get_backbone(self.backbone, name="backbone", **args)(x, train)["stride_32"]
+    features = get_backbone(self.backbone, name="backbone", **args)(x, train)
+    strides = [int(k[len("stride_"):]) for k in features if k.startswith("stride_")]
+    x = features[f"stride_{max(strides)}"]  # the coarsest map ("stride_32" at full depth)
 
-    pool_size, widths = None, ()
-    if self.fc_widths is None:
-      pool_size, widths = PUBLISHED_CLASSIFIERS.get(self.backbone, (None, ()))
-    else:
-      widths = tuple(self.fc_widths)
-    if pool_size is None:
+    published_pool, widths = PUBLISHED_CLASSIFIERS.get(self.backbone, (1, ()))
+    if self.fc_widths is not None:
+      published_pool, widths = 1, tuple(self.fc_widths)
+    pool_size = self.pool_size or published_pool
+    if pool_size == 1:
       x = x.mean(axis=(1, 2))
     else:
       x = adaptive_avg_pool(x, pool_size).reshape(x.shape[0], -1)
@@ -121,5 +129,6 @@ class BackboneWithHeads(nn.Module):
     if not with_heads:
       return x.astype(jnp.float32)
     x = dropout(x)
-    return {name: nn.Dense(size, dtype=self.dtype, name=name)(x).astype(jnp.float32)
-            for name, size in heads.items()}
+    init = nn.initializers.zeros if self.zero_init_heads else nn.linear.default_kernel_init
+    return {name: nn.Dense(size, dtype=self.dtype, kernel_init=init, name=name)(x)
+            .astype(jnp.float32) for name, size in heads.items()}

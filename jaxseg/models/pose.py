@@ -37,18 +37,22 @@ from jaxseg.models.heads import BackboneWithHeads
 class DeepPose(nn.Module):
   """The DeepPose cascade. `__call__(images, train)` -> normalized joints of every stage,
   [stages, N, K, 2] (x, y). Fields: `backbone`, `backbone_args`, `fc_widths`,
-  `dropout_rate` of the stage-1 regressor; `refine_backbone_args` / `refine_fc_widths`
-  of the refinement regressors (same backbone family); `stages` (1 = no cascade),
+  `pool_size`, `dropout_rate` of the stage-1 regressor (jaxseg.models.heads);
+  `refine_backbone_args` / `refine_fc_widths` / `refine_pool_size` of the refinement
+  regressors (same backbone family; their output layer starts at zero, so a new stage
+  starts as the identity); `stages` (1 = no cascade),
   `crop_size`, `crop_scale` (sigma of the paper), `min_crop_fraction`, `train_noise`,
   `torso_joints` (indices of the two joints whose distance is the torso diameter)."""
   num_joints: int = 14
   backbone: str = "resnet18"
   backbone_args: Any = None
   fc_widths: Any = None
+  pool_size: Any = None
   dropout_rate: float = 0.0
   stages: int = 1
   refine_backbone_args: Any = None
   refine_fc_widths: Any = None
+  refine_pool_size: Any = None
   crop_size: int = 32
   crop_scale: float = 2.0
   min_crop_fraction: float = 0.1
@@ -58,10 +62,11 @@ class DeepPose(nn.Module):
   pixel_std: tuple = (0.229, 0.224, 0.225)
   dtype: Any = jnp.float32
 
-  def _regressor(self, backbone_args, fc_widths, name):
+  def _regressor(self, backbone_args, fc_widths, pool_size, name, refine=False):
     return BackboneWithHeads(
         backbone=self.backbone, backbone_args=backbone_args, fc_widths=fc_widths,
-        heads={"joints": 2 * self.num_joints}, dropout_rate=self.dropout_rate,
+        pool_size=pool_size, heads={"joints": 2 * self.num_joints},
+        dropout_rate=self.dropout_rate, zero_init_heads=refine,
         pixel_mean=self.pixel_mean, pixel_std=self.pixel_std, dtype=self.dtype, name=name)
 
   @nn.compact
@@ -71,7 +76,7 @@ class DeepPose(nn.Module):
     n, height, width, _ = images.shape
     k = self.num_joints
     scale = jnp.array([width, height], jnp.float32)
-    joints = self._regressor(self.backbone_args, self.fc_widths, "stage1")(
+    joints = self._regressor(self.backbone_args, self.fc_widths, self.pool_size, "stage1")(
         images, train)["joints"].reshape(n, k, 2)
     outputs = [joints]
     for stage in range(2, self.stages + 1):
@@ -90,7 +95,8 @@ class DeepPose(nn.Module):
       crops = ops.crop_and_resize(images, boxes, jnp.repeat(jnp.arange(n), k),
                                   (self.crop_size, self.crop_size))
       refine = self._regressor(self.refine_backbone_args or self.backbone_args,
-                               self.refine_fc_widths, f"stage{stage}")
+                               self.refine_fc_widths, self.refine_pool_size,
+                               f"stage{stage}", refine=True)
       out = refine(crops, train)["joints"].reshape(n, k, k, 2)
       delta = out[:, jnp.arange(k), jnp.arange(k)]  # joint i's output on crop i: [N, K, 2]
       joints = (pixels + delta * side[..., None]) / scale - 0.5
