@@ -20,6 +20,17 @@ from jaxseg.train import transfer
 VARIANTS = ("small", "tiny")
 
 
+def optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  """config.optimizer (jaxseg.train.optim): AdamW, cosine decay after a linear warm-up,
+  global-norm gradient clipping; the SGD / step-schedule fields are there to override."""
+  c = ml_collections.ConfigDict(dict(
+      name="adamw", lr=2e-3, schedule="cosine", warmup_steps=50, final_lr_fraction=0.01,
+      decay_steps=(), decay_factor=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+      weight_decay=1e-4, grad_clip_norm=1.0))
+  c.update(overrides)
+  return c
+
+
 def segmentation_shapes(arg, model: dict, tiny_model: dict,
                         small_model: dict | None = None) -> ml_collections.ConfigDict:
   """The segmentation config on the embedded shapes data, unlocked.
@@ -65,20 +76,7 @@ def segmentation_shapes(arg, model: dict, tiny_model: dict,
   # writes per-pixel predictive-entropy maps beside the prediction pictures.
   c.uncertainty = ml_collections.ConfigDict(dict(mc_samples=0))
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw"
-  c.optimizer.lr = 2e-3
-  c.optimizer.schedule = "cosine"
-  c.optimizer.warmup_steps = 50
-  c.optimizer.final_lr_fraction = 0.01
-  c.optimizer.decay_steps = ()
-  c.optimizer.decay_factor = 0.1
-  c.optimizer.momentum = 0.9
-  c.optimizer.nesterov = False
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 1e-4
-  c.optimizer.grad_clip_norm = 1.0
+  c.optimizer = optimizer_config(warmup_steps=50)
 
   # Transfer learning: initialize (part of) the model from a run or a weights file
   # (docs/transfer.md); applied only at a fresh start.
@@ -133,7 +131,7 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
   c.num_steps = 2000
   c.log_every = 50
   c.eval_every = 1000
-  c.checkpoint_every = 250
+  c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.best_metric = {"classification": "accuracy", "localization": "correct_localization",
                    "pose": "PCK@0.2"}[task]
@@ -148,7 +146,7 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
   d.eval_crop = placeholder(float)  # e.g. 0.875: resize the short side, centre crop
   d.label = "breed"  # oxford_iiit_pet: "breed" (37 classes) or "species" (cat, dog)
   d.cache = True
-  d.shuffle_buffer = 8192
+  d.shuffle_buffer = 2048  # a smaller buffer refills faster at each epoch start
   d.augment = ml_collections.ConfigDict(dict(flip=task != "pose", min_scale=1.0,
                                              max_scale=1.0, min_box_fraction=0.5))
   d.generator = ml_collections.ConfigDict(dict(
@@ -168,10 +166,7 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
 
   c.init_from = transfer.default_config()  # docs/transfer.md; only at a fresh start
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, final_lr_fraction=0.01,
-      decay_steps=(), decay_factor=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
-      weight_decay=1e-4, grad_clip_norm=1.0))
+  c.optimizer = optimizer_config(warmup_steps=100)
 
   if arg == "small":
     c.update(small or {})

@@ -11,9 +11,10 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "deeppose_cascade"
-  a.description = ("DeepPose on 64x64 stick figures, ResNet-18 (width 8) stage-1 regressor, "
-                   "width-8 refiners on 32x32 crops of 2 torso diameters, 1000 steps of "
-                   "batch 32; all stages trained together.")
+  a.description = ("DeepPose on 64x64 stick figures: VGG-style stage-1 regressor (widths "
+                   "8-16-32-64, 4x4 map flattened), ResNet refiners (width 8) on 24x24 crops "
+                   "of 1.5 torso diameters, 600 steps of batch 32; all stages trained "
+                   "together, each on its own loss.")
   a.base = "experiments/pose/deeppose_stick_figures.py:small"
   a.runs = [dict(name=f"{s} stage{'s' if s > 1 else ''}", overrides={"model.stages": s})
             for s in (1, 2, 3)]

@@ -11,9 +11,9 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "localization_loss_weight"
-  a.description = ("ResNet-18 (width 8) with class and box heads on 64x64 single-object "
-                   "shapes, 600 steps of batch 32; loss = CE + w * L2 on the normalized "
-                   "(x, y, w, h) box.")
+  a.description = ("VGG-style net (widths 8-16-32-64, batch norm, 4x4 map flattened into "
+                   "fc 256) with class and box heads on 64x64 single-object shapes, 600 steps "
+                   "of batch 32; loss = CE + w * L2 on the normalized (x, y, w, h) box.")
   a.base = "experiments/localization/localize_shapes.py:small"
   a.runs = [dict(name=f"w={w:g}", overrides={"loss.box_weight": w})
             for w in (0.0, 0.1, 1.0, 10.0, 100.0, 1000.0)]

@@ -14,18 +14,20 @@ def get_config(arg=None):
       arg, "pose",
       dataset=dict(name="stick_figures", image_size=64,
                    generator=dict(num_train=8000, num_validation=500)),
-      model=dict(backbone="resnet18",
-                 backbone_args=dict(width=16, stem="small", output_stride=16),
+      model=dict(backbone="vgg16",
+                 backbone_args=dict(stage_widths=(16, 32, 64, 128), stage_convs=(1, 1, 2, 2)),
                  pool_size=4, fc_widths=(256,), dropout_rate=0.0, stages=3,
-                 refine_backbone_args=dict(width=8, stem="small", output_stride=8),
-                 refine_pool_size=4, refine_fc_widths=(128,),
-                 crop_size=32, crop_scale=1.5, min_crop_fraction=0.15, train_noise=0.1),
-      tiny_model=dict(backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1)),
+                 refine_backbone="resnet18",
+                 refine_backbone_args=dict(width=8, stem="small", output_stride=8,
+                                           stage_sizes=(1, 1, 1, 1)),
+                 refine_pool_size=3, refine_fc_widths=(128,),
+                 crop_size=24, crop_scale=1.5, min_crop_fraction=0.15, train_noise=0.1),
+      tiny_model=dict(backbone_args=dict(stage_widths=(4, 4, 8, 8), stage_convs=(1, 1, 1, 1)),
                       stages=2, pool_size=2, fc_widths=(8,), refine_pool_size=1,
-                      refine_fc_widths=(8,),
+                      refine_fc_widths=(8,), crop_size=16,
                       refine_backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1))),
-      small_model=dict(backbone_args=dict(width=8, stem="small")),
-      small=dict(num_steps=1000, eval_every=1000))
+      small_model=dict(backbone_args=dict(stage_widths=(8, 16, 32, 64))),
+      small=dict(num_steps=600, eval_every=600))
   if arg is None:
-    c.num_steps, c.eval_every = 1500, 500
+    c.num_steps, c.eval_every = 1800, 600
   return c.lock()

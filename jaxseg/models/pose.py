@@ -38,8 +38,8 @@ class DeepPose(nn.Module):
   """The DeepPose cascade. `__call__(images, train)` -> normalized joints of every stage,
   [stages, N, K, 2] (x, y). Fields: `backbone`, `backbone_args`, `fc_widths`,
   `pool_size`, `dropout_rate` of the stage-1 regressor (jaxseg.models.heads);
-  `refine_backbone_args` / `refine_fc_widths` / `refine_pool_size` of the refinement
-  regressors (same backbone family; their output layer starts at zero, so a new stage
+  `refine_backbone` / `refine_backbone_args` / `refine_fc_widths` / `refine_pool_size`
+  of the refinement regressors (default: the stage-1 backbone; their output layer starts at zero, so a new stage
   starts as the identity); `stages` (1 = no cascade),
   `crop_size`, `crop_scale` (sigma of the paper), `min_crop_fraction`, `train_noise`,
   `torso_joints` (indices of the two joints whose distance is the torso diameter)."""
@@ -50,6 +50,7 @@ class DeepPose(nn.Module):
   pool_size: Any = None
   dropout_rate: float = 0.0
   stages: int = 1
+  refine_backbone: Any = None
   refine_backbone_args: Any = None
   refine_fc_widths: Any = None
   refine_pool_size: Any = None
@@ -62,9 +63,9 @@ class DeepPose(nn.Module):
   pixel_std: tuple = (0.229, 0.224, 0.225)
   dtype: Any = jnp.float32
 
-  def _regressor(self, backbone_args, fc_widths, pool_size, name, refine=False):
+  def _regressor(self, backbone, backbone_args, fc_widths, pool_size, name, refine=False):
     return BackboneWithHeads(
-        backbone=self.backbone, backbone_args=backbone_args, fc_widths=fc_widths,
+        backbone=backbone, backbone_args=backbone_args, fc_widths=fc_widths,
         pool_size=pool_size, heads={"joints": 2 * self.num_joints},
         dropout_rate=self.dropout_rate, zero_init_heads=refine,
         pixel_mean=self.pixel_mean, pixel_std=self.pixel_std, dtype=self.dtype, name=name)
@@ -76,7 +77,8 @@ class DeepPose(nn.Module):
     n, height, width, _ = images.shape
     k = self.num_joints
     scale = jnp.array([width, height], jnp.float32)
-    joints = self._regressor(self.backbone_args, self.fc_widths, self.pool_size, "stage1")(
+    joints = self._regressor(self.backbone, self.backbone_args, self.fc_widths,
+                             self.pool_size, "stage1")(
         images, train)["joints"].reshape(n, k, 2)
     outputs = [joints]
     for stage in range(2, self.stages + 1):
@@ -94,7 +96,8 @@ class DeepPose(nn.Module):
       boxes = jnp.concatenate([centres - half, centres + half], axis=-1)
       crops = ops.crop_and_resize(images, boxes, jnp.repeat(jnp.arange(n), k),
                                   (self.crop_size, self.crop_size))
-      refine = self._regressor(self.refine_backbone_args or self.backbone_args,
+      refine = self._regressor(self.refine_backbone or self.backbone,
+                               self.refine_backbone_args or self.backbone_args,
                                self.refine_fc_widths, self.refine_pool_size,
                                f"stage{stage}", refine=True)
       out = refine(crops, train)["joints"].reshape(n, k, k, 2)
