@@ -13,7 +13,7 @@ def get_config():
   a.name = "deeppose_cascade"
   a.description = ("DeepPose on 64x64 stick figures: VGG-style stage-1 regressor (widths "
                    "8-16-32-64, 4x4 map flattened), ResNet refiners (width 8) on 24x24 crops "
-                   "of 1.5 torso diameters, 600 steps of batch 32; all stages trained "
+                   "of 1.5 torso diameters, 500 steps of batch 32; all stages trained "
                    "together, each on its own loss.")
   a.base = "experiments/pose/deeppose_stick_figures.py:small"
   a.runs = [dict(name=f"{s} stage{'s' if s > 1 else ''}", overrides={"model.stages": s})

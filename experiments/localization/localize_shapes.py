@@ -24,7 +24,7 @@ def get_config(arg=None):
                       pool_size=2, fc_widths=(8,)),
       small_model=dict(backbone_args=dict(stage_widths=(8, 16, 32, 64))),
       loss=dict(box_loss="l2", box_weight=30.0),
-      small=dict(num_steps=600, eval_every=600))
+      small=dict(num_steps=500, eval_every=500))
   if arg is None:
     c.num_steps, c.eval_every = 3000, 1500
   return c.lock()

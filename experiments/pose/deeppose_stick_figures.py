@@ -27,7 +27,7 @@ def get_config(arg=None):
                       refine_fc_widths=(8,), crop_size=16,
                       refine_backbone_args=dict(width=4, stem="small", stage_sizes=(1, 1, 1, 1))),
       small_model=dict(backbone_args=dict(stage_widths=(8, 16, 32, 64))),
-      small=dict(num_steps=600, eval_every=600))
+      small=dict(num_steps=500, eval_every=500))
   if arg is None:
     c.num_steps, c.eval_every = 1800, 600
   return c.lock()
