@@ -37,3 +37,13 @@ def elementwise_iou(a, b):
   inter = jnp.prod(jnp.maximum(hi - lo, 0), axis=-1)
   union = box_area(a) + box_area(b) - inter
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
+
+
+def pairwise_iou(a, b):
+  """IoU of every box of a [..., N, 4] with every box of b [..., M, 4] -> [..., N, M];
+  0 where the union is 0 (degenerate boxes)."""
+  lo = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
+  hi = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+  inter = jnp.prod(jnp.maximum(hi - lo, 0), axis=-1)
+  union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
+  return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
