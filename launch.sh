@@ -5,7 +5,8 @@
 #   ablate ABLATION [flags] run an ablation (experiments/ablations/*.py): its runs, then
 #                          a table, CSV and plot in docs/ablations/<name>/
 #   test [pytest args]     run the test suite
-#   bench [flags]          train-step benchmarks: U-Net; --suite adds FCN-8s, DeepLab v3+
+#   bench [NAME] [flags]   benchmarks in bench/: train_step (default; U-Net, --suite adds
+#                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall
 #   setup                  only create/refresh .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,7 +29,7 @@ setup() {
 }
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd=${1:-}
@@ -53,8 +54,13 @@ case "$cmd" in
     setup
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   bench)
+    script=bench/train_step.py
+    if [[ $# -gt 0 && "$1" != -* ]]; then
+      script=bench/$1.py; shift
+      [[ -f $script ]] || { echo "launch.sh: no benchmark '$script'" >&2; exit 2; }
+    fi
     setup
-    exec "$VENV/bin/python" bench/train_step.py "$@" ;;
+    exec "$VENV/bin/python" "$script" "$@" ;;
   setup)
     setup ;;
   ""|-h|--help|help)
