@@ -329,8 +329,10 @@ def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
   verdicts = []
   for claim in ablation.get("claims", None) or []:
     try:
-      held = bool(eval(claim["check"], {"__builtins__": {}, "min": min, "max": max,  # pylint: disable=eval-used
-                                        "abs": abs, "all": all, "any": any}, {"r": r}))
+      # One namespace (globals) so that comprehensions inside a check also see `r`.
+      namespace = {"__builtins__": {}, "min": min, "max": max, "abs": abs, "all": all,
+                   "any": any, "r": r}
+      held = bool(eval(claim["check"], namespace))  # pylint: disable=eval-used
       verdicts.append((claim["text"], "holds" if held else "does NOT reproduce"))
     except KeyError as e:
       verdicts.append((claim["text"], f"not checked: run or metric {e} missing"))

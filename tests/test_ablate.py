@@ -101,3 +101,12 @@ def test_checkerboard_score_by_hand():
   energy = seg_metrics.checkerboard_energy(np.stack([checker, ramp])[..., None])
   np.testing.assert_allclose(energy["checkerboard"], [4.0, 0.0], atol=1e-6)  # (4a)^2 / 4, a=1
   np.testing.assert_allclose(energy["gradient"][0], 4.0)  # (2a)^2
+
+
+def test_claim_checks_may_use_comprehensions_over_runs():
+  a = ml_collections.ConfigDict()
+  a.claims = [dict(text="w=2 is the best", check="r['w=2']['acc'] == max(r[k]['acc'] for k in r)"),
+              dict(text="w=1 is the best", check="r['w=1']['acc'] == max(r[k]['acc'] for k in r)")]
+  results = [{"name": "w=1", "acc": 0.5}, {"name": "w=2", "acc": 0.9}]
+  assert ablate.check_claims(a, results) == [("w=2 is the best", "holds"),
+                                              ("w=1 is the best", "does NOT reproduce")]
