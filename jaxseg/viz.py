@@ -1,4 +1,5 @@
-"""Pictures: class-colour maps, legends, heat maps with colour bars, image grids as PNG."""
+"""Pictures: class-colour maps, legends, heat maps with colour bars, image grids as PNG,
+boxes, skeletons and detections (boxes, masks, keypoints) drawn on images."""
 from __future__ import annotations
 
 import os
@@ -155,6 +156,12 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, edges=None, colour=None
   image with scale=3 equals drawing on its 192 px enlargement with joints times 3.
   """
   out = Image.fromarray(upscale(image, scale))
+  _skeleton_onto(out, joints, edges, colour, scale, _stroke_unit(out, scale))
+  return np.asarray(out)
+
+
+def _skeleton_onto(out: Image.Image, joints, edges, colour, scale: int, unit: float):
+  """`draw_skeleton`'s drawing onto the (already enlarged) PIL image `out`."""
   joints = np.asarray(joints, np.float32)
   k = len(joints)
   vis = joints[:, 2] if joints.shape[1] > 2 else np.full(k, 2, np.float32)
@@ -164,7 +171,6 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, edges=None, colour=None
   sides = skeleton.JOINT_SIDES if k == skeleton.NUM_JOINTS else ("centre",) * k
   if edges is None:
     edges = skeleton.SKELETON_EDGES if k == skeleton.NUM_JOINTS else ()
-  unit = _stroke_unit(out, scale)
   width = max(1, round(0.75 * unit))
   radius = max(1.0, 0.9 * unit)
 
@@ -187,7 +193,6 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, edges=None, colour=None
       draw.ellipse(box, outline=c, width=max(1, round(unit / 3)))
     else:
       draw.ellipse(box, fill=c, outline=(0, 0, 0) if unit >= 3 else c)
-  return np.asarray(out)
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels=None, colours=None,
@@ -201,13 +206,19 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels=None, colours=None,
   `colours`: one RGB colour for all boxes or [M, 3]; default `BOX_COLOURS` cycled.
   """
   out = Image.fromarray(upscale(image, scale))
+  _boxes_onto(out, boxes, labels, colours, scale, _stroke_unit(out, scale))
+  return np.asarray(out)
+
+
+def _boxes_onto(out: Image.Image, boxes, labels, colours, scale: int, unit: float):
+  """`draw_boxes`'s drawing onto the (already enlarged) PIL image `out`."""
   boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
   if colours is None:
     colours = [BOX_COLOURS[m % len(BOX_COLOURS)] for m in range(len(boxes))]
   elif np.asarray(colours).ndim == 1:
     colours = [colours] * len(boxes)
   draw = ImageDraw.Draw(out)
-  width = max(1, round(_stroke_unit(out, scale) / 2))
+  width = max(1, round(unit / 2))
   for m, box in enumerate(boxes):
     if not np.isfinite(box).all() or (box < 0).any():
       continue
@@ -224,6 +235,73 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels=None, colours=None,
       draw.rectangle([x1, ty, x1 + right - left + 2, ty + h - 1], fill=c)
       ink = (0, 0, 0) if 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 128 else (255, 255, 255)
       draw.text((x1 + 1 - left, ty + 1 - top), str(label), fill=ink)
+
+
+def detection_colours(labels) -> np.ndarray:
+  """[M, 3] uint8 colour of each label: `palette`'s, as in the segmentation pictures."""
+  labels = np.asarray(labels, np.int64).reshape(-1)
+  return palette(int(max(labels.max(initial=0), 0)) + 1)[np.clip(labels, 0, None)]
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, labels, scores=None,
+                    class_names: Sequence[str] | None = None, masks=None, keypoints=None,
+                    keypoint_edges=None, valid=None, score_threshold: float | None = None,
+                    mask_alpha: float = 0.5, scale: int = 1) -> np.ndarray:
+  """Detections (or ground truth) drawn on a copy of `image` enlarged `scale` times;
+  returns uint8 [H*scale, W*scale, 3].
+
+  `boxes` [M, 4] pixel x1, y1, x2, y2 and `labels` [M] (1..C; padded rows -1): outlines
+  with "name score" text (`class_names[label]`, e.g. a source's class names with
+  background at 0; else the label number; the score with two decimals when `scores`
+  [M] is given). Rows are drawn where `valid` [M] (default: all), label >= 0 and (with
+  `score_threshold`) score >= score_threshold. Each row's colour is its label's
+  (`detection_colours`). `masks` [M, H, W] (at the image's resolution, nonzero = inside):
+  translucent overlays, pixel = (1 - mask_alpha) * pixel + mask_alpha * colour, rows in
+  order; `keypoints` [M, K, 3] (x, y, v): `draw_skeleton` per row in its colour, with
+  `keypoint_edges` ((a, b) pairs; default: the LSP edges when K = 14, else none).
+  Strokes as in `draw_boxes` / `draw_skeleton` at the same `scale`.
+  """
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    image = to_uint8(image)
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, -1)
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  labels = np.asarray(labels, np.int64).reshape(-1)
+  if len(labels) != len(boxes):
+    raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+  rows = labels >= 0
+  if valid is not None:
+    rows &= np.asarray(valid, bool).reshape(-1)
+  if scores is not None:
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if score_threshold is not None:
+      rows &= scores >= score_threshold
+  rows = np.flatnonzero(rows)
+  colours = detection_colours(labels)
+  if masks is not None and len(rows):
+    masks = np.asarray(masks)
+    if masks.shape[1:] != image.shape[:2]:
+      raise ValueError(f"masks {masks.shape} do not match the image {image.shape[:2]}; "
+                       f"expected [M, H, W]")
+    blended = image.astype(np.float32)
+    for m in rows:
+      inside = masks[m] > 0
+      blended[inside] = (1 - mask_alpha) * blended[inside] + mask_alpha * colours[m]
+    image = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+  out = Image.fromarray(upscale(image, scale))
+  unit = _stroke_unit(out, scale)
+  if keypoints is not None:
+    keypoints = np.asarray(keypoints, np.float32)
+    for m in rows:
+      _skeleton_onto(out, keypoints[m], keypoint_edges, colours[m], scale, unit)
+
+  def text(m):
+    name = (class_names[labels[m]] if class_names is not None and labels[m] < len(class_names)
+            else str(labels[m]))
+    return name if scores is None else f"{name} {scores[m]:.2f}"
+
+  _boxes_onto(out, boxes[rows], [text(m) for m in rows], colours[rows], scale, unit)
   return np.asarray(out)
 
 
