@@ -263,3 +263,69 @@ def test_box_iou_matches_pycocotools():
 def test_bad_inputs_raise_data_error(call):
   with pytest.raises(DataError):
     call()
+
+
+def test_to_rles_matches_pycocotools():
+  """The batched `to_rles` (polygons rasterized together, compressed strings checked
+  together) against pycocotools, then area / iou / decode of the lists it makes."""
+  rng = np.random.default_rng(7)
+  for trial in range(12):
+    h, w = (int(v) for v in rng.integers(1, 60, 2))
+    segs = []
+    for i in range(int(rng.integers(1, 25))):
+      polys = [_random_polygon(rng, h, w, (trial + i) % 7)]
+      if i % 3 == 0:
+        polys += [_random_polygon(rng, h, w, int(rng.integers(7)))
+                  for _ in range(int(rng.integers(1, 3)))]
+      if i % 5 == 0:
+        polys.append(rng.uniform(0, max(h, w), 4).tolist())
+      kind = i % 4
+      if kind < 2:
+        segs.append(polys)
+      else:
+        ref = coco_mask.merge(coco_mask.frPyObjects(polys, h, w))
+        segs.append({"size": [h, w],
+                     "counts": ref["counts"].decode() if kind == 2 else ref["counts"]})
+    ref = [coco_mask.merge(coco_mask.frPyObjects(s, h, w)) if isinstance(s, list)
+           else {"size": [h, w], "counts": _bytes(s["counts"])} for s in segs]
+    got = masks.to_rles(segs, h, w)
+    assert [g["counts"] for g in got] == [bytes(r["counts"]) for r in ref]
+    assert all(g["size"] == [h, w] for g in got)
+    assert got == [masks.to_rle(s, h, w) for s in segs]
+    np.testing.assert_array_equal(masks.area(got), coco_mask.area(ref))
+    np.testing.assert_array_equal(masks.decode(got), coco_mask.decode(ref))
+    np.testing.assert_array_equal(masks.to_bbox(got), coco_mask.toBbox(ref))
+    crowd = rng.random(len(ref)) < 0.3
+    np.testing.assert_array_equal(masks.iou(got[::2], got, crowd),
+                                  np.asarray(coco_mask.iou(ref[::2], ref, crowd)))
+
+
+def _bytes(counts):
+  return counts.encode() if isinstance(counts, str) else counts
+
+
+def test_batched_strings_match_single_decoding():
+  rng = np.random.default_rng(8)
+  stack = _random_masks(rng, 23, 31, 40)
+  strings = [r["counts"] for r in coco_mask.encode(np.asfortranarray(stack))] + [b""]
+  got = masks._strings_to_counts(strings)
+  for s, (counts, total, ok) in zip(strings, got):
+    ref = masks._string_to_counts(s)
+    np.testing.assert_array_equal(counts, ref)
+    assert total == ref.sum() and ok
+  assert masks._strings_to_counts([b"0", b"a"]) is None  # ends inside a value
+  assert masks._strings_to_counts([b"0", b"\x7f"]) is None
+
+
+def test_to_rles_errors_as_to_rle():
+  bad = [[[0, 0, 5, 0, 5, 5]], {"size": [4, 5], "counts": b"0a"},
+         {"size": [4, 6], "counts": b"X0"}, [[1, 2, 3]], []]
+  for seg in bad[1:]:
+    with pytest.raises(DataError) as one:
+      masks.to_rle(seg, 4, 5)
+    with pytest.raises(DataError) as many:
+      masks.to_rles([bad[0], seg], 4, 5)
+    assert str(many.value) == str(one.value)
+  wrong_sum = {"size": [4, 5], "counts": b"3"}
+  with pytest.raises(DataError, match="add up"):
+    masks.area([masks.to_rle(bad[0], 4, 5), wrong_sum])

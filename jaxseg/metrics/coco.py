@@ -449,6 +449,22 @@ class _Gt:
                         f"{e}") from None
     return self.rles[i]
 
+  def prefill(self, start: int, stop: int) -> None:
+    """Converts the masks of ground truths [start, stop) of one image together where
+    that is plain (`rle` converts the rest and reports errors)."""
+    idx = [j for j in range(start, stop) if self.rles[j] is None]
+    if not idx:
+      return
+    try:
+      size = self.img_sizes.get(self.anns[idx[0]]["image_id"])
+      if size is None:
+        return
+      rles = _masks().to_rles([self.segs[j] for j in idx], int(size[0]), int(size[1]))
+    except Exception:  # pylint: disable=broad-except
+      return
+    for j, r in zip(idx, rles):
+      self.rles[j] = r
+
 
 class _Dt:
   """Detections as arrays: the best ``max_dets[-1]`` per group, sorted by (group, rank)."""
@@ -563,6 +579,26 @@ class _Dt:
       self.rles[i] = rle
     return rle
 
+  def prefill(self, start: int, stop: int) -> None:
+    """Converts the masks of detections [start, stop) of one image together where that
+    is plain (`rle` converts the rest and reports errors)."""
+    if self.rles is None:
+      return
+    idx = [j for j in range(start, stop)
+           if self.rles[j] is None and "segmentation" in self.items[j]]
+    if not idx:
+      return
+    try:
+      size = self.sizes.get(self.items[idx[0]]["image_id"])
+      if size is None:
+        return
+      rles = _masks().to_rles([self.items[j]["segmentation"] for j in idx], int(size[0]),
+                              int(size[1]))
+    except Exception:  # pylint: disable=broad-except
+      return
+    for j, r in zip(idx, rles):
+      self.rles[j] = r
+
 
 # ------------------------------------------------------------------------------- IoUs
 
@@ -616,6 +652,8 @@ def _mask_ious(g: _Gt, d: _Dt, pair_dt, pair_gt, count) -> np.ndarray:
   p_start = np.searchsorted(d.img[pair_dt], np.arange(num))
   for i in np.unique(np.r_[g.img, d.img]).tolist():
     gs, ge, ds, de = g_start[i], g_start[i + 1], d_start[i], d_start[i + 1]
+    g.prefill(gs, ge)
+    d.prefill(ds, de)
     g_rles = [g.rle(j) for j in range(gs, ge)]
     d_rles = [d.rle(j) for j in range(ds, de)]
     if d.area_from_masks and de > ds:

@@ -144,7 +144,111 @@ def _parse_list(rles: Any, what: str) -> tuple[list[tuple[int, int, np.ndarray]]
   """Parsed RLEs and whether the input was a single dict."""
   if isinstance(rles, Mapping):
     return [_parse(rles, what)], True
+  rles = list(rles)
+  fast = _parse_many(rles)
+  if fast is not None:
+    return fast, False
   return [_parse(r, f"{what}[{i}]") for i, r in enumerate(rles)], False
+
+
+_BATCH_CACHE: dict = {}  # compressed string -> read-only counts (see `_parse_many`)
+_BATCH_CACHE_SIZE = 1 << 15
+
+
+def _parse_many(rles: list) -> list[tuple[int, int, np.ndarray]] | None:
+  """`_parse` of many plain RLE dicts at once (strings decoded together), or None when
+  any is unusual or invalid (the caller then parses one by one, raising the error)."""
+  sizes, strings = [], []
+  for r in rles:
+    if type(r) is not dict:  # pylint: disable=unidiomatic-typecheck
+      return None
+    size, counts = r.get("size"), _plain_string(r.get("counts"))
+    if type(size) is not list or len(size) != 2 or counts is None:
+      return None
+    h, w = size
+    if type(h) is not int or type(w) is not int or h < 0 or w < 0:
+      return None
+    sizes.append((h, w))
+    strings.append(counts)
+  return _counts_many(sizes, strings)
+
+
+def _plain_string(counts: Any) -> bytes | None:
+  """Compressed counts as bytes, or None unless bytes or an ASCII str."""
+  if type(counts) is bytes:  # pylint: disable=unidiomatic-typecheck
+    return counts
+  if type(counts) is str and counts.isascii():  # pylint: disable=unidiomatic-typecheck
+    return counts.encode("ascii")
+  return None
+
+
+def _counts_many(sizes: list, strings: list) -> list[tuple[int, int, np.ndarray]] | None:
+  """Validated ``(h, w, counts)`` of compressed strings, or None if any is invalid."""
+  cache = _BATCH_CACHE
+  missing = [s for s in dict.fromkeys(strings) if s not in cache]
+  if missing:
+    decoded = _strings_to_counts(missing)
+    if decoded is None:
+      return None
+    if len(cache) + len(missing) > _BATCH_CACHE_SIZE:
+      cache.clear()
+    cache.update(zip(missing, decoded))
+  out = []
+  for (h, w), s in zip(sizes, strings):
+    counts, total, ok = cache[s]
+    if not ok or total != h * w:
+      return None
+    out.append((h, w, counts))
+  return out
+
+
+def _strings_to_counts(strings: list[bytes]) -> list | None:
+  """`_string_to_counts` of many strings in one pass: ``(counts, sum, no negative)`` per
+  string, or None if any string is malformed."""
+  lengths = np.fromiter((len(s) for s in strings), np.int64, len(strings))
+  b = np.frombuffer(b"".join(strings), np.uint8)
+  empty = (_EMPTY, 0, True)
+  if b.size == 0:
+    return [empty] * len(strings)
+  if b.min() < 48 or b.max() > 111:
+    return None
+  c = b.astype(np.int64) - 48
+  more = (c & 0x20) != 0
+  str_end = np.cumsum(lengths)
+  nonempty = lengths > 0
+  if more[str_end[nonempty] - 1].any():
+    return None
+  ends = np.flatnonzero(~more)
+  starts = np.empty_like(ends)
+  starts[0] = 0
+  starts[1:] = ends[:-1] + 1
+  groups = ends - starts + 1
+  if groups.max() > _MAX_GROUPS:
+    return None
+  k = np.arange(c.size) - np.repeat(starts, groups)
+  x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+  negative = (c[ends] & 0x10) != 0
+  x[negative] -= np.int64(1) << (5 * groups[negative])
+  # values per string; value index r inside its string
+  n_vals = np.diff(np.concatenate([[0], np.searchsorted(ends, str_end, side="left")]))
+  first = np.cumsum(n_vals) - n_vals
+  r = np.arange(x.size) - np.repeat(first, n_vals)
+  counts = x.copy()
+  for parity in (1, 0):  # counts[r] = x[r] + counts[r - 2] for r >= 2 (cumsum by parity)
+    sel = (r >= 1) & ((r & 1) == parity)
+    y = np.where(sel, x, 0)
+    cs = np.cumsum(y)
+    before = np.where(first > 0, cs[np.maximum(first - 1, 0)], 0)
+    counts = np.where(sel, cs - np.repeat(before, n_vals), counts)
+  counts.flags.writeable = False
+  csum = np.concatenate([[0], np.cumsum(counts)])
+  last = first + n_vals
+  totals = (csum[last] - csum[first]).tolist()
+  neg = np.concatenate([[0], np.cumsum(counts < 0)])
+  ok = (neg[last] == neg[first]).tolist()
+  pieces = np.split(counts, last[:-1].tolist())
+  return [(piece, t, o) if n else empty
+          for piece, t, o, n in zip(pieces, totals, ok, n_vals.tolist())]
 
 
 def _ascii(counts: Any, what: str) -> Any:
@@ -303,8 +407,8 @@ def iou(dt_rles: Sequence[RLE], gt_rles: Sequence[RLE], iscrowd: Sequence[bool])
     return np.zeros((d_count, g_count), np.float64)
   h, w = _common_size(dts + gts, "iou")
   hw = h * w
-  d_area, d_lo, d_hi, d_start, d_end = _runs(dts, hw)
-  g_area, g_lo, g_hi, g_start, g_end = _runs(gts, hw)
+  d_area, d_lo, d_hi, d_start, d_end, d_odd = _runs(dts, hw)
+  g_area, g_lo, g_hi, g_start, g_end, g_odd = _runs(gts, hw)
   g_len = g_end - g_start
   g_before = np.concatenate([[0], np.cumsum(g_len)[:-1]]).astype(np.int64)
 
@@ -335,19 +439,12 @@ def iou(dt_rles: Sequence[RLE], gt_rles: Sequence[RLE], iscrowd: Sequence[bool])
     p0 = p1
   union = np.where(crowd[None, :], d_area[:, None],
                    d_area[:, None] + g_area[None, :] - inter)
-  d_odd = np.array([_non_canonical(c) for _, _, c in dts])
-  g_odd = np.array([_non_canonical(c) for _, _, c in gts])
   for d, g in zip(*np.nonzero((d_odd[:, None] | g_odd[None, :]) & (inter > 0))):
     inter[d, g], loop_union = _loop_overlap(dts[d][2], gts[g][2])
     if not crowd[g]:
       union[d, g] = loop_union
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.where(inter > 0, inter / np.maximum(union, 1), 0.0)
-
-
-def _non_canonical(counts: np.ndarray) -> bool:
-  """Whether counts hold a zero-length run after the first (never made by `encode`)."""
-  return bool(counts.size > 1 and not counts[1:].all())
 
 
 def _loop_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
@@ -374,16 +471,30 @@ def _loop_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
 
 def _runs(parsed, hw: int):
   """Areas, position spans [lo, hi) and the runs of ones of masks laid end to end (mask i
-  at positions [i*hw, (i+1)*hw))."""
-  starts, ends = zip(*(_intervals(c) for _, _, c in parsed))
-  offsets = np.arange(len(parsed), dtype=np.int64) * hw
-  counts = np.array([len(s) for s in starts])
-  start = np.concatenate(starts).astype(np.int64) + np.repeat(offsets, counts)
-  end = np.concatenate(ends).astype(np.int64) + np.repeat(offsets, counts)
-  area = np.array([c[1::2].sum() for _, _, c in parsed], np.int64)
-  lo = np.array([s[0] if len(s) else hw for s in starts], np.int64)
-  hi = np.array([e[-1] if len(e) else 0 for e in ends], np.int64)
-  return area, lo, hi, start, end
+  at positions [i*hw, (i+1)*hw)), and which masks hold non-canonical counts."""
+  n = len(parsed)
+  lengths = np.fromiter((c.size for _, _, c in parsed), np.int64, n)
+  counts = np.concatenate([c for _, _, c in parsed]).astype(np.int64)
+  pos = np.zeros(counts.size + 1, np.int64)
+  np.cumsum(counts, out=pos[1:])  # each mask adds up to hw: mask i starts at i * hw
+  first = np.cumsum(lengths) - lengths
+  mask = np.repeat(np.arange(n), lengths)
+  r = np.arange(counts.size) - first[mask]
+  odd = np.flatnonzero((r & 1 == 1) & (counts > 0))
+  start, end = pos[odd], pos[odd + 1]
+  owner = mask[odd]
+  per = np.bincount(owner, minlength=n)
+  area = np.zeros(n, np.int64)
+  np.add.at(area, owner, end - start)
+  k0 = np.cumsum(per) - per
+  has = per > 0
+  offsets = np.arange(n, dtype=np.int64) * hw
+  lo = np.full(n, hw, np.int64)
+  hi = np.zeros(n, np.int64)
+  lo[has] = start[k0[has]] - offsets[has]
+  hi[has] = end[k0[has] + per[has] - 1] - offsets[has]
+  odd_masks = np.bincount(mask[(r >= 1) & (counts == 0)], minlength=n) > 0
+  return area, lo, hi, start, end, odd_masks
 
 
 def box_iou(dt_boxes, gt_boxes, iscrowd: Sequence[bool]) -> np.ndarray:
@@ -465,6 +576,134 @@ def _poly_counts(xy: np.ndarray, h: int, w: int) -> np.ndarray:
   return np.diff(np.concatenate([[0], toggles, [h * w]])).astype(np.int64)
 
 
+def _poly_counts_many(polys: list[np.ndarray], h: int, w: int) -> list[np.ndarray] | None:
+  """`_poly_counts` of many polygons (each >= 2 points) in one pass; None if one is too
+  large (then `_poly_counts` raises)."""
+  k = np.array([p.size // 2 for p in polys], np.int64)
+  xy = np.concatenate(polys)
+  scale = 5.0
+  x = np.trunc(scale * xy[0::2] + 0.5).astype(np.int64)
+  y = np.trunc(scale * xy[1::2] + 0.5).astype(np.int64)
+  first = np.cumsum(k) - k
+  nxt = np.arange(1, x.size + 1)
+  nxt[first + k - 1] = first  # np.roll(-1) inside each polygon
+  xs, ys, xe, ye = x, y, x[nxt], y[nxt]
+  dx, dy = np.abs(xe - xs), np.abs(ys - ye)
+  xmajor = dx >= dy
+  flip = (xmajor & (xs > xe)) | (~xmajor & (ys > ye))
+  xs, xe = np.where(flip, xe, xs), np.where(flip, xs, xe)
+  ys, ye = np.where(flip, ye, ys), np.where(flip, ys, ye)
+  steps = np.maximum(dx, dy)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    slope = np.where(xmajor, (ye - ys).astype(np.float64) / dx,
+                     (xe - xs).astype(np.float64) / dy)
+  slope = np.where(steps == 0, 0.0, slope)
+  n = steps + 1
+  poly_of_edge = np.repeat(np.arange(len(polys)), k)
+  per_poly = np.bincount(poly_of_edge, weights=n, minlength=len(polys))
+  if per_poly.max() > _MAX_POLY_POINTS:
+    return None
+  total = int(n.sum())
+  edge = np.repeat(np.arange(x.size), n)
+  d = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+  t = np.where(flip[edge], steps[edge] - d, d)
+  xm = xmajor[edge]
+  major = t + np.where(xm, xs[edge], ys[edge])
+  minor_start = np.where(xm, ys[edge], xs[edge]).astype(np.float64)
+  minor = np.trunc(minor_start + slope[edge] * t.astype(np.float64) + 0.5).astype(np.int64)
+  u = np.where(xm, major, minor)
+  v = np.where(xm, minor, major)
+  pid = poly_of_edge[edge]
+
+  j = np.flatnonzero((u[1:] != u[:-1]) & (pid[1:] == pid[:-1])) + 1
+  uj, up = u[j], u[j - 1]
+  xd = np.where(uj < up, uj, uj - 1).astype(np.float64)
+  xd = (xd + 0.5) / scale - 0.5
+  keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= w - 1)
+  yd = np.minimum(v[j], v[j - 1])[keep].astype(np.float64)
+  yd = np.ceil(np.clip((yd + 0.5) / scale - 0.5, 0, h))
+  hw = h * w
+  points = xd[keep].astype(np.int64) * h + yd.astype(np.int64)
+  keys = pid[j][keep] * (hw + 1) + points
+  values, times = np.unique(keys, return_counts=True)
+  values = values[times % 2 == 1]
+  tp, tv = values // (hw + 1), values % (hw + 1)
+  sel = tv < hw
+  tp, tv = tp[sel], tv[sel]
+  m = np.bincount(tp, minlength=len(polys))  # toggles per polygon
+  start = np.cumsum(m) - m
+  prev = np.zeros_like(tv)
+  if tv.size:
+    prev[1:] = tv[:-1]
+    prev[start[m > 0]] = 0
+  out = np.empty(tv.size + len(polys), np.int64)
+  out[np.arange(tv.size) + tp] = tv - prev
+  last = np.where(m > 0, tv[np.maximum(start + m - 1, 0)] if tv.size else 0, 0)
+  out[start + m + np.arange(len(polys))] = hw - last
+  return np.split(out, (start + m + np.arange(len(polys)) + 1)[:-1].tolist())
+
+
+def _counts_to_strings(counts_list: list[np.ndarray]) -> list[bytes]:
+  """`_counts_to_string` of many counts in one pass."""
+  lengths = np.array([c.size for c in counts_list], np.int64)
+  c = np.concatenate(counts_list).astype(np.int64)
+  first = np.cumsum(lengths) - lengths
+  r = np.arange(c.size) - np.repeat(first, lengths)
+  x = c.copy()
+  back = r >= 3
+  x[back] -= c[np.flatnonzero(back) - 2]
+  groups = np.ones(x.shape, np.int64)
+  for g in range(1, _MAX_GROUPS):
+    half = np.int64(1) << (5 * g - 1)
+    groups += (x < -half) | (x >= half)
+  k = np.arange(_MAX_GROUPS, dtype=np.int64)
+  chars = (x[:, None] >> (5 * k)) & 0x1F
+  chars |= np.where(k[None, :] < groups[:, None] - 1, 0x20, 0)
+  chars += 48
+  data = chars[k[None, :] < groups[:, None]].astype(np.uint8).tobytes()
+  gsum = np.concatenate([[0], np.cumsum(groups)])
+  bounds = gsum[np.concatenate([first, [c.size]])].tolist()
+  return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _polygons_many(items: list[tuple[int, list[np.ndarray]]], h: int, w: int) -> dict:
+  """RLEs of validated polygon lists (index, polygons) of one image size, by index."""
+  flat, owner = [], []
+  for i, polys in items:
+    for p in polys:
+      if p.size >= 4:
+        flat.append(p)
+        owner.append(i)
+  counts = _poly_counts_many(flat, h, w) if flat else []
+  if counts is None:
+    return {}
+  per: dict = {i: [] for i, _ in items}
+  for i, c in zip(owner, counts):
+    per[i].append(c)
+  merged = {}
+  for i, polys in items:
+    cs = per[i]
+    if len(cs) == 1 and len(polys) == 1:
+      merged[i] = cs[0]
+      continue
+    flat_mask = np.zeros(h * w, bool)
+    for c in cs:
+      flat_mask |= _decode_flat(c)
+    merged[i] = _encode_flat(flat_mask)
+  keys = list(merged)
+  strings = _counts_to_strings([merged[i] for i in keys])
+  cache = _BATCH_CACHE
+  if len(cache) + len(keys) > _BATCH_CACHE_SIZE:
+    cache.clear()
+  out = {}
+  for i, s_ in zip(keys, strings):
+    c = merged[i]
+    c.flags.writeable = False
+    cache[s_] = (c, h * w, True)
+    out[i] = {"size": [h, w], "counts": s_}
+  return out
+
+
 def _polygon(poly: Any, i: int) -> np.ndarray:
   if isinstance(poly, (str, bytes)) or np.asarray(poly, object).ndim != 1:
     raise DataError(f"polygon {i} {_short(poly)} is not a flat list [x1, y1, x2, y2, ...]")
@@ -478,6 +717,42 @@ def _polygon(poly: Any, i: int) -> np.ndarray:
   if not np.all(np.isfinite(xy)) or (xy.size and np.abs(xy).max() >= 4e8):
     raise DataError(f"polygon {i} has non-finite or huge coordinates {_short(poly)}")
   return xy
+
+
+def to_rles(segmentations: Sequence[Any], height: int, width: int) -> list[RLE]:
+  """`to_rle` of each segmentation of one image (compressed RLEs checked together)."""
+  h, w = _size((height, width), "image")
+  segs = list(segmentations)
+  out: list = [None] * len(segs)
+  fast, strings = [], []
+  for i, seg in enumerate(segs):
+    if type(seg) is dict and "counts" in seg:  # pylint: disable=unidiomatic-typecheck
+      size, counts = seg.get("size"), _plain_string(seg["counts"])
+      if (counts is not None and type(size) is list and len(size) == 2
+          and type(size[0]) is int and type(size[1]) is int and size[0] == h
+          and size[1] == w):
+        fast.append(i)
+        strings.append(counts)
+  if fast and _counts_many([(h, w)] * len(fast), strings) is not None:
+    for i, counts in zip(fast, strings):
+      out[i] = {"size": [h, w], "counts": counts}
+  polys = []
+  if h and w:
+    for i, seg in enumerate(segs):
+      if out[i] is None and type(seg) is list and seg:  # pylint: disable=unidiomatic-typecheck
+        try:
+          ps = [_polygon(p, j) for j, p in enumerate(seg)]
+        except DataError:
+          continue
+        if ps[0].size >= 6:
+          polys.append((i, ps))
+  if polys:
+    for i, rle in _polygons_many(polys, h, w).items():
+      out[i] = rle
+  for i, seg in enumerate(segs):
+    if out[i] is None:
+      out[i] = to_rle(seg, h, w)
+  return out
 
 
 def to_rle(segmentation: Any, height: int, width: int) -> RLE:
