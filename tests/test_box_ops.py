@@ -325,3 +325,10 @@ def test_sample_balanced_is_uniform_and_key_dependent():
   # Each positive is taken with p = 2/4, each negative with p = 6/12 (std ~0.008).
   np.testing.assert_allclose(freq[:16], 0.5, atol=0.04)
   assert len({m.tobytes() for m in masks[:50]}) > 40  # different keys, different samples
+
+
+def test_match_without_valid_gt_is_background_for_any_thresholds():
+  iou = jnp.array([[0.0, 0.9], [0.0, 0.2]])  # the gt slots are padding
+  for negative in (0.0, 0.3):
+    matched, labels = matching.match(iou, jnp.array([False, False]), 0.7, negative)
+    assert labels.tolist() == [0, 0] and matched.tolist() == [-1, -1]

@@ -243,7 +243,8 @@ def test_coco_format_build_and_read(tmp_path, caplog):
   assert n == 2 and a["image_id"] == 10 and b["image_id"] == 11
   np.testing.assert_allclose(a["boxes"], [[2, 1, 8, 5], [8, 0, 16, 12]])
   assert a["labels"].tolist() == [2, 1] and a["is_crowd"].tolist() == [False, True]
-  np.testing.assert_array_equal(a["keypoints"][1], [[10, 2, 2], [9, 3, 1], [0, 0, 0]])
+  # (pixel indices of the JSON + 0.5: pixel centres in continuous coordinates)
+  np.testing.assert_array_equal(a["keypoints"][1], [[10.5, 2.5, 2], [9.5, 3.5, 1], [0, 0, 0]])
   np.testing.assert_array_equal(a["keypoints"][0], np.zeros((3, 3)))
   assert b["boxes"].shape == (0, 4) and b["image"].shape == (8, 8, 3)
   np.testing.assert_array_equal(b["image"], np.full((8, 8, 3), 40, np.uint8))
@@ -255,7 +256,8 @@ def test_coco_format_build_and_read(tmp_path, caplog):
   flipped = [f for f in flips if f["boxes"].numpy()[0, 0] == 16 - 8]
   assert flipped and len(flipped) < len(flips)
   kp = flipped[0]["keypoints"].numpy()[1]
-  np.testing.assert_array_equal(kp, [[6, 2, 2], [0, 0, 0], [7, 3, 1]])
+  # pixel 10 (centre 10.5) of a 16-wide image flips to pixel 5 (centre 5.5)
+  np.testing.assert_array_equal(kp, [[5.5, 2.5, 2], [0, 0, 0], [6.5, 3.5, 1]])
 
 
 def _drop(key, section="annotations", index=0):
@@ -292,7 +294,7 @@ def test_coco_format_cli_error_is_one_line(tmp_path, capsys):
   assert coco_format.main(["--name", "bad", "--data_dir", str(tmp_path), "--images", images,
                            "--annotations", annotations]) == 2
   err = capsys.readouterr().err.strip()
-  assert err.startswith("error: ") and "category_id 5" in err and "\n" not in err
+  assert err.startswith("jaxseg: error: ") and "category_id 5" in err and "\n" not in err
 
 
 def test_coco_format_masks_from_polygons_and_rle(tmp_path):

@@ -70,9 +70,9 @@ def test_pixel_convention_and_threshold():
   # [0, 0, 9, 19] with +1 widths: intersection 10*10 = 100, union 100 + 200 - 100 = 200:
   # IoU exactly .5, a match (>=). Continuous: 81 / (81 + 171 - 81) = .47, no match.
   dets = [{"boxes": [[0, 0, 9, 19]], "scores": [1.0], "labels": [0]}]
-  assert voc.evaluate_voc(gts, dets, 1)["ap"][0] == 1.0
-  assert voc.evaluate_voc(gts, dets, 1, pixel_convention=False)["ap"][0] == 0.0
-  np.testing.assert_allclose(voc.box_iou([[0, 0, 9, 9]], [[5, 0, 14, 9]]), [[50 / 150]])
+  assert voc.evaluate_voc(gts, dets, 1, pixel_convention=True)["ap"][0] == 1.0
+  assert voc.evaluate_voc(gts, dets, 1)["ap"][0] == 0.0  # (the default: continuous)
+  np.testing.assert_allclose(voc.box_iou([[0, 0, 9, 9]], [[5, 0, 14, 9]], True), [[50 / 150]])
   np.testing.assert_allclose(voc.box_iou([[0, 0, 9, 9]], [[5, 0, 14, 9]], False),
                              [[36 / 126]])
 

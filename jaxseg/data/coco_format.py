@@ -23,7 +23,8 @@ What is stored per image (features):
   increasing category id; jaxseg's detection label is label + 1, 0 = background),
   `category_id` (the original id), `id` (annotation id), `area` float32 (the JSON's,
   else the mask's pixel count, else w * h), `is_crowd` bool (`iscrowd`, default 0), and
-  `keypoints` float32 [K, 3] (x, y, v as in the JSON; v = 0 -> (0, 0, 0); all zero for
+  `keypoints` float32 [K, 3] (x, y, v of the JSON with 0.5 added to x and y: COCO's
+  pixel indices become pixel centres in continuous coordinates; v = 0 -> (0, 0, 0); all zero for
   annotations without keypoints) when a category lists `keypoints`;
 - `masks` uint8 [N, H, W] (zlib-compressed), when any annotation has a `segmentation`:
   polygons and RLE (compressed or not) decoded with `jaxseg.metrics.masks`
@@ -392,6 +393,9 @@ def _keypoints(ann, num_keypoints: int) -> np.ndarray:
   if not ann.get("keypoints"):
     return np.zeros((num_keypoints, 3), np.float32)
   kp = np.asarray(ann["keypoints"], np.float32).reshape(num_keypoints, 3)
+  # COCO keypoints are integer pixel indices; jaxseg's continuous coordinates put pixel c's
+  # centre at c + 0.5 (so a flip maps it to W - 1 - c). Subtract 0.5 for COCO results.
+  kp = kp + np.array([0.5, 0.5, 0.0], np.float32)
   return np.where(kp[:, 2:] > 0, kp, 0.0).astype(np.float32)
 
 
@@ -495,7 +499,7 @@ def main(argv=None) -> int:
                  annotations=_parse_pairs(args.annotations, "--annotations", "train"),
                  overwrite=args.overwrite)
   except (ConfigError, DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"jaxseg: error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
   print(f"built coco_format/{args.name} in {path}")
   return 0

@@ -363,7 +363,11 @@ class _Gt:
     self.img_sizes = {}
     for im in images:
       if "height" in im and "width" in im:
-        self.img_sizes[im["id"]] = (int(im["height"]), int(im["width"]))
+        try:
+          self.img_sizes[im["id"]] = (int(im["height"]), int(im["width"]))
+        except (TypeError, ValueError):
+          raise DataError(f"ground-truth image {im['id']!r} has height={im['height']!r}, "
+                          f"width={im['width']!r}; expected integers") from None
     all_cat = _sorted_ids(_field(gt["categories"], "id", "category"), "category")
     self.all_cat_ids = all_cat
     self.cat_lookup = {x: i for i, x in enumerate(all_cat.tolist())}

@@ -13,8 +13,10 @@ recall changes (VOC 2010+, `use_07_metric=False`), or the mean over recall level
 0, 0.1, ..., 1 of the highest precision at a recall >= the level (VOC 2007, 11 points).
 
 Conventions, all as the official devkit:
-- `pixel_convention=True`: boxes are inclusive pixel indices, widths are ``x2 - x1 + 1``
-  (py-faster-rcnn voc_eval, detectron2); False: continuous coordinates, ``x2 - x1``.
+- `pixel_convention=False` (default): jaxseg's continuous coordinates, widths ``x2 - x1``
+  (`jaxseg.data.detection` already turns VOC's 1-based inclusive boxes into these, so this
+  gives the devkit's IoU); True: boxes as the devkit's inclusive pixel indices, widths
+  ``x2 - x1 + 1`` (py-faster-rcnn voc_eval, detectron2 on raw VOC annotations).
 - A match needs IoU >= threshold (the devkit; py-faster-rcnn and detectron2 use ``>``).
 - The 11 recall levels are exactly k/10 (py-faster-rcnn's ``np.arange(0., 1.1, 0.1)``
   makes 0.3, 0.6 and 0.7 slightly larger, so a recall of exactly 0.3, 0.6 or 0.7 misses
@@ -50,7 +52,7 @@ def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
   return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def box_iou(boxes_a, boxes_b, pixel_convention: bool = True) -> np.ndarray:
+def box_iou(boxes_a, boxes_b, pixel_convention: bool = False) -> np.ndarray:
   """``[A, B]`` IoU of ``[x1, y1, x2, y2]`` boxes as in VOCevaldet.m; pairs that do not
   overlap (intersection width or height <= 0) get 0."""
   a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
@@ -114,7 +116,7 @@ def _labels(labels: np.ndarray, where: str, num_classes: int) -> np.ndarray:
 
 
 def evaluate_voc(groundtruths, detections, num_classes: int, iou_threshold: float = 0.5,
-                 use_07_metric: bool = False, pixel_convention: bool = True) -> dict:
+                 use_07_metric: bool = False, pixel_convention: bool = False) -> dict:
   """VOC AP per class and their mean, as the devkit (see the module doc).
 
   Args:

@@ -46,6 +46,7 @@ def match(iou, gt_valid, positive_threshold=0.7, negative_threshold=0.3,
   best_iou = jnp.where(has_gt, best_iou, 0.0)
   labels = jnp.where(best_iou >= positive_threshold, POSITIVE,
                      jnp.where(best_iou < negative_threshold, NEGATIVE, IGNORED))
+  labels = jnp.where(has_gt, labels, NEGATIVE)  # no gt at all: background everywhere
   if allow_low_quality_matches:
     if anchor_valid is not None:
       masked = jnp.where(anchor_valid[..., :, None], masked, -1.0)
