@@ -5,6 +5,7 @@ from jaxseg.ops import boxes
 from jaxseg.ops import matching
 from jaxseg.ops import nms
 from jaxseg.ops import proposals
+from jaxseg.ops import roi
 from jaxseg.ops.resample import crop_and_resize
 from jaxseg.ops.resample import depth_to_space
 from jaxseg.ops.resample import max_pool
@@ -24,7 +25,7 @@ from jaxseg.ops.upsample import subpixel_conv
 from jaxseg.ops.upsample import transpose_output_size
 
 __all__ = [
-    "anchors", "bed_of_nails_upsample", "bilinear_upsample", "boxes", "matching", "nms", "proposals", "conv", "conv_transpose",
+    "anchors", "bed_of_nails_upsample", "bilinear_upsample", "boxes", "matching", "nms", "proposals", "roi", "conv", "conv_transpose",
     "crop_and_resize", "depth_to_space",
     "depthwise_conv",
     "max_pool", "max_pool_with_argmax", "max_unpool", "nearest_upsample", "output_size",
