@@ -82,10 +82,13 @@ def main(argv):
     for cat, ap in per_cat.items():
       print(f"{str(cat):>{width}}  {ap:0.3f}")
   if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      json.dump({"stats": result.stats_dict(),
-                 "per_category_ap": {str(c): (None if ap != ap else ap)
-                                     for c, ap in per_cat.items()}}, f, indent=1)
+    try:
+      with open(FLAGS.output, "w") as f:
+        json.dump({"stats": result.stats_dict(),
+                   "per_category_ap": {str(c): (None if ap != ap else ap)
+                                       for c, ap in per_cat.items()}}, f, indent=1)
+    except OSError as e:
+      cli.fail(f"cannot write --output={FLAGS.output}: {e.strerror or e}")
   sys.stdout.flush()
 
 

@@ -332,3 +332,10 @@ def test_match_without_valid_gt_is_background_for_any_thresholds():
   for negative in (0.0, 0.3):
     matched, labels = matching.match(iou, jnp.array([False, False]), 0.7, negative)
     assert labels.tolist() == [0, 0] and matched.tolist() == [-1, -1]
+
+
+def test_clip_boxes_keeps_padding_rows():
+  boxes = jnp.array([[-2.0, 1.0, 12.0, 30.0], [-1.0, -1.0, -1.0, -1.0]])
+  clipped = B.clip_boxes(boxes, 20, 10, valid=jnp.array([True, False]))
+  np.testing.assert_array_equal(clipped, [[0, 1, 10, 20], [-1, -1, -1, -1]])
+  np.testing.assert_array_equal(B.clip_boxes(boxes, 20, 10)[1], [0, 0, 0, 0])

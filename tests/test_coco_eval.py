@@ -490,6 +490,12 @@ def test_cli_malformed_input_is_one_line_and_status_2(tmp_path):
   assert len(lines) == 1 and "image_id 12345" in lines[0] and "not in the ground truth" in \
       lines[0], result.stderr
   assert result.stdout == ""
+  (tmp_path / "dt.json").write_text(json.dumps(dt))
+  result = _cli(f"--gt={tmp_path / 'gt.json'}", f"--dt={tmp_path / 'dt.json'}",
+                f"--output={tmp_path / 'no_such_dir' / 'stats.json'}")
+  assert result.returncode == 2
+  lines = [l for l in result.stderr.splitlines() if l.startswith("jaxseg: error:")]
+  assert len(lines) == 1 and "cannot write --output" in lines[0], result.stderr
 
 
 # ------------------------------------------------------------------------ bad input

@@ -26,10 +26,11 @@ def box_area(boxes):
   return jnp.maximum(x2 - x1, 0) * jnp.maximum(y2 - y1, 0)
 
 
-def clip_boxes(boxes, height, width):
-  """Clip xyxy boxes to the image [0, width] x [0, height]."""
+def clip_boxes(boxes, height, width, valid=None):
+  """Clip xyxy boxes to the image [0, width] x [0, height]. Rows where `valid` (a [...]
+  bool mask) is False, e.g. the -1 padding, are returned unchanged."""
   upper = jnp.array([width, height, width, height], boxes.dtype)
-  return jnp.clip(boxes, 0, upper)
+  return _keep_padding(jnp.clip(boxes, 0, upper), boxes, valid)
 
 
 def elementwise_iou(a, b):
