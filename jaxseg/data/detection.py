@@ -566,13 +566,8 @@ def make_train_preprocess(size: int, max_boxes: int, augment=None,
   _check_resize(resize)
   augment = augment or {}
   get = image_preprocess._get  # pylint: disable=protected-access
-  flip = bool(get(augment, "flip", False))
-  min_scale = float(get(augment, "min_scale", 1.0))
-  max_scale = float(get(augment, "max_scale", 1.0))
+  flip, min_scale, max_scale = image_preprocess.flip_and_scale(augment)
   min_visible = float(get(augment, "min_visible_fraction", 0.0))
-  if not 0 < min_scale <= max_scale:
-    raise ConfigError(f"augment min_scale={min_scale}, max_scale={max_scale}; expected "
-                      f"0 < min_scale <= max_scale")
   if not 0 <= min_visible <= 1:
     raise ConfigError(f"augment min_visible_fraction={min_visible}; expected a value in "
                       f"[0, 1]")

@@ -41,6 +41,18 @@ def _get(augment, key: str, default: Any):
   return default if value is None else value
 
 
+def flip_and_scale(augment) -> tuple[bool, float, float]:
+  """(flip, min_scale, max_scale) of an augment dict / ConfigDict (defaults False, 1, 1),
+  checked: a ConfigError unless 0 < min_scale <= max_scale."""
+  flip = bool(_get(augment, "flip", False))
+  min_scale = float(_get(augment, "min_scale", 1.0))
+  max_scale = float(_get(augment, "max_scale", 1.0))
+  if not 0 < min_scale <= max_scale:
+    raise ConfigError(f"augment min_scale={min_scale}, max_scale={max_scale}; expected "
+                      f"0 < min_scale <= max_scale")
+  return flip, min_scale, max_scale
+
+
 def _check_permutation(flip_permutation) -> tuple[int, ...] | None:
   if flip_permutation is None:
     return None
@@ -120,13 +132,8 @@ def make_train_preprocess(size: int, augment, flip_permutation: Sequence[int] | 
   `min_box_fraction` (default 0.5, in (0, 1]). `seed`: [2] int64, as given by
   `jaxseg.data.pipeline.train_batches`.
   """
-  flip = bool(_get(augment, "flip", False))
-  min_scale = float(_get(augment, "min_scale", 1.0))
-  max_scale = float(_get(augment, "max_scale", 1.0))
+  flip, min_scale, max_scale = flip_and_scale(augment)
   min_box_fraction = float(_get(augment, "min_box_fraction", 0.5))
-  if not 0 < min_scale <= max_scale:
-    raise ValueError(f"augment min_scale={min_scale}, max_scale={max_scale}; expected "
-                     f"0 < min_scale <= max_scale")
   if not 0 < min_box_fraction <= 1:
     raise ValueError(f"augment min_box_fraction={min_box_fraction}; expected a value in (0, 1]")
   flip_permutation = _check_permutation(flip_permutation)
