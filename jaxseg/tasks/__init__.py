@@ -7,12 +7,14 @@ friends need the model and config; binding them once in an instance keeps the co
 signatures exactly as specified (as in scenic's base model classes).
 
 Contract:
-  task = TASKS[config.task](config)
+  task = get_task(config)  # the class registered under config.task, built from config
   task.init(rng, batch) -> variables
   task.loss_fn(variables, batch, rng, train) -> (loss, (aux_metrics, new_model_state))
   task.eval_stats(variables, batch, predictions=None) -> pytree of sums over examples
       (`predictions` of `predict` on the same batch, so the forward pass runs once)
-  task.summarize(stats) -> dict[str, float]
+  task.accumulate(total, stats) -> total   (optional; default: a sum, total None at the
+      first batch; host-side numpy, so a task may keep per-image results, e.g. detections)
+  task.summarize(total) -> dict[str, float]
   task.predict(variables, images) -> predictions pytree
   task.visualize(batch, predictions) -> uint8 image [H, W, 3], or {name: image} with
       "" the main picture (saved as pictures/eval_<step>[_<name>].png)

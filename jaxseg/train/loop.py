@@ -119,10 +119,11 @@ def evaluate(task, eval_fn, state, mesh):
   summary and the picture(s) `task.visualize` makes of the first batch."""
   total, picture = None, None
   variables = state.variables
+  accumulate = getattr(task, "accumulate", sum_stats)
   for batch in task.eval_data():
     stats, predictions = eval_fn(variables, pipeline.to_global(batch, mesh))
     stats = jax.tree.map(_widen, jax.device_get(stats))
-    total = stats if total is None else jax.tree.map(np.add, total, stats)
+    total = accumulate(total, stats)
     if picture is None and jax.process_index() == 0:
       real = np.asarray(batch["example_mask"])
       local = {k: v[real] for k, v in batch.items()}
@@ -130,6 +131,13 @@ def evaluate(task, eval_fn, state, mesh):
                                  jax.device_get(predictions))
       picture = task.visualize(local, predictions)
   return task.summarize(total), picture
+
+
+def sum_stats(total, stats):
+  """The default host-side accumulation of eval statistics: a sum (`total` is None at
+  the first batch). A task keeping per-image results (detection) defines its own
+  `accumulate(total, stats)` with the same signature."""
+  return stats if total is None else jax.tree.map(np.add, total, stats)
 
 
 def _widen(x):
