@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from jaxseg.data import shapes  # noqa: E402
+from jaxseg.metrics.boxes import box_iou  # noqa: E402
 from jaxseg.ops import proposals  # noqa: E402
 
 TOP_N = (10, 50, 100, 300, 1000, 2000)
@@ -74,17 +75,6 @@ def parse_args(argv=None):
   return args
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """Pairwise IoU [N, M] of xyxy boxes (numpy twin of jaxseg.ops.boxes.pairwise_iou;
-  the proposal count changes per image, and eager jnp would compile every shape)."""
-  lo = np.maximum(a[:, None, :2], b[None, :, :2])
-  hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-  inter = np.prod(np.clip(hi - lo, 0, None), -1)
-  area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), -1)
-  union = area(a)[:, None] + area(b)[None, :] - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
-
-
 def propose(method: str, image: np.ndarray, args, index: int) -> np.ndarray:
   if method in ("fast", "quality"):
     return proposals.selective_search(image, method, max_proposals=args.max_proposals,
@@ -112,7 +102,7 @@ def evaluate(size: int, num_images: int, args) -> dict:
       wall.append(time.perf_counter() - t0)
       cpu.append(time.process_time() - c0)
       gt = (ex["objects"]["bbox"] * size)[:, [1, 0, 3, 2]].astype(np.float32)
-      overlaps = iou(boxes, gt)  # [P, G]
+      overlaps = box_iou(boxes, gt)  # [P, G]
       running = np.maximum.accumulate(overlaps, 0) if len(boxes) else np.zeros((1, len(gt)))
       best.append(np.stack([running[min(n, len(running)) - 1] for n in TOP_N]))  # [T, G]
       labels.append(ex["objects"]["label"])

@@ -379,7 +379,8 @@ def test_results_helpers():
 
 
 def test_no_pycocotools_import_in_jaxseg():
-  for name in ("metrics/coco.py", "metrics/masks.py", "evaluate.py"):
+  for name in ("metrics/coco.py", "metrics/masks.py", "metrics/boxes.py", "formats/rle.py",
+               "evaluate.py"):
     path = os.path.join(REPO, "jaxseg", name)
     if os.path.exists(path):
       source = open(path).read()

@@ -1,4 +1,5 @@
-"""jaxseg.metrics.masks against pycocotools.mask (the reference; only tests import it)."""
+"""jaxseg.formats.rle (re-exported by jaxseg.metrics.masks) against pycocotools.mask (the
+reference; only tests import it)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from jaxseg.errors import DataError
-from jaxseg.metrics import masks
+from jaxseg.formats import rle as masks
+from jaxseg.metrics import masks as metric_masks
 
 
 def _random_masks(rng, h, w, n):
@@ -226,7 +228,7 @@ def test_box_iou_matches_pycocotools():
   gt = np.concatenate([rng.uniform(0, 50, (8, 2)), rng.uniform(0, 30, (8, 2))], 1)
   gt[0, 2] = 0.0  # zero-width box
   crowd = rng.random(8) < 0.5
-  np.testing.assert_array_equal(masks.box_iou(dt, gt, crowd),
+  np.testing.assert_array_equal(metric_masks.box_iou(dt, gt, crowd),
                                 coco_mask.iou(dt, gt, crowd.astype(np.uint8)))
 
 

@@ -27,7 +27,7 @@ What is stored per image (features):
   pixel indices become pixel centres in continuous coordinates; v = 0 -> (0, 0, 0); all zero for
   annotations without keypoints) when a category lists `keypoints`;
 - `masks` uint8 [N, H, W] (zlib-compressed), when any annotation has a `segmentation`:
-  polygons and RLE (compressed or not) decoded with `jaxseg.metrics.masks`
+  polygons and RLE (compressed or not) decoded with `jaxseg.formats.rle`
   (`to_rle(segmentation, height, width)`, `decode(rle)`); an annotation without one gets
   the pixels whose centres lie in its box.
 Metadata (`builder.info.metadata`): `category_ids`, `category_names` (label order),
@@ -61,6 +61,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from jaxseg.errors import ConfigError, DataError
+from jaxseg.formats import rle as mask_codec
 
 BUILDER_NAME = "coco_format"
 VERSION = "1.0.0"
@@ -411,7 +412,6 @@ def _instance_mask(ann, height: int, width: int) -> np.ndarray:
   segmentation = ann.get("segmentation")
   if not segmentation:
     return _box_mask(ann["bbox"], height, width)
-  from jaxseg.metrics import masks as mask_codec  # pylint: disable=g-import-not-at-top
   try:
     mask = np.asarray(mask_codec.decode(mask_codec.to_rle(segmentation, height, width)))
   except (TypeError, ValueError, KeyError, IndexError) as e:

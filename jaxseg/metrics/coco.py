@@ -7,8 +7,9 @@ definitions with NumPy. `evaluate(gt, dt, iou_type)` gives the same numbers as
 ``COCOeval(...).evaluate(); .accumulate(); .summarize()`` (tested to 1e-6; in practice
 bit for bit), without its Python loops over images x categories x area ranges:
 
-- IoUs (bbox), mask IoUs (segm, via `jaxseg.metrics.masks`) or OKS (keypoints) are computed
-  for every (detection, ground truth) pair of the same image (and category) at once;
+- IoUs (bbox, `jaxseg.metrics.boxes`), mask IoUs (segm, via `jaxseg.formats.rle`) or OKS
+  (keypoints) are computed for every (detection, ground truth) pair of the same image (and
+  category) at once;
 - the greedy matching runs once for all images, categories, area ranges and IoU
   thresholds, one step per detection rank (a detection is matched after the higher-scored
   detections of its image and category);
@@ -57,6 +58,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxseg.errors import ConfigError, DataError
+from jaxseg.formats import rle as masks
+from jaxseg.metrics.boxes import box_iou
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 
@@ -337,14 +340,6 @@ def _keypoints(values: list, k: int, what: str, src=None) -> np.ndarray:
   return arr.reshape(-1, k, 3)
 
 
-def _masks():
-  try:
-    from jaxseg.metrics import masks  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ConfigError(f"iou_type 'segm' needs jaxseg.metrics.masks: {e}") from None
-  return masks
-
-
 class _Gt:
   """Ground truth as arrays, sorted by (image, category, file order)."""
 
@@ -445,7 +440,7 @@ class _Gt:
                           f"needed for the segmentation of annotation {a['id']!r}")
         size = seg["size"]
       try:
-        self.rles[i] = _masks().to_rle(seg, int(size[0]), int(size[1]))
+        self.rles[i] = masks.to_rle(seg, int(size[0]), int(size[1]))
       except DataError as e:
         raise DataError(f"ground-truth annotation {a['id']!r}: {e}") from None
       except Exception as e:  # pylint: disable=broad-except
@@ -463,7 +458,7 @@ class _Gt:
       size = self.img_sizes.get(self.anns[idx[0]]["image_id"])
       if size is None:
         return
-      rles = _masks().to_rles([self.segs[j] for j in idx], int(size[0]), int(size[1]))
+      rles = masks.to_rles([self.segs[j] for j in idx], int(size[0]), int(size[1]))
     except Exception:  # pylint: disable=broad-except
       return
     for j, r in zip(idx, rles):
@@ -537,7 +532,7 @@ class _Dt:
           raise DataError(f"detection {int(order[i])} has no 'bbox'{why}: "
                           f"{_short(dt[order[i]])}") from None
         if i is not None:
-          from_masks = np.asarray(_masks().to_bbox(self.rles), np.float64).reshape(-1, 4)
+          from_masks = np.asarray(masks.to_bbox(self.rles), np.float64).reshape(-1, 4)
           boxes = [from_masks[i] if b is None else b for i, b in enumerate(boxes)]
         self.bbox = _boxes(boxes, what, [dt[i] for i in order.tolist()], order)
     if p.iou_type == "keypoints" or area_from == "keypoints":
@@ -548,7 +543,7 @@ class _Dt:
       self.area = self.bbox[:, 2] * self.bbox[:, 3]
     elif area_from == "segm":  # segm: filled in by `_mask_ious`
       self.area = (np.zeros(self.n) if p.iou_type == "segm" else
-                   np.asarray(_masks().area(self.rles), np.float64).reshape(-1))
+                   np.asarray(masks.area(self.rles), np.float64).reshape(-1))
     else:
       x, y = self.kpts[:, :, 0], self.kpts[:, :, 1]
       self.area = ((x.max(1) - x.min(1)) * (y.max(1) - y.min(1)) if self.n
@@ -573,7 +568,7 @@ class _Dt:
                         f"for the polygon segmentation of detection {int(self.src[i])}")
       size = seg["size"]
     try:
-      rle = _masks().to_rle(seg, int(size[0]), int(size[1]))
+      rle = masks.to_rle(seg, int(size[0]), int(size[1]))
     except DataError as e:
       raise DataError(f"detection {int(self.src[i])}: {e}") from None
     except Exception as e:  # pylint: disable=broad-except
@@ -596,7 +591,7 @@ class _Dt:
       size = self.sizes.get(self.items[idx[0]]["image_id"])
       if size is None:
         return
-      rles = _masks().to_rles([self.items[j]["segmentation"] for j in idx], int(size[0]),
+      rles = masks.to_rles([self.items[j]["segmentation"] for j in idx], int(size[0]),
                               int(size[1]))
     except Exception:  # pylint: disable=broad-except
       return
@@ -623,7 +618,8 @@ def _pair_ious(g: _Gt, d: _Dt, p: Params):
   first = np.cumsum(count) - count
   pair_gt = lo[pair_dt] + (np.arange(total) - first[pair_dt])
   if p.iou_type == "bbox":
-    iou = _box_iou(d.bbox[pair_dt], g.bbox[pair_gt], g.crowd[pair_gt])
+    iou = box_iou(d.bbox[pair_dt], g.bbox[pair_gt], box_format="xywh", crowd=g.crowd[pair_gt],
+                  paired=True)
   elif p.iou_type == "keypoints":
     iou = _oks(d.kpts, g.kpts, g.bbox, g.area, p.kpt_oks_sigmas, pair_dt, pair_gt)
   else:
@@ -631,24 +627,10 @@ def _pair_ious(g: _Gt, d: _Dt, p: Params):
   return pair_dt, pair_gt, iou
 
 
-def _box_iou(db: np.ndarray, gb: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-  """IoU of paired xywh boxes; a crowd's is intersection / detection area."""
-  w = np.minimum(db[:, 2] + db[:, 0], gb[:, 2] + gb[:, 0]) - np.maximum(db[:, 0], gb[:, 0])
-  h = np.minimum(db[:, 3] + db[:, 1], gb[:, 3] + gb[:, 1]) - np.maximum(db[:, 1], gb[:, 1])
-  inter = w * h
-  da = db[:, 2] * db[:, 3]
-  union = np.where(crowd, da, da + gb[:, 2] * gb[:, 3] - inter)
-  out = np.zeros(len(db))
-  ok = (w > 0) & (h > 0)
-  np.divide(inter, union, out=out, where=ok)
-  return out
-
-
 def _mask_ious(g: _Gt, d: _Dt, pair_dt, pair_gt, count) -> np.ndarray:
   """Mask IoUs, image by image (all its detections x ground truths, gathered into the
   pairs). Each image's masks are converted, measured and compared together, while
-  `jaxseg.metrics.masks` still holds them parsed."""
-  masks = _masks()
+  `jaxseg.formats.rle` still holds them parsed."""
   iou = np.zeros(len(pair_dt))
   num = len(g.img_ids) + 1
   g_start, d_start = np.searchsorted(g.img, np.arange(num)), np.searchsorted(d.img,

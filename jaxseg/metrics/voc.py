@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxseg.errors import ConfigError, DataError
+from jaxseg.metrics.boxes import box_iou as _box_iou
 
 
 def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
@@ -53,22 +54,10 @@ def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
 
 
 def box_iou(boxes_a, boxes_b, pixel_convention: bool = False) -> np.ndarray:
-  """``[A, B]`` IoU of ``[x1, y1, x2, y2]`` boxes as in VOCevaldet.m; pairs that do not
-  overlap (intersection width or height <= 0) get 0."""
-  a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
-  b = np.asarray(boxes_b, np.float64).reshape(-1, 4)
-  one = 1.0 if pixel_convention else 0.0
-  iw = (np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-        + one)
-  ih = (np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-        + one)
-  area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
-  area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
-  inter = iw * ih
-  union = area_a[:, None] + area_b[None, :] - inter
-  with np.errstate(invalid="ignore", divide="ignore"):
-    out = np.where((iw > 0) & (ih > 0), inter / union, 0.0)
-  return np.where(np.isnan(out), 0.0, out)
+  """``[A, B]`` IoU of ``[x1, y1, x2, y2]`` boxes as in VOCevaldet.m (`pixel_convention`:
+  widths ``x2 - x1 + 1``); pairs that do not overlap (intersection width or height <= 0)
+  get 0. `jaxseg.metrics.boxes.box_iou` with the VOC options."""
+  return _box_iou(boxes_a, boxes_b, pixel_convention=pixel_convention)
 
 
 def _records(name: str, records: Any) -> dict:
