@@ -11,6 +11,15 @@ Aspect ratio means `width / height` everywhere in this module (SSD's a_r). Detec
 `aspect_ratios` are height / width; with the usual reciprocal-closed sets such as
 (0.5, 1, 2) only the order of the boxes within a cell differs.
 
+torchvision's `AnchorGenerator` (Faster R-CNN, RetinaNet) differs from the defaults in
+four ways, each an option of `anchor_shapes` / `grid_anchors` / `multilevel_anchors`
+(`TORCHVISION` holds them all, e.g. ``grid_anchors(..., **TORCHVISION)``):
+- ``height_over_width=True``: aspect ratios read as height / width;
+- ``ratio_major=True``: a cell's anchors ordered ratio-major, then size;
+- ``round_to_pixels=True``: a cell's anchor corners, relative to its centre, rounded to
+  whole pixels (half to even, in float32 as torch does: ``round([-w, -h, w, h] / 2)``);
+- ``offset=0.0``: cell (y, x) centred at (x * stride, y * stride), not the cell centre.
+
 Anchors are not clipped to the image; `boxes.clip_boxes` does that where wanted.
 """
 from __future__ import annotations
@@ -51,74 +60,142 @@ def _positive_list(values, name):
   return out
 
 
-def _cell_boxes(grid_h, grid_w, cell_h, cell_w, offset, widths, heights):
+TORCHVISION = {"offset": 0.0, "height_over_width": True, "ratio_major": True,
+               "round_to_pixels": True}  # torchvision's AnchorGenerator (module docstring)
+
+
+def _cell_boxes(grid_h, grid_w, cell_h, cell_w, offset, widths, heights,
+                round_to_pixels=False):
   """Boxes of sizes (widths[a], heights[a]) centred at ((x + offset) cell_w,
-  (y + offset) cell_h) for every cell (y, x) -> [grid_h * grid_w * A, 4] float32."""
+  (y + offset) cell_h) for every cell (y, x) -> [grid_h * grid_w * A, 4] float32.
+  round_to_pixels: the corners relative to the centre rounded (half to even)."""
   cy = (np.arange(grid_h, dtype=np.float64) + offset) * cell_h
   cx = (np.arange(grid_w, dtype=np.float64) + offset) * cell_w
   cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [H, W], row-major cells
   centres = np.stack([cx, cy, cx, cy], axis=-1)[:, :, None, :]  # [H, W, 1, 4]
-  w = np.asarray(widths, np.float64)
-  h = np.asarray(heights, np.float64)
-  half = np.stack([-w / 2, -h / 2, w / 2, h / 2], axis=-1)  # [A, 4]
+  if round_to_pixels:  # torchvision: float32 widths, round(stack([-w, -h, w, h]) / 2)
+    w = np.asarray(widths, np.float32)
+    h = np.asarray(heights, np.float32)
+    half = np.round(np.stack([-w, -h, w, h], axis=-1) / np.float32(2)).astype(np.float64)
+  else:
+    w = np.asarray(widths, np.float64)
+    h = np.asarray(heights, np.float64)
+    half = np.stack([-w / 2, -h / 2, w / 2, h / 2], axis=-1)  # [A, 4]
   return (centres + half).reshape(-1, 4).astype(np.float32)
 
 
-def anchor_shapes(sizes, aspect_ratios):
+def anchor_shapes(sizes, aspect_ratios, *, height_over_width=False, ratio_major=False):
   """(widths, heights) of the anchors of one cell: for each size s (in order), for each
   aspect ratio a = w / h (in order), the box of area s**2: w = s sqrt(a), h = s / sqrt(a)
-  (Ren et al. 2015, Faster R-CNN)."""
+  (Ren et al. 2015, Faster R-CNN).
+
+  height_over_width: read a as h / w (torchvision, Detectron): h = s sqrt(a), w = s /
+  sqrt(a), computed in float32 as torchvision does. ratio_major: for each ratio, for each
+  size (torchvision's order) instead of size-major.
+  """
   sizes = _positive_list(sizes, "sizes")
   ratios = _positive_list(aspect_ratios, "aspect_ratios")
-  widths = [s * math.sqrt(a) for s in sizes for a in ratios]
-  heights = [s / math.sqrt(a) for s in sizes for a in ratios]
+  pairs = ([(s, a) for a in ratios for s in sizes] if ratio_major
+           else [(s, a) for s in sizes for a in ratios])
+  if height_over_width:  # torchvision: h_ratios = sqrt(a), w_ratios = 1 / h_ratios (float32)
+    s = np.asarray([p[0] for p in pairs], np.float32)
+    h_ratio = np.sqrt(np.asarray([p[1] for p in pairs], np.float32))
+    w_ratio = np.float32(1) / h_ratio
+    return [float(v) for v in w_ratio * s], [float(v) for v in h_ratio * s]
+  widths = [s * math.sqrt(a) for s, a in pairs]
+  heights = [s / math.sqrt(a) for s, a in pairs]
   return widths, heights
 
 
-def grid_anchors(image_size, stride, sizes, aspect_ratios=(0.5, 1.0, 2.0), offset=0.5):
+def _grid(height, width, stride, feature_size):
+  """(cells down, cells across, step down, step across) of a map of the given stride."""
+  if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride <= 0:
+    raise ConfigError(f"stride={stride!r}; expected a positive int")
+  if feature_size is None:
+    if height % stride or width % stride:
+      raise ConfigError(f"stride {stride} does not divide the image size {height}x{width}; "
+                        "pad or resize the image to a multiple of the largest stride")
+    return height // stride, width // stride, stride, stride
+  fh, fw = _pair(feature_size, "feature_size")
+  if (fh, fw) != (-(-height // stride), -(-width // stride)):
+    raise ConfigError(f"feature_size {fh}x{fw} is not the size of a stride-{stride} map of "
+                      f"a {height}x{width} image; expected ceil(image / stride) = "
+                      f"{-(-height // stride)}x{-(-width // stride)}")
+  return fh, fw, height // fh, width // fw
+
+
+def grid_anchors(image_size, stride, sizes, aspect_ratios=(0.5, 1.0, 2.0), offset=0.5, *,
+                 height_over_width=False, ratio_major=False, round_to_pixels=False,
+                 feature_size=None):
   """Faster R-CNN anchors (Ren et al. 2015) of one feature map of the given stride.
 
   image_size: int or (height, width) in pixels; the stride must divide both. The map has
   (height / stride) x (width / stride) cells; cell (y, x) holds len(sizes) *
   len(aspect_ratios) anchors centred at ((x + offset) stride, (y + offset) stride)
   (offset 0.5: the cell centre), size-major then ratio (see `anchor_shapes`).
+  height_over_width, ratio_major, round_to_pixels: torchvision's conventions (module
+  docstring; `TORCHVISION` sets them all with offset 0).
+  feature_size: the map's (height, width) = ceil(image_size / stride), for a stride that
+  does not divide the image (e.g. FPN's stride-64 level of a 32-divisible image); the
+  cells then lie image_size // feature_size apart on each axis, as torchvision's
+  AnchorGenerator places them (its strides are those integer divisions).
   Returns [H * W * A, 4] float32 xyxy, cell-major then anchor.
   """
   height, width = _pair(image_size, "image_size")
-  if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride <= 0:
-    raise ConfigError(f"stride={stride!r}; expected a positive int")
-  if height % stride or width % stride:
-    raise ConfigError(f"stride {stride} does not divide the image size {height}x{width}; "
-                      "pad or resize the image to a multiple of the largest stride")
+  grid_h, grid_w, step_h, step_w = _grid(height, width, stride, feature_size)
   if not 0 <= offset < 1:
     raise ConfigError(f"offset={offset!r}; expected 0 <= offset < 1 (0.5 centres anchors "
                       "on cells)")
-  widths, heights = anchor_shapes(sizes, aspect_ratios)
-  return _cell_boxes(height // stride, width // stride, stride, stride, offset, widths,
-                     heights)
+  widths, heights = anchor_shapes(sizes, aspect_ratios, height_over_width=height_over_width,
+                                  ratio_major=ratio_major)
+  return _cell_boxes(grid_h, grid_w, step_h, step_w, offset, widths, heights,
+                     round_to_pixels)
 
 
 def multilevel_anchors(image_size, strides, sizes, aspect_ratios=(0.5, 1.0, 2.0),
-                       offset=0.5):
+                       offset=0.5, *, height_over_width=False, ratio_major=False,
+                       round_to_pixels=False, feature_sizes=None):
   """Anchors of a feature pyramid (Lin et al. 2017, FPN): `grid_anchors` of every stride,
   concatenated in the order of `strides`.
 
   sizes: one entry per stride, each a size or a sequence of sizes; e.g. FPN's
   strides (4, 8, 16, 32, 64) with sizes (32, 64, 128, 256, 512) and ratios (0.5, 1, 2).
   aspect_ratios: shared by all levels, or one sequence per level.
+  offset, height_over_width, ratio_major, round_to_pixels: as in `grid_anchors`.
+  feature_sizes: None, or one `grid_anchors` feature_size (or None) per stride.
   Returns [sum_l H_l W_l A_l, 4] float32 xyxy; `level_sizes` gives the split points.
   """
   strides, sizes, ratios = _levels(strides, sizes, aspect_ratios)
-  return np.concatenate([grid_anchors(image_size, s, z, r, offset)
-                         for s, z, r in zip(strides, sizes, ratios)], axis=0)
+  return np.concatenate([grid_anchors(image_size, s, z, r, offset,
+                                      height_over_width=height_over_width,
+                                      ratio_major=ratio_major,
+                                      round_to_pixels=round_to_pixels, feature_size=f)
+                         for s, z, r, f in zip(strides, sizes, ratios,
+                                               _feature_sizes(feature_sizes, strides))],
+                        axis=0)
 
 
-def level_sizes(image_size, strides, sizes, aspect_ratios=(0.5, 1.0, 2.0)):
+def _feature_sizes(feature_sizes, strides):
+  if feature_sizes is None:
+    return [None] * len(strides)
+  feature_sizes = list(feature_sizes)
+  if len(feature_sizes) != len(strides):
+    raise ConfigError(f"feature_sizes has {len(feature_sizes)} entries; expected one per "
+                      f"stride of {list(strides)}")
+  return feature_sizes
+
+
+def level_sizes(image_size, strides, sizes, aspect_ratios=(0.5, 1.0, 2.0),
+                feature_sizes=None):
   """Number of anchors of each level of `multilevel_anchors` (same arguments)."""
   height, width = _pair(image_size, "image_size")
   strides, sizes, ratios = _levels(strides, sizes, aspect_ratios)
-  return [(height // s) * (width // s) * len(_positive_list(z, "sizes"))
-          * len(_positive_list(r, "aspect_ratios")) for s, z, r in zip(strides, sizes, ratios)]
+  counts = []
+  for s, z, r, f in zip(strides, sizes, ratios, _feature_sizes(feature_sizes, strides)):
+    grid_h, grid_w, _, _ = _grid(height, width, s, f)
+    counts.append(grid_h * grid_w * len(_positive_list(z, "sizes"))
+                  * len(_positive_list(r, "aspect_ratios")))
+  return counts
 
 
 def _levels(strides, sizes, aspect_ratios):

@@ -50,8 +50,11 @@ Gradients flow to `features` (and, through the bilinear weights, to `boxes`; the
 reference kernels return none for boxes: wrap them in stop_gradient to match Mask R-CNN).
 
 `multilevel_roi_align` (FPN, Lin et al. CVPR 2017, eq. 1): roi of size w x h goes to
-level k = floor(k0 + log2(sqrt(w h) / 224)), clamped to the levels given (Detectron2's
-ROIPooler, with its 1e-8 inside the log). The gather lowering reads every roi from its
+level k = floor(k0 + log2(sqrt(w h) / 224)), clamped to the levels given. Two level
+mappers (`level_mapper`): "detectron2" (default; ROIPooler, 1e-8 inside the log) and
+"torchvision" (MultiScaleRoIAlign's LevelMapper, floor(k0 + log2(sqrt(w h) / 224) + 1e-6));
+they differ only for boxes a fraction of a ppm below 112, 224, 448 px (k0 = 4), which
+torchvision puts one level up. The gather lowering reads every roi from its
 own level in one gather over the concatenated levels (cost of one level, no per-level
 masks); the matmul lowering computes each level with the other levels' rois' weights
 zeroed and sums (cost of all levels, dominated by the finest).
@@ -453,14 +456,25 @@ def _roi_align(features, boxes, box_indices, output_size, spatial_scale, samplin
 # ------------------------------------------------------------------------------- FPN
 
 
-def fpn_level(boxes, min_level=2, max_level=5, canonical_level=4, canonical_size=224.0):
-  """FPN level of each xyxy box (Lin et al. 2017, eq. 1), int32 [...]:
-  floor(canonical_level + log2(sqrt(w h) / canonical_size + 1e-8)) clamped to
-  [min_level, max_level]; w, h clipped at 0 (empty boxes go to min_level)."""
+LEVEL_MAPPERS = ("detectron2", "torchvision")
+
+
+def fpn_level(boxes, min_level=2, max_level=5, canonical_level=4, canonical_size=224.0,
+              level_mapper="detectron2"):
+  """FPN level of each xyxy box (Lin et al. 2017, eq. 1), int32 [...], clamped to
+  [min_level, max_level]; w, h clipped at 0 (empty boxes go to min_level). float32:
+    "detectron2":  floor(canonical_level + log2(sqrt(w h) / canonical_size + 1e-8))
+    "torchvision": floor(canonical_level + log2(sqrt(w h) / canonical_size) + 1e-6)."""
+  if level_mapper not in LEVEL_MAPPERS:
+    raise ConfigError(f"level_mapper={level_mapper!r}; expected one of {LEVEL_MAPPERS}")
   boxes = jax.lax.stop_gradient(jnp.asarray(boxes, jnp.float32))
   w = jnp.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
   h = jnp.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
-  k = jnp.floor(canonical_level + jnp.log2(jnp.sqrt(w * h) / canonical_size + 1e-8))
+  if level_mapper == "torchvision":
+    k = jnp.floor(canonical_level + jnp.log2(jnp.sqrt(w * h) / canonical_size)
+                  + jnp.float32(1e-6))
+  else:
+    k = jnp.floor(canonical_level + jnp.log2(jnp.sqrt(w * h) / canonical_size + 1e-8))
   return jnp.clip(k, min_level, max_level).astype(jnp.int32)
 
 
@@ -482,32 +496,36 @@ def _levels_of(strides, n):
 def multilevel_roi_align(features, boxes, output_size=(7, 7), strides=(4, 8, 16, 32),
                          sampling_ratio=2, aligned=True, *, box_indices=None,
                          canonical_level=4, canonical_size=224.0, max_sampling_ratio=None,
-                         impl="auto", precision=jax.lax.Precision.HIGHEST):
+                         impl="auto", precision=jax.lax.Precision.HIGHEST,
+                         level_mapper="detectron2"):
   """RoIAlign of each roi from its FPN level (Lin et al. 2017; Mask R-CNN's pooler).
 
   features: a sequence (or a mapping, taken in its order) of maps fine to coarse, each
   [B, H_l, W_l, C] or [H_l, W_l, C] with one layout for all; strides: their strides
   (consecutive powers of 2; level = log2 stride). Layouts of boxes as in `roi_align`.
   impl: "auto" (= "gather") | "gather" | "matmul" (see the module docstring). Jitted.
+  level_mapper: "detectron2" | "torchvision" (`fpn_level`).
   """
   maps = list(features.values()) if isinstance(features, Mapping) else list(features)
   if not maps:
     raise ValueError("features: expected at least one level")
   levels = _levels_of(strides, len(maps))
   _check_align_args(sampling_ratio, aligned, max_sampling_ratio, impl)
+  if level_mapper not in LEVEL_MAPPERS:
+    raise ConfigError(f"level_mapper={level_mapper!r}; expected one of {LEVEL_MAPPERS}")
   return _multilevel_roi_align(
       tuple(maps), boxes, box_indices, _pair(output_size, "output_size"),
       tuple(int(s) for s in strides), tuple(levels), int(sampling_ratio), aligned,
       None if sampling_ratio > 0 else int(max_sampling_ratio), float(canonical_level),
-      float(canonical_size), impl, precision)
+      float(canonical_size), impl, precision, level_mapper)
 
 
 @functools.partial(jax.jit, static_argnames=(
     "output_size", "strides", "levels", "sampling_ratio", "aligned", "max_sampling_ratio",
-    "canonical_level", "canonical_size", "impl", "precision"))
+    "canonical_level", "canonical_size", "impl", "precision", "level_mapper"))
 def _multilevel_roi_align(maps, boxes, box_indices, output_size, strides, levels,
                           sampling_ratio, aligned, max_sampling_ratio, canonical_level,
-                          canonical_size, impl, precision):
+                          canonical_size, impl, precision, level_mapper):
   oh, ow = output_size
   prepared = [_prepare(m, boxes, box_indices) for m in maps]
   _, bxs, index, prefix, per_image = prepared[0]
@@ -516,7 +534,8 @@ def _multilevel_roi_align(maps, boxes, box_indices, output_size, strides, levels
     raise ValueError(f"features {[m.shape for m in maps]}; expected the same batch size and "
                      "channels at every level")
   b, c = maps[0].shape[0], maps[0].shape[-1]
-  level = fpn_level(bxs, levels[0], levels[-1], canonical_level, canonical_size) - levels[0]
+  level = fpn_level(bxs, levels[0], levels[-1], canonical_level, canonical_size,
+                    level_mapper) - levels[0]
   rest = (sampling_ratio, aligned, max_sampling_ratio)
   if impl == "auto":
     impl = _auto_impl()
