@@ -6,6 +6,7 @@ import signal
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from jax.sharding import NamedSharding, PartitionSpec
@@ -83,16 +84,56 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny_config, tmp_path, monkeypatch
   assert ckpt_lib.Checkpointer(summary["checkpoints"], 2, "", "max").latest_step() == 2
 
 
-def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+def _all_finite(tree):
+  return all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(tree))
+             if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
+def test_divergence_stops_before_a_non_finite_state_is_saved(tiny_config, tmp_path):
+  """lr=1e6 overflows the BatchNorm statistics while loss and gradients may stay finite:
+  the guard checks every floating leaf of the new state, so the last checkpoint is finite
+  in every leaf, and the message does not suggest grad_clip_norm when it is set."""
+  mesh = loop.make_mesh(jax.devices()[:1])
+  workdir = str(tmp_path / "w")
+  tiny_config.num_steps = 2
+  good = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  tiny_config.num_steps = 40
+  tiny_config.checkpoint_every = 1
+  tiny_config.optimizer.lr = 1e6
+  with pytest.raises(NonFiniteLossError, match=r"diverged at step \d+: .*last good checkpoint"
+                     ) as info:
+    loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
+  assert "grad_clip_norm" not in str(info.value)  # the tiny config clips already
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), 2, "", "max")
+  last = ckpt.latest_step()
+  assert last >= 2
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), good["state"])
+  assert _all_finite(ckpt.restore(abstract, step=last))
+  ckpt.close()
+
+
+def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path,
+                                                                monkeypatch):
   mesh = loop.make_mesh(jax.devices()[:1])
   workdir = str(tmp_path / "w")
   tiny_config.num_steps = 2
   good = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
   tiny_config.num_steps = 6
-  tiny_config.optimizer.lr = float("nan")
+  make = loop.make_optimizer
+
+  def nan_optimizer(*args, **kwargs):  # a NaN learning rate (the config schema rejects it)
+    tx, schedule = make(*args, **kwargs)
+
+    def update(grads, opt_state, params=None):
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return jax.tree.map(lambda u: u * float("nan"), updates), opt_state
+
+    return optax.GradientTransformation(tx.init, update), schedule
+
+  monkeypatch.setattr(loop, "make_optimizer", nan_optimizer)
   with pytest.raises(NonFiniteLossError, match=r"step 3.*checkpoint \(step 2\).*intact"):
     loop.train_and_evaluate(tiny_config, workdir, mesh=mesh)
-  tiny_config.optimizer.lr = 1e-3
+  monkeypatch.undo()
   tiny_config.num_steps = 2
   again = loop.train_and_evaluate(tiny_config, workdir, mesh=mesh, train=False)
   _assert_trees_close(_params(again), _params(good), rtol=0, atol=0)

@@ -1,40 +1,65 @@
 """Orbax checkpoints of the TrainState: the last N plus the best by an eval metric.
 
-Saves are atomic (orbax writes to a temporary directory and renames it), so a run killed
-mid-save keeps its previous checkpoints. A workdir whose checkpoint does not fit the
-current config is reported with the first mismatching parameter path, and nothing in it
-is touched.
+- Saves are atomic (orbax writes to a temporary directory and renames it), so a run killed
+  mid-save keeps its previous checkpoints.
+- Each checkpoint carries its eval metrics (orbax's `metrics` item, written because
+  `best_fn` is set), so the best one is known after a restart and retention is the same
+  with or without restarts.
+- A checkpoint that cannot be read (truncated array file, missing manifest or metadata,
+  empty step folder) is reported in one warning, moved aside to `checkpoints/corrupt/<step>`
+  (never deleted) and the newest readable one is restored instead.
+- A checkpoint that is readable but does not fit the current config is reported with the
+  first mismatching parameter path, and nothing in the workdir is touched.
+- `read_only=True` (eval) never writes: corrupt steps are skipped, not moved.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from jaxseg.errors import CheckpointError
 
+CORRUPT_DIR = "corrupt"
+
 
 class Checkpointer:
-  """`save(state, metrics=None)`, `restore_or(state)`; metrics rank the best checkpoint."""
+  """`save(step, state, metrics=None)`, `restore(abstract_state)`, `latest_step()`;
+  metrics rank the best checkpoint."""
 
-  def __init__(self, directory: str, keep: int, best_metric: str, best_mode: str):
+  def __init__(self, directory: str, keep: int, best_metric: str, best_mode: str,
+               read_only: bool = False):
     if best_mode not in ("max", "min"):
       raise CheckpointError(f"best_mode={best_mode!r}; expected 'max' or 'min'")
-    policies = [checkpoint_managers.LatestN(n=keep)]
-    if best_metric:
-      policies.append(checkpoint_managers.BestN(
-          get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
-          keep_checkpoints_without_metrics=False))
     self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(
-        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-            cleanup_tmp_directories=True))
+    self.read_only = read_only
+    self.best_metric = best_metric
+    policies = [checkpoint_managers.LatestN(n=keep)]
+    best_fn = None
+    if best_metric:
+      best_fn = lambda m: m[best_metric]  # pylint: disable=unnecessary-lambda-assignment
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
+          keep_checkpoints_without_metrics=False))
+    self._options = dict(
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=best_fn, best_mode=best_mode, create=False,
+        cleanup_tmp_directories=not read_only, read_only=read_only,
+        **({"save_interval_steps": 0} if read_only else {}))
+    self.manager = self._open()
+
+  def _open(self):
+    return ocp.CheckpointManager(self.directory, item_handlers=ocp.StandardCheckpointHandler(),
+                                 options=ocp.CheckpointManagerOptions(**self._options))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -42,28 +67,62 @@ class Checkpointer:
   def save(self, step: int, state, metrics: dict | None = None):
     if step in self.manager.all_steps():
       return
+    os.makedirs(self.directory, exist_ok=True)
     metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()
                                             if np.isscalar(v) and np.isfinite(v)}
+    if metrics is not None and self.best_metric not in metrics:
+      metrics = None  # ranked only by a metric it has
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
   def wait(self):
     self.manager.wait_until_finished()
 
   def restore(self, abstract_state, step: int | None = None):
-    """Restore `step` (default: latest) into the structure/shardings of `abstract_state`."""
-    step = self.latest_step() if step is None else step
+    """Restore `step` (default: the newest readable one) into the structure/shardings of
+    `abstract_state`; None when there is no readable checkpoint at all."""
+    if step is not None:
+      return self._restore_step(abstract_state, step)
+    for step in reversed(self.steps()):
+      try:
+        return self._restore_step(abstract_state, step)
+      except _Corrupt as e:
+        self._set_aside(step, str(e))
+    return None
+
+  def _restore_step(self, abstract_state, step: int):
     self._check_compatible(abstract_state, step)
     try:
       return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(f"checkpoint {self.directory}/{step} does not fit this config "
-                            f"({str(e).splitlines()[0]}); use a new --workdir") from None
+    except Exception as e:  # pylint: disable=broad-except
+      # The metadata fits (checked above), so a failing read is a damaged checkpoint.
+      raise _Corrupt(_first_line(e)) from None
+
+  def _set_aside(self, step: int, why: str):
+    source = os.path.join(self.directory, str(step))
+    if self.read_only:
+      logging.warning("checkpoint %s is unreadable (%s); skipping it (read-only: left in "
+                      "place)", source, why)
+      return
+    target = os.path.join(self.directory, CORRUPT_DIR, str(step))
+    suffix = 1
+    while os.path.exists(target):
+      target = os.path.join(self.directory, CORRUPT_DIR, f"{step}.{suffix}")
+      suffix += 1
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(source, target)
+    logging.warning("checkpoint %s is unreadable (%s); moved it to %s and falling back to "
+                    "the previous checkpoint", source, why, target)
+    self.manager.reload()
 
   def _check_compatible(self, abstract_state, step: int):
-    saved = self.manager.item_metadata(step)
+    try:
+      saved = self.manager.item_metadata(step)
+    except Exception as e:  # pylint: disable=broad-except
+      raise _Corrupt(f"its metadata cannot be read: {_first_line(e)}") from None
     saved = getattr(saved, "tree", saved)
-    want = _shapes(abstract_state)
-    have = _shapes(saved) if saved is not None else want
+    if not saved:
+      raise _Corrupt("it holds no array metadata")
+    want, have = _shapes(abstract_state), _shapes(saved)
     for path in sorted(set(want) | set(have), key=lambda p: (not p.startswith("params"), p)):
       if want.get(path) != have.get(path):
         raise CheckpointError(
@@ -73,8 +132,19 @@ class Checkpointer:
             f"original config")
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()
+    finally:
+      self.manager.close()
+
+
+class _Corrupt(Exception):
+  """A checkpoint step that cannot be read."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip() or type(e).__name__
+  return f"{type(e).__name__}: {text.splitlines()[0][:200]}"
 
 
 def _shapes(tree) -> dict[str, tuple]:

@@ -1,4 +1,8 @@
-"""Metrics as JSON lines (`workdir/metrics.jsonl`) and TensorBoard event files."""
+"""Metrics as JSON lines (`workdir/metrics.jsonl`) and TensorBoard event files.
+
+One record per (step, split) for readers: a run resumed from step s moves the records of
+steps after s (written before the interruption, then replayed) to
+`metrics.superseded.jsonl`, so nothing is deleted and nothing is counted twice."""
 from __future__ import annotations
 
 import json
@@ -10,10 +14,11 @@ import numpy as np
 
 
 class MetricWriter:
-  """Appends `{"step": s, "split": ..., **metrics}` lines; process 0 only."""
+  """Appends `{"step": s, "split": ..., **metrics}` lines; process 0 only, and only when
+  `enabled` (an evaluation of a read-only workdir writes nothing)."""
 
-  def __init__(self, workdir: str):
-    self.enabled = jax.process_index() == 0
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled and jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self.enabled:
@@ -37,6 +42,33 @@ class MetricWriter:
   def close(self):
     if self._tb is not None:
       self._tb.close()
+
+
+def supersede_after(workdir: str, step: int) -> int:
+  """Move the records of steps after `step` from metrics.jsonl to metrics.superseded.jsonl
+  (appended; the rest rewritten atomically). Returns how many moved."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  keep, moved = [], []
+  for line in lines:
+    try:
+      later = json.loads(line)["step"] > step
+    except (ValueError, KeyError, TypeError):
+      later = False  # not ours to judge: kept as it is
+    (moved if later else keep).append(line)
+  if moved:
+    with open(os.path.join(workdir, "metrics.superseded.jsonl"), "a") as f:
+      f.writelines(moved)
+      f.flush()
+      os.fsync(f.fileno())
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, path)
+  return len(moved)
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -7,19 +7,22 @@ batch, with the TrainState replicated (big_vision / flax-examples style).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxseg import tasks
+from jaxseg import config_schema, tasks
 from jaxseg.data import pipeline
 from jaxseg.errors import CheckpointError, ConfigError, NonFiniteLossError
 from jaxseg.train import checkpoint as ckpt_lib
@@ -62,12 +65,14 @@ def train_step(task, tx, schedule, state: TrainState, batch):
                             model_state={**state.model_state, **new_model_state})
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
              "update_norm": optax.global_norm(updates),
-             "learning_rate": schedule(state.step), **aux}
+             "learning_rate": schedule(state.step), "state_finite": _finite_flags(new_state),
+             **aux}
   return new_state, metrics
 
 
 class _Sigterm:
-  """Remembers a SIGTERM so the loop can checkpoint and stop between steps."""
+  """Remembers a SIGTERM so the loop can checkpoint and stop between steps (main thread
+  only; the handler it replaces is restored on exit)."""
 
   def __init__(self):
     self.received = False
@@ -92,18 +97,44 @@ def _is_main_thread():
   return threading.current_thread() is threading.main_thread()
 
 
-def _check_finite(metrics, step: int, ckpt) -> None:
-  """Stop before a diverged state can be saved: loss, gradients and the update must all
-  be finite (a finite loss with a NaN update would poison the next checkpoint)."""
-  bad = [k for k in ("loss", "grad_norm", "update_norm") if not math.isfinite(float(metrics[k]))]
+def is_due(step: int, every: int, last: int | None = None) -> bool:
+  """Whether a periodic action (log, eval, checkpoint) runs after `step` (big_vision's
+  `itstime`): every `every` steps, and at the last step."""
+  return step % every == 0 or step == last
+
+
+def _finite_flags(state: TrainState) -> dict:
+  """One bool per part of the state: are all its floating-point values finite?"""
+  def finite(tree):
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+  return {"params": finite(state.params), "model_state": finite(state.model_state),
+          "opt_state": finite(state.opt_state)}
+
+
+_STATE_PARTS = {"params": "parameters", "model_state": "model state (e.g. BatchNorm statistics)",
+                "opt_state": "optimizer state"}
+
+
+def _check_finite(metrics, step: int, ckpt, config) -> None:
+  """Stop before a diverged state can be saved: the loss, the gradient and update norms,
+  and every floating-point value of the new state (params, batch statistics, optimizer
+  state) must be finite."""
+  finite = metrics.pop("state_finite")
+  bad = [f"{k} = {float(metrics[k])}" for k in ("loss", "grad_norm", "update_norm")
+         if not math.isfinite(float(metrics[k]))]
+  bad += [f"non-finite {_STATE_PARTS[k]}" for k, ok in finite.items() if not bool(ok)]
   if bad:
     ckpt.wait()
     last = ckpt.latest_step()
     kept = (f"the last good checkpoint (step {last}) in {ckpt.directory} is intact"
             if last is not None else "no checkpoint was written")
-    raise NonFiniteLossError(f"training diverged at step {step}: {', '.join(bad)} = "
-                             f"{', '.join(str(float(metrics[k])) for k in bad)}; {kept}; lower "
-                             f"config.optimizer.lr or set config.optimizer.grad_clip_norm")
+    advice = "lower config.optimizer.lr"
+    if not config.optimizer.get("grad_clip_norm"):
+      advice += " or set config.optimizer.grad_clip_norm"
+    raise NonFiniteLossError(f"training diverged at step {step}: {', '.join(bad)}; {kept}; "
+                             f"{advice}")
 
 
 def eval_step(task, variables, batch):
@@ -145,73 +176,188 @@ def _widen(x):
   return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
 
 
+def check_workdir(workdir: str, train: bool) -> None:
+  """A training workdir must be (or be creatable as) a writable directory; an evaluated
+  one must hold checkpoints (it may be read-only)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file; expected a directory (new or a run's)")
+  if not train:
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+      raise CheckpointError(f"no checkpoint to evaluate in workdir {workdir}")
+    return
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"--workdir={workdir}: {existing} is a file; expected a directory")
+  writable = [existing] + [os.path.join(workdir, d) for d in ("checkpoints",)
+                           if os.path.isdir(os.path.join(workdir, d))]
+  for path in writable:
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise ConfigError(f"--workdir={workdir} cannot be written ({path} is not writable); "
+                        f"expected a writable directory")
+
+
+def check_best_metric(config, task, abstract_variables, example) -> None:
+  """`config.best_metric` must be a metric the task's eval produces: found by summarizing
+  all-zero statistics of the eval step's output shapes (nothing runs)."""
+  if not config.best_metric:
+    return
+  batch = {**example, "example_mask": np.ones(len(example["image"]), bool)}
+  shapes, _ = jax.eval_shape(functools.partial(eval_step, task), abstract_variables, batch)
+  zeros = jax.tree.map(lambda s: _widen(np.zeros(s.shape, s.dtype)), shapes)
+  with np.errstate(all="ignore"):
+    names = task.summarize(getattr(task, "accumulate", sum_stats)(None, zeros))
+  if config.best_metric not in names:
+    raise ConfigError(f"config.best_metric={config.best_metric!r} is not a metric of the "
+                      f"{config.task} eval; expected one of {sorted(names)}")
+
+
+def restore_or_init(config, ckpt, init, abstract, train: bool):
+  """The newest readable checkpoint of the workdir (corrupt ones are moved aside), else,
+  when training, a fresh state (only then does `config.init_from` load anything)."""
+  state = ckpt.restore(abstract) if ckpt.steps() else None
+  if state is not None:
+    logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+    return state
+  if not train:
+    raise CheckpointError(f"no readable checkpoint to evaluate in {ckpt.directory}")
+  source = transfer.load(config)  # read before init compiles: a bad path fails fast
+  return transfer.apply(source, init(jax.random.key(config.seed)))
+
+
+def warn_config_changes(config, workdir: str) -> None:
+  """A resumed or evaluated run whose config differs from the saved one: name the keys."""
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+  except (OSError, ValueError):
+    return
+  now = _flatten(json.loads(json.dumps(config.to_dict())))
+  changed = [f"{k}: {saved.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
+             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+  if changed:
+    logging.warning("the config differs from the one saved in %s: %s", path, "; ".join(changed))
+
+
+def _flatten(tree, prefix=""):
+  if not isinstance(tree, dict):
+    return {prefix[:-1]: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flatten(v, f"{prefix}{k}."))
+  return out
+
+
+def _writable(path: str) -> bool:
+  return os.access(path, os.W_OK | os.X_OK)
+
+
+class EvalRunner:
+  """Evaluates a state, logs its metrics and saves its pictures (process 0); with
+  `save=False` (a read-only workdir) it only returns the metrics."""
+
+  def __init__(self, task, mesh, config, writer, picture_dir: str, save: bool):
+    self.task, self.mesh, self.config = task, mesh, config
+    self.fn = jax.jit(functools.partial(eval_step, task),
+                      out_shardings=NamedSharding(mesh, PartitionSpec()))
+    self.writer, self.picture_dir, self.save = writer, picture_dir, save
+    self.pictures = {}
+
+  def __call__(self, state) -> dict:
+    t0 = time.time()
+    metrics, picture = evaluate(self.task, self.fn, state, self.mesh)
+    step = int(jax.device_get(state.step))
+    if self.save:
+      self.writer.write(step, "eval", {**metrics, "eval_seconds": time.time() - t0})
+    if self.save and picture is not None and jax.process_index() == 0:
+      # `visualize` gives one picture, or {name: picture} with "" the main one; each is
+      # saved as eval_<step>.png / eval_<step>_<name>.png.
+      pictures = picture if isinstance(picture, dict) else {"": picture}
+      for name, image in pictures.items():
+        path = save_png(image, os.path.join(
+            self.picture_dir, f"eval_{step:06d}{'_' + name if name else ''}.png"))
+        self.pictures["picture" if not name else f"{name}_picture"] = path
+    logging.info("eval at step %d: %s", step, _format(metrics, self.config.best_metric))
+    return metrics
+
+
 def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
                        stop_after: int | None = None) -> dict:
-  """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate, and
-  return a summary: final eval metrics, the final state, and where checkpoints, metrics
-  and pictures are.
+  """Train `config` in `workdir` (resuming from its newest readable checkpoint), evaluate,
+  and return a summary: final eval metrics, the final state, and where checkpoints,
+  metrics and pictures are.
 
-  `train=False` only evaluates the workdir's latest checkpoint. `stop_after=k` stops
-  after step k as if SIGTERM had arrived (checkpoint, then return `interrupted`).
+  Every check that can fail on user input (config ranges, workdir, task and model,
+  checkpoint compatibility, best_metric, the first batch) runs before anything is
+  written; a run that fails before its first checkpoint leaves no new workdir behind.
+  `train=False` only evaluates the latest checkpoint and needs no write access.
+  `stop_after=k` stops after step k as if SIGTERM had arrived.
   """
+  config_schema.validate(config)
   workdir = os.path.abspath(workdir)
+  check_workdir(workdir, train)
+  new_workdir = not os.path.exists(workdir)
   mesh = make_mesh() if mesh is None else mesh
   check_batch_sizes(config, mesh)
   task = tasks.get_task(config)
-  if not train and not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    raise CheckpointError(f"no checkpoint to evaluate in workdir {workdir}")
-  os.makedirs(workdir, exist_ok=True)
   replicated = NamedSharding(mesh, PartitionSpec())
   tx, schedule = make_optimizer(config.optimizer, config.num_steps,
                                 frozen=transfer.frozen_mask(config))
-
   example = task.example_batch(mesh.size)
 
   @functools.partial(jax.jit, out_shardings=replicated)
   def init(rng):
     return create_state(task.init(rng, example), tx, config.seed)
 
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          jax.eval_shape(init, jax.random.key(config.seed)))
+  check_best_metric(config, task, abstract.variables, example)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
-                               config.best_metric, config.best_mode)
-  init_rng = jax.random.key(config.seed)
-  if not train and ckpt.latest_step() is None:
-    raise CheckpointError(f"no checkpoint to evaluate in {ckpt.directory}")
-  if ckpt.latest_step() is not None:
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                            jax.eval_shape(init, init_rng))
-    state = ckpt.restore(abstract)
-    logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-  else:  # a fresh start: only here does config.init_from load anything
-    source = transfer.load(config)  # read before init compiles: a bad path fails fast
-    state = transfer.apply(source, init(init_rng))
-  if train:
-    ckpt_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-  start_step = int(jax.device_get(state.step))
+                               config.best_metric, config.best_mode,
+                               read_only=not train or not _writable(workdir))
+  try:
+    with _Sigterm() as sigterm:
+      summary = _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
+                     stop_after, sigterm)
+  except BaseException:
+    ckpt.close()
+    if new_workdir and train and not ckpt.steps() and jax.process_index() == 0:
+      shutil.rmtree(workdir, ignore_errors=True)  # only what this failed run created
+    raise
+  ckpt.close()
+  return summary
 
-  step_fn = jax.jit(functools.partial(train_step, task, tx, schedule),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, task), out_shardings=replicated)
-  writer = log_lib.MetricWriter(workdir)
-  picture_dir = os.path.join(workdir, "pictures")
+
+def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train, stop_after,
+         sigterm) -> dict:
+  state = restore_or_init(config, ckpt, init, abstract, train)
+  start_step = int(jax.device_get(state.step))
+  if ckpt.steps():
+    warn_config_changes(config, workdir)
+  last_step = config.num_steps if train else start_step
+  train_iter = task.train_data(start_step) if start_step < last_step else iter(())
+  first_batch = next(train_iter, None)  # data errors surface before anything is written
+  if first_batch is not None:
+    task.validate_batch(first_batch)
+
+  # From here on the run writes: config, metrics, pictures, checkpoints.
+  save = train or _writable(workdir)
+  if not save:
+    logging.warning("workdir %s is read-only: the eval metrics are printed, not saved", workdir)
+  if train:
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+      ckpt_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+      log_lib.supersede_after(workdir, start_step)
+  writer = log_lib.MetricWriter(workdir, enabled=save)
+  run_eval = EvalRunner(task, mesh, config, writer, os.path.join(workdir, "pictures"), save)
   summary = {"workdir": workdir, "checkpoints": ckpt.directory,
              "metrics": writer.path, "start_step": start_step, "interrupted": False}
 
-  def run_eval(state):
-    t0 = time.time()
-    eval_metrics, picture = evaluate(task, eval_fn, state, mesh)
-    step = int(jax.device_get(state.step))
-    writer.write(step, "eval", {**eval_metrics, "eval_seconds": time.time() - t0})
-    if picture is not None and jax.process_index() == 0:
-      # `visualize` gives one picture, or {name: picture} with "" the main one; each is
-      # saved as eval_<step>.png / eval_<step>_<name>.png.
-      pictures = picture if isinstance(picture, dict) else {"": picture}
-      for name, image in pictures.items():
-        path = save_png(image, os.path.join(
-            picture_dir, f"eval_{step:06d}{'_' + name if name else ''}.png"))
-        summary["picture" if not name else f"{name}_picture"] = path
-    logging.info("eval at step %d: %s", step, _format(eval_metrics, config.best_metric))
-    return eval_metrics
-
+  step_fn = jax.jit(functools.partial(train_step, task, tx, schedule),
+                    out_shardings=(NamedSharding(mesh, PartitionSpec()),) * 2, donate_argnums=0)
   progress = _Progress(config.num_steps, start_step)
   eval_metrics = None
   pending = None  # metrics of the last dispatched step, checked one step later
@@ -219,15 +365,19 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
 
   def resolve(step, metrics):
     metrics = jax.device_get(metrics)
-    _check_finite(metrics, step, ckpt)
+    _check_finite(metrics, step, ckpt, config)
     accumulated.append(metrics)
 
-  with _Sigterm() as sigterm:
-    last_step = config.num_steps if train else start_step
-    train_iter = task.train_data(start_step) if start_step < last_step else iter(())
+  try:
     for step in range(start_step, last_step):
-      batch = next(train_iter)
-      task.validate_batch(batch)
+      if sigterm.received:  # before the first step: nothing new to save
+        logging.warning("stopped by SIGTERM before training step %d; nothing new to save",
+                        step + 1)
+        summary["interrupted"] = True
+        break
+      batch = first_batch if step == start_step else next(train_iter)
+      if step != start_step:
+        task.validate_batch(batch)
       state, metrics = step_fn(state, pipeline.to_global(batch, mesh))
       done = step + 1
       # The previous step's metrics are fetched only now, so the host never waits for the
@@ -236,35 +386,40 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
         resolve(*pending)
       pending = (done, metrics)
       window_steps += 1
-      is_last = done == config.num_steps
-      if stop_after is not None and done >= stop_after and not is_last:
+      last = config.num_steps
+      if stop_after is not None and done >= stop_after and done != last:
         sigterm.received = True
-      if (is_last or sigterm.received or done % config.log_every == 0
-          or done % config.eval_every == 0 or done % config.checkpoint_every == 0):
+      stopping = sigterm.received and done != last
+      log_due = is_due(done, config.log_every, last)
+      eval_due = is_due(done, config.eval_every, last)
+      save_due = is_due(done, config.checkpoint_every) or stopping
+      if log_due or eval_due or save_due:
         resolve(*pending)
         pending = None
-      if done % config.log_every == 0 or is_last:
+      if log_due:
         rate = window_steps / max(time.time() - window_start, 1e-9)
         means = {k: float(np.mean([m[k] for m in accumulated])) for k in accumulated[-1]}
         writer.write(done, "train", {**means, "steps_per_second": rate})
         progress.update(done, means["loss"], rate)
         accumulated, window_start, window_steps = [], time.time(), 0
-      if done % config.eval_every == 0 or is_last:
+      if eval_due:
         eval_metrics = run_eval(state)
         ckpt.save(done, state, eval_metrics)
-      elif done % config.checkpoint_every == 0 or sigterm.received:
+      elif save_due:
         ckpt.save(done, state)
-      if sigterm.received:
+      if stopping:
         ckpt.wait()
         logging.warning("stopped early (SIGTERM or stop_after): saved checkpoint at step %d "
                         "in %s; run the same command to resume", done, ckpt.directory)
         summary["interrupted"] = True
         break
-  progress.close()
-  if eval_metrics is None and not summary["interrupted"]:
-    eval_metrics = run_eval(state)  # e.g. re-running a finished workdir
-  ckpt.close()
-  writer.close()
+    progress.close()
+    if eval_metrics is None and not summary["interrupted"]:
+      eval_metrics = run_eval(state)  # e.g. re-running a finished workdir, or eval mode
+    ckpt.wait()
+  finally:
+    writer.close()
+  summary.update(run_eval.pictures)
   summary.update(final_step=int(jax.device_get(state.step)), eval=eval_metrics or {},
                  state=state)
   return summary
