@@ -1,12 +1,22 @@
 """What every jaxseg command line shares: one-line user errors, flag parsing that reports
-bad config overrides in one line, the persistent compilation cache, quiet library logs."""
+bad config overrides in one line, the persistent compilation cache, quiet library logs.
+
+Exit status: 0 done; 2 a user error (one `jaxseg: error:` line); 143 stopped by SIGTERM
+(a training run saves a checkpoint first and resumes when run again).
+"""
 from __future__ import annotations
 
+import contextlib
 import logging as pylogging
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
+
+VERBOSE = "--verbose" in sys.argv or "--verbose=true" in sys.argv
+flags.DEFINE_bool("verbose", False, "Show the start-up and library logs that jaxseg hides "
+                  "(TensorFlow/XLA start-up lines, orbax INFO).")
 
 
 def fail(message: str):
@@ -25,9 +35,73 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+# Library warnings that are expected in normal runs (orbax: a checkpoint saved between
+# evals has no metrics; eval opens the checkpoints read-only).
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`", "did not provide metrics",
+                      "Given directory is read only", "read_only=True, setting",
+                      "Metadata file does not exist")
+
+
 def _quiet_libraries(record) -> bool:
-  """Keep INFO lines of jaxseg; only warnings and errors of libraries (orbax is chatty)."""
-  return record.levelno >= pylogging.WARNING or "/jaxseg/" in record.pathname
+  """Keep INFO lines of jaxseg; only unexpected warnings and errors of libraries."""
+  if "/jaxseg/" in record.pathname or VERBOSE:
+    return True
+  return (record.levelno >= pylogging.WARNING
+          and not any(m in str(record.msg) for m in _EXPECTED_WARNINGS))
+
+
+@contextlib.contextmanager
+def _silenced_stderr():
+  """Send file descriptor 2 to /dev/null (C++ start-up lines bypass Python's sys.stderr)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def quiet_startup() -> None:
+  """Import TensorFlow and JAX with their start-up lines (absl::InitializeLog, oneDNN
+  notices) hidden, unless --verbose. Call first in a command-line module."""
+  if VERBOSE:
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    with _silenced_stderr():
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+      import jax  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    pass  # imported again where needed, with its error visible
+
+
+def define_config_file(name: str, help_text: str) -> None:
+  """ml_collections' DEFINE_config_file, which reads --flagfile files when it is defined:
+  a missing flag file is one error line, not a traceback."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  try:
+    config_flags.DEFINE_config_file(name, None, help_text, lock_config=True)
+  except flags.Error as e:
+    fail(f"bad flag: {_flag_message(e)}")
+
+
+def _flag_message(e: BaseException) -> str:
+  message = str(e)
+  return message.replace("ERROR:: ", "").strip()
+
+
+class Stopped(BaseException):
+  """SIGTERM arrived outside the training loop (which handles it itself)."""
+
+
+def _stop(signum, frame):
+  del signum, frame
+  raise Stopped()
 
 
 def parse_flags(argv):
@@ -35,17 +109,27 @@ def parse_flags(argv):
   key in a locked config raises AttributeError deep inside ml_collections)."""
   try:
     return flags.FLAGS(argv)
+  except SyntaxError as e:
+    fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}")
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as e:
     while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError)
       e = e.args[0]
     message = str(e.args[0] if len(e.args) == 1 else e)
     if "Traceback (most recent call last)" in message:  # an error raised by get_config
       message = message.strip().splitlines()[-1]
-    fail(f"bad flag or config override: {message}")
+    fail(f"bad flag or config override: {_flag_message(message)}")
 
 
 def run(main):
-  """app.run(main) with INFO logs of jaxseg only and one-line flag errors."""
+  """app.run(main) with INFO logs of jaxseg only, one-line flag errors, and SIGTERM
+  before training (or after it) ending the command with status 143."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  app.run(main, flags_parser=parse_flags)
+  if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    signal.signal(signal.SIGTERM, _stop)
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except Stopped:
+    print("jaxseg: stopped by SIGTERM outside the training loop; no checkpoint was written "
+          "by this command", file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM)

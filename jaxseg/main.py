@@ -10,12 +10,11 @@ import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from jaxseg import cli
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config).",
-                                lock_config=True)
+cli.quiet_startup()
+cli.define_config_file("config", "Experiment config file (get_config).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go "
                     "(default: runs/<config name>).")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes from the workdir's "
@@ -40,11 +39,18 @@ def main(argv):
     _ = config.task  # a config file that failed to load raises only when first used
   except OSError as e:
     cli.fail(f"cannot load --config: {e}")
+  except SyntaxError as e:
+    cli.fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}")
   try:
     import jax  # pylint: disable=g-import-not-at-top
     cli.enable_compilation_cache()
     if FLAGS.distributed:
-      jax.distributed.initialize()
+      try:
+        jax.distributed.initialize()
+      except (ValueError, RuntimeError) as e:
+        cli.fail(f"--distributed: cannot join a multi-process job ({str(e).splitlines()[0]}); "
+                 f"expected a cluster environment (SLURM, Cloud TPU VM, Kubernetes) or "
+                 f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
     from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
     workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
     summary = loop.train_and_evaluate(config, workdir, train=FLAGS.mode == "train")

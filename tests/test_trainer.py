@@ -1,7 +1,9 @@
 """The generic trainer: sharding invariance, checkpoints, resume, SIGTERM, NaN guard."""
 import functools
 import itertools
+import json
 import os
+import re
 import signal
 
 import jax
@@ -210,3 +212,166 @@ def test_bfloat16_compute_keeps_float32_params_and_finite_loss(tiny_config, tmp_
   losses = [r["loss"] for r in read_metrics(summary["workdir"]) if r["split"] == "train"]
   assert losses and all(np.isfinite(losses))
   assert 0.0 <= summary["eval"]["pixel_accuracy"] <= 1.0
+
+
+def _run(config, workdir, **kwargs):
+  return loop.train_and_evaluate(config, str(workdir), mesh=loop.make_mesh(jax.devices()[:1]),
+                                 **kwargs)
+
+
+def _kept(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+def test_resume_keeps_the_best_checkpoint(tiny_config, tmp_path):
+  """Retention is the same with or without a restart: the best checkpoint (lowest mIoU
+  here, so that it is not among the latest) survives the resume."""
+  tiny_config.num_steps, tiny_config.eval_every, tiny_config.checkpoint_every = 9, 3, 1
+  tiny_config.keep_checkpoints, tiny_config.best_mode = 2, "min"
+  straight = _run(tiny_config, tmp_path / "straight")["workdir"]
+  resumed = str(tmp_path / "resumed")
+  assert _run(tiny_config, resumed, stop_after=7)["interrupted"]
+  _run(tiny_config, resumed)
+  assert _kept(resumed) == _kept(straight)
+  assert len(_kept(straight)) == 3  # the latest two plus the best
+
+
+def _records(workdir):
+  return [(r["step"], r["split"]) for r in read_metrics(workdir)]
+
+
+def test_resume_keeps_one_metrics_record_per_step(tiny_config, tmp_path):
+  from jaxseg.train import logging as log_lib  # pylint: disable=g-import-not-at-top
+  tiny_config.checkpoint_every, tiny_config.log_every = 4, 1
+  straight = _run(tiny_config, tmp_path / "straight")["workdir"]
+  workdir = str(tmp_path / "w")
+  _run(tiny_config, workdir, stop_after=5)  # checkpoint at 5 (SIGTERM-like stop)
+  # As after kill -9: the records of step 5 were written, the checkpoint was not (steps
+  # 5.. replayed from the checkpoint at 4).
+  os.rename(os.path.join(workdir, "checkpoints", "5"), os.path.join(str(tmp_path), "5"))
+  _run(tiny_config, workdir)
+  assert _records(workdir) == _records(straight)
+  superseded = [json.loads(line)["step"] for line in open(os.path.join(
+      workdir, "metrics.superseded.jsonl"))]
+  assert superseded and min(superseded) == 5
+  assert log_lib.supersede_after(workdir, 100) == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated_array_file", "empty_step_folder",
+                                    "deleted_manifest", "deleted_metadata"])
+def test_corrupt_latest_checkpoint_falls_back(tiny_config, tmp_path, damage):
+  """The unreadable step is moved aside (never deleted), the previous one restored, and
+  the run ends bit-identical to an uninterrupted one."""
+  tiny_config.checkpoint_every = 2
+  straight = _run(tiny_config, tmp_path / "straight")
+  workdir = str(tmp_path / "w")
+  tiny_config.num_steps = 4
+  _run(tiny_config, workdir)
+  previous = _kept(workdir)[-2]
+  corrupt_checkpoint(os.path.join(workdir, "checkpoints", "4"), damage)
+  tiny_config.num_steps = 6
+  resumed = _run(tiny_config, workdir)
+  assert resumed["start_step"] == previous
+  _assert_trees_close(_params(resumed), _params(straight), rtol=0, atol=0)
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "corrupt", "4"))
+
+
+def corrupt_checkpoint(step_dir, damage):
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  item = os.path.join(step_dir, "default")
+  if damage == "truncated_array_file":
+    for path in glob.glob(os.path.join(item, "d", "*")):
+      with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+  elif damage == "empty_step_folder":
+    shutil.rmtree(step_dir)
+    os.makedirs(step_dir)
+  elif damage == "deleted_manifest":
+    os.remove(os.path.join(item, "manifest.ocdbt"))
+  elif damage == "deleted_metadata":
+    os.remove(os.path.join(item, "_METADATA"))
+  else:
+    raise ValueError(damage)
+
+
+def test_failed_run_leaves_no_new_workdir_and_errors_write_nothing(tiny_config, tmp_path):
+  workdir = tmp_path / "new"
+  tiny_config.best_metric = "no_such_metric"
+  with pytest.raises(ConfigError, match="best_metric='no_such_metric'.*mIoU"):
+    _run(tiny_config, workdir)
+  assert not workdir.exists()
+  tiny_config.best_metric = "mIoU"
+  tiny_config.num_steps = 4
+  tiny_config.checkpoint_every = 100
+  with pytest.raises(NonFiniteLossError):  # diverges before its first checkpoint
+
+    def nan_batches(start_step):
+      for batch in original(start_step):
+        yield {**batch, "image": batch["image"] * np.nan}
+
+    task_cls = tasks.get_task(tiny_config).__class__
+    original_method = task_cls.train_data
+    task = tasks.get_task(tiny_config)
+    original = task.train_data
+    try:
+      task_cls.train_data = lambda self, s: nan_batches(s)
+      _run(tiny_config, workdir)
+    finally:
+      task_cls.train_data = original_method
+  assert not workdir.exists()
+
+
+def test_config_changes_are_named_on_resume(tiny_config, tmp_path, caplog):
+  tiny_config.num_steps = 2
+  _run(tiny_config, tmp_path / "w")
+  tiny_config.num_steps = 3
+  tiny_config.optimizer.lr = 5e-3
+  with caplog.at_level("WARNING"):
+    _run(tiny_config, tmp_path / "w")
+  assert re.search(r"config differs.*num_steps: 2 -> 3.*optimizer.lr: 0.002 -> 0.005",
+                   caplog.text)
+
+
+def test_sigterm_during_the_final_save_is_a_finished_run(tiny_config, tmp_path, monkeypatch):
+  original = ckpt_lib.Checkpointer.save
+
+  def save_and_signal(self, step, state, metrics=None):
+    if step == tiny_config.num_steps:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, step, state, metrics)
+
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_and_signal)
+  summary = _run(tiny_config, tmp_path / "w")
+  assert not summary["interrupted"] and summary["final_step"] == tiny_config.num_steps
+
+
+def _mount_tmpfs(path, size="64m"):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  os.makedirs(path, exist_ok=True)
+  result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, check=False)
+  if result.returncode:
+    pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+  return lambda *opts: subprocess.run(["mount", "-o", ",".join(("remount",) + opts), str(path)],
+                                      check=True)
+
+
+def test_eval_of_a_read_only_workdir_writes_nothing(tiny_config, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  tiny_config.num_steps = 2
+  trained = _run(tiny_config, tmp_path / "w")
+  mount = tmp_path / "ro"
+  remount = _mount_tmpfs(mount)
+  try:
+    shutil.copytree(trained["workdir"], mount / "w")
+    remount("ro")
+    before = sorted(os.walk(mount))
+    again = _run(tiny_config, mount / "w", train=False)
+    assert again["eval"]["mIoU"] == trained["eval"]["mIoU"]
+    assert sorted(os.walk(mount)) == before
+    with pytest.raises(ConfigError, match="cannot be written"):
+      _run(tiny_config, mount / "w2")
+  finally:
+    subprocess.run(["umount", str(mount)], check=False)

@@ -317,16 +317,16 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
                                read_only=not train or not _writable(workdir))
-  try:
-    with _Sigterm() as sigterm:
+  with _Sigterm() as sigterm:  # also over the final save and close
+    try:
       summary = _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
                      stop_after, sigterm)
-  except BaseException:
+    except BaseException:
+      ckpt.close()
+      if new_workdir and train and not ckpt.steps() and jax.process_index() == 0:
+        shutil.rmtree(workdir, ignore_errors=True)  # only what this failed run created
+      raise
     ckpt.close()
-    if new_workdir and train and not ckpt.steps() and jax.process_index() == 0:
-      shutil.rmtree(workdir, ignore_errors=True)  # only what this failed run created
-    raise
-  ckpt.close()
   return summary
 
 
