@@ -2,6 +2,8 @@
 # The one entry point of jaxseg: sets up .venv when it is missing or stale, then runs
 #   train CONFIG [flags]   train (and evaluate) an experiment config; resumes its workdir
 #   eval CONFIG [flags]    evaluate the latest checkpoint of the workdir
+#   predict CONFIG --input=FILE_OR_GLOB [--workdir=DIR] [--output_dir=DIR]
+#                          run the workdir's checkpoint on your own images (JSON + PNG each)
 #   ablate ABLATION [flags] run an ablation (experiments/ablations/*.py): its runs, then
 #                          a table, CSV and plot in docs/ablations/<name>/
 #   test [pytest args]     run the test suite
@@ -29,7 +31,7 @@ setup() {
 }
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd=${1:-}
@@ -42,6 +44,14 @@ case "$cmd" in
     config=$1; shift
     setup
     exec "$VENV/bin/python" -m jaxseg.main --mode="$cmd" --config="$config" "$@" ;;
+  predict)
+    if [[ $# -lt 1 || "$1" == -* ]]; then
+      echo "usage: ./launch.sh predict CONFIG --input=FILE_OR_GLOB [--workdir=DIR] [--output_dir=DIR]" >&2
+      exit 2
+    fi
+    config=$1; shift
+    setup
+    exec "$VENV/bin/python" -m jaxseg.predict --config="$config" "$@" ;;
   ablate)
     if [[ $# -lt 1 || "$1" == -* ]]; then
       echo "usage: ./launch.sh ablate ABLATION [--workdir=DIR] [--report_dir=DIR] [--only=RUN,...]" >&2
