@@ -39,13 +39,12 @@ import sys
 import time
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from jaxseg import cli
 from jaxseg.errors import ConfigError, JaxsegError, NonFiniteLossError
 
-config_flags.DEFINE_config_file("ablation", None, "Ablation file (get_config).",
-                                lock_config=False)
+cli.quiet_startup()
+cli.define_config_file("ablation", "Ablation file (get_config).", lock_config=False)
 flags.DEFINE_string("workdir", None, "Where the runs go (default runs/ablations/<name>).")
 flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also written "
                     "(default docs/ablations/<name> when --workdir is the default, else "

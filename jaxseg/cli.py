@@ -22,7 +22,19 @@ flags.DEFINE_bool("verbose", False, "Show the start-up and library logs that jax
 def fail(message: str):
   """Report a user error in one line and exit with status 2."""
   print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)
+  _quiet_teardown()
   sys.exit(2)
+
+
+def _quiet_teardown() -> None:
+  """After the last line a command means to print: hide what libraries log while the
+  interpreter shuts down (TensorFlow's partially-read cache notices, orbax threads)."""
+  if VERBOSE:
+    return
+  sys.stderr.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
 
 
 def enable_compilation_cache() -> None:
@@ -80,12 +92,12 @@ def quiet_startup() -> None:
     pass  # imported again where needed, with its error visible
 
 
-def define_config_file(name: str, help_text: str) -> None:
+def define_config_file(name: str, help_text: str, lock_config: bool = True) -> None:
   """ml_collections' DEFINE_config_file, which reads --flagfile files when it is defined:
   a missing flag file is one error line, not a traceback."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   try:
-    config_flags.DEFINE_config_file(name, None, help_text, lock_config=True)
+    config_flags.DEFINE_config_file(name, None, help_text, lock_config=lock_config)
   except flags.Error as e:
     fail(f"bad flag: {_flag_message(e)}")
 

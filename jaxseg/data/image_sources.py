@@ -249,8 +249,7 @@ IMAGE_SOURCES = {
 def get_source(name: str, dataset_config=None) -> ImageSource:
   """The source `name`, its class names resolved and its config checked (ConfigError)."""
   if name not in IMAGE_SOURCES:
-    raise ConfigError(f"unknown dataset name {name!r} in config.dataset.name; expected one "
-                      f"of {sorted(IMAGE_SOURCES)}")
+    raise sources.unknown_dataset(name, IMAGE_SOURCES)
   source = IMAGE_SOURCES[name]
   if dataset_config is None:
     return source

@@ -48,6 +48,11 @@ def _numpy_batches(ds: tf.data.Dataset, dataset_name: str) -> Iterator[Batch]:
     except tf.errors.InvalidArgumentError as e:
       raise DataError(f"bad example in dataset {dataset_name!r}: "
                       f"{e.message.splitlines()[0]}") from None
+    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as e:
+      detail = e.message.split("}}")[-1].split("[Op:")[0].strip()
+      raise DataError(f"cannot read dataset {dataset_name!r}: {detail}; a file of it is "
+                      f"damaged or missing: rebuild it (delete its folder under the data_dir) "
+                      f"or download it again") from None
 
 
 def train_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,

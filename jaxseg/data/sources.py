@@ -171,10 +171,18 @@ SEGMENTATION_SOURCES = {
 }
 
 
+def unknown_dataset(name: str, known) -> ConfigError:
+  """The error for a dataset name this task does not read (COCO-format datasets are read
+  by the detection task only)."""
+  hint = ("; COCO-format datasets are read by config.task='detection' only"
+          if str(name).startswith("coco_format/") else "")
+  return ConfigError(f"unknown dataset name {name!r} in config.dataset.name; expected one "
+                     f"of {sorted(known)}{hint}")
+
+
 def get_source(name: str) -> SegmentationSource:
   if name not in SEGMENTATION_SOURCES:
-    raise ConfigError(f"unknown dataset name {name!r} in config.dataset.name; expected one "
-                      f"of {sorted(SEGMENTATION_SOURCES)}")
+    raise unknown_dataset(name, SEGMENTATION_SOURCES)
   return SEGMENTATION_SOURCES[name]
 
 
