@@ -80,7 +80,10 @@ def _silenced_stderr():
 
 def quiet_startup() -> None:
   """Import TensorFlow and JAX with their start-up lines (absl::InitializeLog, oneDNN
-  notices) hidden, unless --verbose. Call first in a command-line module."""
+  notices) hidden, unless --verbose. Call first in a command-line module: it also makes
+  SIGTERM from here on end the command with status 143 (the training loop, once running,
+  handles SIGTERM itself by saving a checkpoint)."""
+  _stop_on_sigterm()
   if VERBOSE:
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -90,6 +93,8 @@ def quiet_startup() -> None:
       import jax  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     pass  # imported again where needed, with its error visible
+  except Stopped:
+    _exit_stopped()
 
 
 def define_config_file(name: str, help_text: str, lock_config: bool = True) -> None:
@@ -116,6 +121,11 @@ def _stop(signum, frame):
   raise Stopped()
 
 
+def _stop_on_sigterm():
+  if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def parse_flags(argv):
   """absl's parser, with bad flags and config overrides reported in one line (a mistyped
   key in a locked config raises AttributeError deep inside ml_collections)."""
@@ -137,11 +147,15 @@ def run(main):
   before training (or after it) ending the command with status 143."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-    signal.signal(signal.SIGTERM, _stop)
+  _stop_on_sigterm()
   try:
     app.run(main, flags_parser=parse_flags)
   except Stopped:
-    print("jaxseg: stopped by SIGTERM outside the training loop; no checkpoint was written "
-          "by this command", file=sys.stderr)
-    sys.exit(128 + signal.SIGTERM)
+    _exit_stopped()
+
+
+def _exit_stopped():
+  print("jaxseg: stopped by SIGTERM outside the training loop; no checkpoint was written "
+        "by this command", file=sys.stderr)
+  _quiet_teardown()
+  sys.exit(128 + signal.SIGTERM)
