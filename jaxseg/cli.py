@@ -58,6 +58,8 @@ def _quiet_libraries(record) -> bool:
   """Keep INFO lines of jaxseg; only unexpected warnings and errors of libraries."""
   if "/jaxseg/" in record.pathname or VERBOSE:
     return True
+  if "/orbax/" in record.pathname and (record.exc_info or "failed" in str(record.msg)):
+    return False  # a failed background save: it surfaces in the main thread as one error
   return (record.levelno >= pylogging.WARNING
           and not any(m in str(record.msg) for m in _EXPECTED_WARNINGS))
 
@@ -86,6 +88,7 @@ def quiet_startup() -> None:
   _stop_on_sigterm()
   if VERBOSE:
     return
+  sys.excepthook = _drop_closed_loop_callbacks(sys.excepthook)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
     with _silenced_stderr():
@@ -95,6 +98,17 @@ def quiet_startup() -> None:
     pass  # imported again where needed, with its error visible
   except Stopped:
     _exit_stopped()
+
+
+def _drop_closed_loop_callbacks(hook):
+  """tensorstore reports each I/O callback that finds orbax's event loop already closed
+  (after a failed checkpoint write) as a full traceback; the failure itself is reported
+  once, as a jaxseg error."""
+  def excepthook(kind, value, tb):
+    if kind is RuntimeError and str(value) == "Event loop is closed":
+      return
+    hook(kind, value, tb)
+  return excepthook
 
 
 def define_config_file(name: str, help_text: str, lock_config: bool = True) -> None:

@@ -375,3 +375,29 @@ def test_eval_of_a_read_only_workdir_writes_nothing(tiny_config, tmp_path):
       _run(tiny_config, mount / "w2")
   finally:
     subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_while_saving_is_one_error_and_keeps_previous_checkpoints(tiny_config,
+                                                                            tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  mount = tmp_path / "small"
+  _mount_tmpfs(mount, size="1m")
+  try:
+    tiny_config.num_steps, tiny_config.checkpoint_every = 60, 1
+    tiny_config.keep_checkpoints = 60
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint \d+ .*no space left on "
+                       r"device; the previous checkpoints \[1(, \d+)*\] are intact"):
+      _run(tiny_config, mount / "w")
+    kept = _kept(str(mount / "w"))
+    assert kept == list(range(1, len(kept) + 1))
+    assert not [n for n in os.listdir(mount / "w" / "checkpoints") if "tmp" in n]
+    task = tasks.get_task(tiny_config)
+    tx, _ = make_optimizer(tiny_config.optimizer, tiny_config.num_steps)
+    abstract = jax.eval_shape(lambda: create_state(
+        task.init(jax.random.key(0), task.example_batch(1)), tx, 0))
+    ckpt = ckpt_lib.Checkpointer(str(mount / "w" / "checkpoints"), 60, "mIoU", "max")
+    state = ckpt.restore(abstract)
+    assert int(state.step) == kept[-1] and _all_finite(state)
+    ckpt.close()
+  finally:
+    subprocess.run(["umount", str(mount)], check=False)

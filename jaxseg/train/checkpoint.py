@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,6 +54,7 @@ class Checkpointer:
         cleanup_tmp_directories=not read_only, read_only=read_only,
         **({"save_interval_steps": 0} if read_only else {}))
     self.manager = self._open()
+    self._pending = None
 
   def _open(self):
     return ocp.CheckpointManager(self.directory, item_handlers=ocp.StandardCheckpointHandler(),
@@ -72,10 +74,34 @@ class Checkpointer:
                                             if np.isscalar(v) and np.isfinite(v)}
     if metrics is not None and self.best_metric not in metrics:
       metrics = None  # ranked only by a metric it has
-    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+    with self._writing(step):
+      self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+    self._pending = step
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with self._writing(self._pending):
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _writing(self, step):
+    """A failed write (disk full, permissions) of `step` -- saves finish in the background,
+    so it may surface at the next save or wait -- is one CheckpointError; the unfinished
+    temporary folder is removed, the committed checkpoints are untouched."""
+    try:
+      yield
+    except (OSError, ValueError, RuntimeError) as e:
+      if isinstance(e, CheckpointError):
+        raise
+      for name in os.listdir(self.directory) if os.path.isdir(self.directory) else ():
+        if ".orbax-checkpoint-tmp" in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          step = name.split(".")[0]
+      kept = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+      reason = "no space left on device" if "No space left" in str(e) else _first_line(e)
+      raise CheckpointError(
+          f"cannot write checkpoint {step} in {self.directory}: {reason}; the previous "
+          f"checkpoints {kept or '(none)'} are intact: free space (or fix the directory) and "
+          f"run the same command to resume") from None
 
   def restore(self, abstract_state, step: int | None = None):
     """Restore `step` (default: the newest readable one) into the structure/shardings of
@@ -133,7 +159,7 @@ class Checkpointer:
 
   def close(self):
     try:
-      self.manager.wait_until_finished()
+      self.wait()
     finally:
       self.manager.close()
 
