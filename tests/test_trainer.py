@@ -401,3 +401,15 @@ def test_disk_full_while_saving_is_one_error_and_keeps_previous_checkpoints(tiny
     ckpt.close()
   finally:
     subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_eval_moves_a_corrupt_latest_checkpoint_aside(tiny_config, tmp_path):
+  tiny_config.num_steps = 4
+  tiny_config.checkpoint_every = 2
+  workdir = str(tmp_path / "w")
+  _run(tiny_config, workdir)
+  previous = _kept(workdir)[-2]
+  corrupt_checkpoint(os.path.join(workdir, "checkpoints", "4"), "deleted_manifest")
+  evaluated = _run(tiny_config, workdir, train=False)
+  assert evaluated["final_step"] == previous
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "corrupt", "4"))

@@ -10,7 +10,8 @@
   (never deleted) and the newest readable one is restored instead.
 - A checkpoint that is readable but does not fit the current config is reported with the
   first mismatching parameter path, and nothing in the workdir is touched.
-- `read_only=True` (eval) never writes: corrupt steps are skipped, not moved.
+- `read_only=True` (eval of a read-only workdir) never writes: corrupt steps are skipped,
+  not moved. `clean_up=False` (eval) leaves unfinished saves of a running training alone.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class Checkpointer:
   metrics rank the best checkpoint."""
 
   def __init__(self, directory: str, keep: int, best_metric: str, best_mode: str,
-               read_only: bool = False):
+               read_only: bool = False, clean_up: bool = True):
     if best_mode not in ("max", "min"):
       raise CheckpointError(f"best_mode={best_mode!r}; expected 'max' or 'min'")
     self.directory = os.path.abspath(directory)
@@ -51,7 +52,7 @@ class Checkpointer:
     self._options = dict(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
         best_fn=best_fn, best_mode=best_mode, create=False,
-        cleanup_tmp_directories=not read_only, read_only=read_only,
+        cleanup_tmp_directories=clean_up and not read_only, read_only=read_only,
         **({"save_interval_steps": 0} if read_only else {}))
     self.manager = self._open()
     self._pending = None

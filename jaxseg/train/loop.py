@@ -316,7 +316,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   check_best_metric(config, task, abstract.variables, example)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
-                               read_only=not train or not _writable(workdir))
+                               read_only=not train and not _writable(workdir), clean_up=train)
   with _Sigterm() as sigterm:  # also over the final save and close
     try:
       summary = _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
