@@ -183,3 +183,81 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
     c.optimizer.warmup_steps = 1
     c.model.update(tiny_model)
   return c
+
+
+def detection_shapes(arg, model: dict, tiny_model: dict,
+                     small_model: dict | None = None) -> ml_collections.ConfigDict:
+  """The detection config (task `detection`) on the embedded shapes data, unlocked.
+
+  `model` is config.model (`name` plus the detector's fields: backbone, backbone_args,
+  backbone_levels, fpn, fpn_channels, rpn, roi_heads); `tiny_model` / `small_model`
+  override it (dicts merged one level deep) in the `tiny` / `small` variants.
+  config.loss holds one `<term>_weight` per loss term of `jaxseg.tasks.detection`.
+  """
+  if arg not in (None, "", *VARIANTS):
+    raise ValueError(f"unknown config variant {arg!r}; expected one of {VARIANTS} or none")
+  placeholder = ml_collections.config_dict.placeholder
+  c = ml_collections.ConfigDict()
+  c.task = "detection"
+  c.seed = 0
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_steps = 1500
+  c.log_every = 50
+  c.eval_every = 1500
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2
+  c.best_metric = "AP"
+  c.best_mode = "max"
+
+  d = ml_collections.ConfigDict()
+  d.name = "shapes"
+  d.data_dir = placeholder(str)
+  d.image_size = 128
+  d.max_boxes = 8  # padded ground-truth rows per image (shapes has at most max_objects)
+  d.resize = "letterbox"
+  d.train_split = placeholder(str)
+  d.eval_split = placeholder(str)
+  d.cache = True
+  d.shuffle_buffer = 2048
+  d.crowd_max_area = 0
+  d.augment = ml_collections.ConfigDict(dict(flip=True, min_scale=1.0, max_scale=1.0,
+                                             min_visible_fraction=0.0))
+  d.generator = ml_collections.ConfigDict(dict(
+      num_train=2000, num_validation=500, min_objects=1, max_objects=4,
+      class_probs=placeholder(tuple)))
+  c.dataset = d
+
+  c.model = ml_collections.ConfigDict(dict(model, dtype="float32"))
+  c.loss = ml_collections.ConfigDict(dict(rpn_objectness_weight=1.0, rpn_box_weight=1.0,
+                                          roi_classifier_weight=1.0, roi_box_weight=1.0))
+  c.optimizer = optimizer_config(lr=1e-3, warmup_steps=100, weight_decay=1e-4,
+                                 grad_clip_norm=10.0)
+  c.init_from = transfer.default_config()  # docs/transfer.md; only at a fresh start
+
+  def merge(overrides):
+    for key, value in (overrides or {}).items():
+      if isinstance(value, dict) and isinstance(c.model.get(key), ml_collections.ConfigDict):
+        c.model[key].update(value)
+      else:
+        c.model[key] = value
+
+  if arg == "small":
+    c.num_steps = 600
+    c.eval_every = 600
+    c.checkpoint_every = 200
+    c.dataset.image_size = 64
+    merge(small_model)
+  elif arg == "tiny":  # a few seconds on CPU: tests and smoke runs
+    c.batch_size = c.eval_batch_size = 4
+    c.num_steps = 4
+    c.log_every = 2
+    c.eval_every = 4
+    c.checkpoint_every = 2
+    c.dataset.image_size = 32
+    c.dataset.max_boxes = 4
+    c.dataset.generator.num_train = 16
+    c.dataset.generator.num_validation = 8
+    c.optimizer.warmup_steps = 1
+    merge(tiny_model)
+  return c

@@ -29,10 +29,11 @@ from jaxseg.errors import ConfigError
 def get_task(config):
   # pylint: disable=g-import-not-at-top
   from jaxseg.tasks.classification import ClassificationTask, LocalizationTask
+  from jaxseg.tasks.detection import DetectionTask
   from jaxseg.tasks.pose import PoseTask
   from jaxseg.tasks.segmentation import SegmentationTask
   tasks = {"segmentation": SegmentationTask, "classification": ClassificationTask,
-           "localization": LocalizationTask, "pose": PoseTask}
+           "localization": LocalizationTask, "pose": PoseTask, "detection": DetectionTask}
   if config.task not in tasks:
     raise ConfigError(f"unknown task {config.task!r} in config.task; expected one of "
                       f"{sorted(tasks)}")

@@ -1,0 +1,95 @@
+"""Faster R-CNN (Ren, He, Girshick & Sun, NeurIPS 2015), optionally with a Feature Pyramid
+Network (Lin et al., CVPR 2017): a detector made of parts, as torchvision's
+GeneralizedRCNN and Detectron2's meta_arch/rcnn.py.
+
+    FasterRCNN(backbone, rpn, roi_heads, fpn=None)
+    images [B, H, W, 3] in [0, 1] -> normalised -> backbone (any of
+    jaxseg.models.backbones) -> the maps `backbone_levels` -> [FPN] -> RPN (proposals) ->
+    RoI heads (detections, or the RoI losses when training).
+
+`__call__(images, train=False, targets=None)`:
+- targets None: detections {"boxes" [B, D, 4] pixel xyxy, "scores" [B, D], "classes"
+  [B, D] int32 in 1..C, "valid" [B, D]} (rows past the detections: -1 / 0 / -1 / False),
+  plus "proposals" [B, P, 4] and "proposal_valid";
+- with targets {"boxes" [B, M, 4], "labels" [B, M] (1..C), "valid" [B, M]}:
+  the named loss terms {"rpn_objectness", "rpn_box", "roi_classifier", "roi_box"} and
+  diagnostics ("roi_accuracy", "rpn_positives", "roi_positives"); the RoI sampling draws
+  from the "sampling" rng collection. The RPN uses its training top-k settings then.
+`train` only sets batch norm's mode (batch statistics, updated running averages).
+Feature strides are read from the map shapes (image size / map size), so a dilated
+backbone (ResNet output_stride 16) gives the right anchors and pooling scales. Without
+FPN the RoI heads pool the single backbone level; with FPN they pool P2..P5 (the RPN
+also sees the extra P6).
+
+Parameter tree (names chosen to mirror torchvision's fasterrcnn_resnet50_fpn):
+  backbone/...                          <- backbone.body.*
+  fpn/inner_blocks_<i>/{kernel,bias}    <- backbone.fpn.inner_blocks.<i>.*
+  fpn/layer_blocks_<i>/{kernel,bias}    <- backbone.fpn.layer_blocks.<i>.*
+  rpn/head/conv, cls_logits, bbox_pred  <- rpn.head.conv(.0.0), cls_logits, bbox_pred
+  roi_heads/box_head/fc6, fc7           <- roi_heads.box_head.fc6, fc7 (fc6 input
+                                           flattened H, W, C here; C, H, W in torch)
+  roi_heads/box_predictor/cls_score, bbox_pred
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxseg.models.detection.rpn import RPN
+from jaxseg.models.detection.roi_heads import RoIHeads
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FasterRCNN(nn.Module):
+  """Backbone [+ FPN] + RPN + RoI heads (see the module docstring)."""
+  backbone: nn.Module
+  rpn: RPN
+  roi_heads: RoIHeads
+  fpn: nn.Module | None = None
+  backbone_levels: Sequence[str] = ("stride_16",)
+  pixel_mean: Sequence[float] = IMAGENET_MEAN
+  pixel_std: Sequence[float] = IMAGENET_STD
+
+  def features(self, images, train: bool):
+    """(RPN maps, their strides, RoI maps, their strides)."""
+    x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+    maps = self.backbone(x, train=train)
+    missing = [k for k in self.backbone_levels if k not in maps]
+    if missing:
+      raise ValueError(f"backbone_levels {list(self.backbone_levels)}: the backbone has no "
+                       f"{missing}; it gives {sorted(maps)}")
+    maps = [maps[k] for k in self.backbone_levels]
+    height = images.shape[1]
+    if self.fpn is not None:
+      pyramid = self.fpn(maps)
+      strides = [height // m.shape[1] for m in pyramid]
+      return pyramid, strides, pyramid[:len(maps)], strides[:len(maps)]
+    strides = [height // m.shape[1] for m in maps]
+    return maps, strides, maps, strides
+
+  @nn.compact
+  def __call__(self, images, train: bool = False, targets=None):
+    image_hw = tuple(images.shape[1:3])
+    rpn_maps, rpn_strides, roi_maps, roi_strides = self.features(images, train)
+    losses = targets is not None  # the RPN / RoI heads' training mode
+    rpn_out = self.rpn(rpn_maps, rpn_strides, image_hw, train=losses)
+    if not losses:
+      detections = self.roi_heads(roi_maps, roi_strides, rpn_out["proposals"],
+                                  rpn_out["proposal_valid"], image_hw)
+      return {**detections, "proposals": rpn_out["proposals"],
+              "proposal_valid": rpn_out["proposal_valid"]}
+    rpn_rng, roi_rng = jax.random.split(self.make_rng("sampling"))
+    gt_boxes = targets["boxes"].astype(jnp.float32)
+    gt_valid = targets["valid"].astype(bool)
+    terms = self.rpn.losses(rpn_out["objectness"], rpn_out["deltas"], rpn_out["anchors"],
+                            gt_boxes, gt_valid, rpn_rng)
+    terms.update(self.roi_heads(roi_maps, roi_strides, rpn_out["proposals"],
+                                rpn_out["proposal_valid"], image_hw, train=True,
+                                targets=dict(targets, boxes=gt_boxes, valid=gt_valid),
+                                rng=roi_rng))
+    return terms

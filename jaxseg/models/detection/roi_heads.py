@@ -1,0 +1,196 @@
+"""RoI heads of Fast / Faster R-CNN (Girshick, "Fast R-CNN", ICCV 2015; Ren et al. 2015),
+with static shapes.
+
+`RoIHeads(features, strides, proposals, proposal_valid, image_hw, train, targets)`:
+- pooler, chosen by a string (Detectron2's ROIPooler): "roi_pool" (Fast R-CNN's max
+  pooling, one level), "roi_align" (Mask R-CNN's RoIAlign, one level), "multilevel"
+  (RoIAlign from each RoI's FPN level, Lin et al. 2017, eq. 1) -> [B, R, S, S, C];
+- box head `box_head` (`TwoMLPHead`: flatten (H, W, C order) -> fc6 -> ReLU -> fc7 -> ReLU)
+  and `box_predictor` (`cls_score`: C + 1 logits incl. background at 0; `bbox_pred`:
+  4 (C + 1) class-specific deltas, box-coder weights (10, 10, 5, 5)) -- torchvision's
+  `roi_heads.box_head.fc6/fc7`, `roi_heads.box_predictor.cls_score/bbox_pred`;
+- training: the ground-truth boxes are appended to the proposals (a concatenation with
+  its own valid mask), RoIs matched to the gt by IoU (foreground >= fg_iou_threshold,
+  background < bg_iou_threshold, no low-quality matches), `batch_size_per_image` sampled
+  with up to `positive_fraction` foreground (`jaxseg.ops.matching.sample_balanced`), and
+  only the sampled rows (a static top_k of the sample mask) are pooled; losses: softmax
+  CE over the sampled RoIs, smooth L1 of the foreground RoIs' deltas of their gt class,
+  both divided by the number of sampled RoIs;
+- inference: softmax scores and per-class decoded boxes of every proposal, clipped,
+  score > score_threshold and size >= min_size, per-class NMS, the best
+  `detections_per_image` -> boxes [B, D, 4], scores, classes (1..C), valid.
+`mask_head` / `keypoint_head` are slots for Mask R-CNN / keypoint R-CNN heads (None =
+off), so those detectors are table entries, not subclasses.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxseg import losses, ops
+
+POOLERS = ("roi_pool", "roi_align", "multilevel")
+
+
+class TwoMLPHead(nn.Module):
+  """Flatten -> fc6 -> ReLU -> fc7 -> ReLU (Fast R-CNN's two hidden FC layers)."""
+  representation_size: int = 1024
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[:-3] + (-1,))
+    x = nn.relu(nn.Dense(self.representation_size, name="fc6", dtype=self.dtype)(x))
+    return nn.relu(nn.Dense(self.representation_size, name="fc7", dtype=self.dtype)(x))
+
+
+class FastRCNNPredictor(nn.Module):
+  """Class logits over num_classes (background included) and class-specific deltas."""
+  num_classes: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    logits = nn.Dense(self.num_classes, name="cls_score", dtype=self.dtype,
+                      kernel_init=nn.initializers.normal(0.01))(x)
+    deltas = nn.Dense(4 * self.num_classes, name="bbox_pred", dtype=self.dtype,
+                      kernel_init=nn.initializers.normal(0.001))(x)
+    return (logits.astype(jnp.float32),
+            deltas.astype(jnp.float32).reshape(x.shape[:-1] + (self.num_classes, 4)))
+
+
+def pool(pooler: str, features, strides, boxes, resolution: int, sampling_ratio: int,
+         canonical_level: float = 4, canonical_size: float = 224.0):
+  """features: list of [B, H, W, C] (fine to coarse); boxes [B, R, 4] -> [B, R, S, S, C]."""
+  boxes = jax.lax.stop_gradient(boxes)
+  if pooler not in POOLERS:
+    raise ValueError(f"pooler={pooler!r}; expected one of {POOLERS}")
+  if pooler == "multilevel":
+    return ops.roi.multilevel_roi_align(features, boxes, resolution, tuple(strides),
+                                        sampling_ratio, True, canonical_level=canonical_level,
+                                        canonical_size=canonical_size)
+  if len(features) != 1:
+    raise ValueError(f"pooler={pooler!r} reads one feature level; the detector gives "
+                     f"{len(features)} (FPN): use pooler='multilevel'")
+  if pooler == "roi_pool":
+    return ops.roi.roi_pool(features[0], boxes, resolution, 1.0 / strides[0])
+  return ops.roi.roi_align(features[0], boxes, resolution, 1.0 / strides[0], sampling_ratio,
+                           True)
+
+
+class RoIHeads(nn.Module):
+  """Fast R-CNN box branch on proposals (see the module docstring)."""
+  num_classes: int  # including the background (class 0)
+  pooler: str = "roi_align"
+  pooler_resolution: int = 7
+  sampling_ratio: int = 2
+  canonical_level: float = 4.0
+  canonical_size: float = 224.0
+  representation_size: int = 1024
+  batch_size_per_image: int = 512
+  positive_fraction: float = 0.25
+  fg_iou_threshold: float = 0.5
+  bg_iou_threshold: float = 0.5
+  box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0)
+  smooth_l1_beta: float = 1.0 / 9
+  score_threshold: float = 0.05
+  nms_threshold: float = 0.5
+  detections_per_image: int = 100
+  min_size: float = 1e-2
+  mask_head: Any = None  # Mask R-CNN's head (future)
+  keypoint_head: Any = None  # keypoint R-CNN's head (future)
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.box_head = TwoMLPHead(self.representation_size, self.dtype)
+    self.box_predictor = FastRCNNPredictor(self.num_classes, self.dtype)
+
+  def _predict(self, features, strides, rois):
+    pooled = pool(self.pooler, features, strides, rois, self.pooler_resolution,
+                  self.sampling_ratio, self.canonical_level, self.canonical_size)
+    return self.box_predictor(self.box_head(pooled.astype(self.dtype)))
+
+  def __call__(self, features, strides, proposals, proposal_valid, image_hw, train=False,
+               targets=None, rng=None):
+    if train:
+      return self.losses(features, strides, proposals, proposal_valid, targets, rng)
+    return self.detect(features, strides, proposals, proposal_valid, image_hw)
+
+  # -- training ------------------------------------------------------------------------
+  def sample(self, proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng):
+    """RoIs [B, R, 4], class targets [B, R], box targets [B, R, 4], sampled mask [B, R]."""
+    rois = jnp.concatenate([jax.lax.stop_gradient(proposals), gt_boxes], 1)
+    roi_valid = jnp.concatenate([proposal_valid, gt_valid], 1)
+    iou = ops.boxes.pairwise_iou(rois, gt_boxes)
+
+    def one(iou_b, gt_valid_b, roi_valid_b, key):
+      matched, labels = ops.matching.match(iou_b, gt_valid_b, self.fg_iou_threshold,
+                                           self.bg_iou_threshold,
+                                           allow_low_quality_matches=False,
+                                           anchor_valid=roi_valid_b)
+      sampled = ops.matching.sample_balanced(labels, key, self.batch_size_per_image,
+                                             self.positive_fraction)
+      return matched, labels, sampled
+
+    keys = jax.random.split(rng, rois.shape[0])
+    matched, labels, sampled = jax.vmap(one)(iou, gt_valid, roi_valid, keys)
+    r = min(self.batch_size_per_image, rois.shape[1])
+    _, rows = jax.lax.top_k(sampled.astype(jnp.float32), r)  # sampled rows first
+    take = lambda x: jnp.take_along_axis(x, rows.reshape(rows.shape + (1,) * (x.ndim - 2)), 1)
+    rois, matched, labels, sampled = take(rois), take(matched), take(labels), take(sampled)
+    positive = labels == ops.matching.POSITIVE
+    safe = jnp.maximum(matched, 0)
+    classes = jnp.where(positive, jnp.take_along_axis(gt_labels, safe, 1), 0)
+    matched_boxes = jnp.take_along_axis(gt_boxes, safe[..., None], 1)
+    box_targets = ops.boxes.encode(matched_boxes, rois, self.box_weights)
+    return rois, classes, box_targets, sampled & (labels != ops.matching.IGNORED)
+
+  def losses(self, features, strides, proposals, proposal_valid, targets, rng):
+    rois, classes, box_targets, sampled = self.sample(
+        proposals, proposal_valid, targets["boxes"], targets["labels"], targets["valid"], rng)
+    logits, deltas = self._predict(features, strides, rois)
+    class_deltas = jnp.take_along_axis(deltas, classes[..., None, None], 2)[..., 0, :]
+    positive = sampled & (classes > 0)
+    accuracy = (jnp.sum(sampled & (jnp.argmax(logits, -1) == classes))
+                / losses.normalizer(sampled))
+    return {
+        "roi_classifier": losses.sampled_softmax_cross_entropy(logits, classes, sampled),
+        "roi_box": losses.masked_box_loss(class_deltas, jax.lax.stop_gradient(box_targets),
+                                          positive, sampled, self.smooth_l1_beta),
+        "roi_accuracy": accuracy,
+        "roi_positives": jnp.sum(positive) / rois.shape[0],
+    }
+
+  # -- inference -----------------------------------------------------------------------
+  def detect(self, features, strides, proposals, proposal_valid, image_hw):
+    logits, deltas = self._predict(features, strides, proposals)
+    b, p, k = logits.shape
+    scores = jax.nn.softmax(logits, -1)[..., 1:]  # [B, P, C] without background
+    boxes = ops.boxes.decode(deltas[..., 1:, :], proposals[:, :, None, :], self.box_weights)
+    height, width = image_hw
+    boxes = ops.boxes.clip_boxes(boxes, float(height), float(width))
+    classes = jnp.broadcast_to(jnp.arange(1, k, dtype=jnp.int32), (b, p, k - 1))
+    wh = boxes[..., 2:] - boxes[..., :2]
+    ok = (proposal_valid[..., None] & (scores > self.score_threshold)
+          & (wh[..., 0] >= self.min_size) & (wh[..., 1] >= self.min_size))
+    boxes, scores = boxes.reshape(b, -1, 4), scores.reshape(b, -1)
+    classes, ok = classes.reshape(b, -1), ok.reshape(b, -1)
+    d = min(self.detections_per_image, boxes.shape[1])
+
+    def one(bx, sc, cl, v):
+      keep, _ = ops.nms.batched_nms(bx, sc, cl, self.nms_threshold, d, valid=v)
+      return keep
+
+    keep = jax.vmap(one)(boxes, scores, classes, ok)
+    valid = keep >= 0
+    safe = jnp.maximum(keep, 0)
+    return {
+        "boxes": jnp.where(valid[..., None], jnp.take_along_axis(boxes, safe[..., None], 1),
+                           -1.0),
+        "scores": jnp.where(valid, jnp.take_along_axis(scores, safe, 1), 0.0),
+        "classes": jnp.where(valid, jnp.take_along_axis(classes, safe, 1), -1),
+        "valid": valid,
+    }

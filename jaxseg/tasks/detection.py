@@ -1,0 +1,300 @@
+"""Object detection (CS231n lecture 11): a variable number of boxes, each with a class.
+
+Batches carry padded ground truth with static shapes (`jaxseg.data.detection`): image
+[B, S, S, 3], boxes [B, M, 4] pixel xyxy (-1 rows), labels [B, M] (1..C, -1 rows), valid,
+is_crowd [B, M] (M = config.dataset.max_boxes), so the number of objects per image never
+changes a shape and the train step compiles once.
+
+Model: `config.model` builds a detector of `jaxseg.models.detection` (Faster R-CNN, with
+FPN as an option). Loss: the detector's named terms, each weighted by
+`config.loss.<term>_weight` and summed; every term is logged:
+  rpn_objectness (binary CE over the sampled anchors), rpn_box (smooth L1),
+  roi_classifier (softmax CE over the sampled RoIs, C + 1 classes), roi_box (smooth L1).
+Crowd ground truth is left out of the training targets.
+
+Evaluation is a host-side bridge (DESIGN.md): `eval_stats` returns every image's
+detections and ground truth, `accumulate` keeps them (numpy), and `summarize` converts
+once to COCO (boxes [x, y, w, h] in the source image's pixels: divided by the eval
+preprocessing's `scale_xy`; ground-truth area = box area) and runs jaxseg's COCO
+evaluator (`jaxseg.metrics.coco`, equal to pycocotools' COCOeval): AP, AP50, AP75, APs,
+APm, APl, AR (= AR@100), and AP per class ("AP/<class name>"). `coco_json(total)` gives
+the (ground truth, results) pair for writing files.
+
+Pictures: `visualize` -> {"": rows of ground truth | detections (score >= 0.3, class and
+score), "pr": precision-recall curves at IoU 0.5 per class}. The PR picture is first drawn
+from the pictured batch; the trainer calls `summarize` before it saves the pictures, and
+`summarize` redraws that same array in place from the whole evaluation set (so the saved
+PR plot is the full set's; called alone, `visualize` gives the batch's).
+"""
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import viz
+from jaxseg.data import detection as det_data
+from jaxseg.data import pipeline
+from jaxseg.errors import ConfigError, DataError
+from jaxseg.metrics import coco as coco_eval
+from jaxseg.models.detection import build_detector
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
+GT_KEYS = ("boxes", "labels", "valid", "is_crowd")
+PICTURE_SCORE_THRESHOLD = 0.3
+PR_SIZE = (6.4, 4.0, 80)  # inches wide, high, dpi of the PR plot (512 x 320 px)
+
+
+class DetectionTask:
+  """The task contract (jaxseg.tasks) for object detection; see the module docstring."""
+
+  def __init__(self, config):
+    self.config = config
+    c = config.dataset
+    self.source = det_data.get_detection_source(c.name, c)
+    self.class_names = tuple(self.source.class_names)  # [0] = "background"
+    self.num_classes = self.source.num_classes  # including the background
+    self.max_boxes = int(c.max_boxes)
+    if self.max_boxes < 1:
+      raise ConfigError(f"config.dataset.max_boxes={c.max_boxes}; expected a positive int")
+    fields = {k: (v.to_dict() if hasattr(v, "to_dict") else v)
+              for k, v in config.model.items()}
+    name = fields.pop("name", "faster_rcnn")
+    dtype = fields.pop("dtype", "float32")
+    if dtype not in DTYPES:
+      raise ConfigError(f"config.model.dtype={dtype!r}; expected one of {sorted(DTYPES)}")
+    self.model = build_detector(name, self.num_classes, DTYPES[dtype], **fields)
+    missing = [f"{t}_weight" for t in LOSS_TERMS if f"{t}_weight" not in config.loss]
+    if missing:
+      raise ConfigError(f"config.loss lacks {missing}; the detection loss is the sum of "
+                        f"config.loss.<term>_weight * term over {LOSS_TERMS}")
+    try:  # the model's own checks (levels, anchors, image size) as one line
+      jax.eval_shape(self.init, jax.random.key(0), self.example_batch(1))
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f"config.model ({name}) at image_size {c.image_size}: {e}") from None
+    self._pr_canvas = None
+
+  # -- data ---------------------------------------------------------------------------
+  def _augment(self):
+    augment = self.config.dataset.get("augment")
+    return augment.to_dict() if hasattr(augment, "to_dict") else augment
+
+  def train_data(self, start_step: int = 0):
+    c = self.config.dataset
+    ds, n = det_data.load_split(c, "train", require=())
+    preprocess = det_data.make_train_preprocess(
+        c.image_size, self.max_boxes, self._augment(), resize=c.get("resize", "letterbox"),
+        name=c.name)
+    batches = pipeline.train_batches(ds, n, preprocess, self.config.batch_size,
+                                     self.config.seed, start_step, c.shuffle_buffer, c.cache,
+                                     name=c.name)
+    keep = ("image",) + GT_KEYS
+    return ({k: b[k] for k in keep} for b in batches)
+
+  def eval_data(self):
+    c = self.config.dataset
+    ds, n = det_data.load_split(c, "eval", require=())
+    preprocess = det_data.make_eval_preprocess(c.image_size, self.max_boxes,
+                                               resize=c.get("resize", "letterbox"), name=c.name)
+    keep = ("image", "image_id", "scale_xy", "example_mask") + GT_KEYS
+    for b in pipeline.eval_batches(ds, n, preprocess, self.config.eval_batch_size,
+                                   name=c.name):
+      b = {k: b[k] for k in keep}
+      b["image_id"] = b["image_id"].astype(np.int32)  # jax without x64
+      yield b
+
+  def example_batch(self, batch_size: int):
+    """Arrays with the shapes and dtypes of a training batch (no objects)."""
+    size, m = self.config.dataset.image_size, self.max_boxes
+    return {"image": np.zeros((batch_size, size, size, 3), np.float32),
+            "boxes": np.full((batch_size, m, 4), -1.0, np.float32),
+            "labels": np.full((batch_size, m), -1, np.int32),
+            "valid": np.zeros((batch_size, m), bool),
+            "is_crowd": np.zeros((batch_size, m), bool)}
+
+  def validate_batch(self, batch):
+    """DataError naming the image and the problem: a valid box that is empty (zero width
+    or height) or not finite, or a class id outside 1..C."""
+    name = self.config.dataset.name
+    valid = np.asarray(batch["valid"], bool)
+    boxes = np.asarray(batch["boxes"], np.float64)
+    labels = np.asarray(batch["labels"])
+    ids = batch.get("image_id")
+
+    def where(i):
+      return f"image {int(ids[i])}" if ids is not None else f"batch image {i}"
+
+    bad = valid & ~(np.isfinite(boxes).all(-1) & (boxes[..., 2] > boxes[..., 0])
+                    & (boxes[..., 3] > boxes[..., 1]))
+    if bad.any():
+      i, j = np.argwhere(bad)[0]
+      raise DataError(f"dataset {name!r}, {where(i)}: object {j} has an empty or non-finite "
+                      f"box {boxes[i, j].tolist()} after preprocessing; expected x1 < x2 and "
+                      f"y1 < y2 (pixels)")
+    bad = valid & ((labels < 1) | (labels >= self.num_classes))
+    if bad.any():
+      i, j = np.argwhere(bad)[0]
+      raise DataError(f"dataset {name!r}, {where(i)}: object {j} has class id "
+                      f"{int(labels[i, j])}; expected 1..{self.num_classes - 1}")
+
+  # -- model --------------------------------------------------------------------------
+  def init(self, rng, batch):
+    return self.model.init({"params": rng}, batch["image"], train=False)
+
+  def loss_fn(self, variables, batch, rng, train: bool):
+    """sum_t config.loss.<t>_weight * t over LOSS_TERMS; aux: every term and diagnostics.
+    `train` sets batch norm's mode; the losses are those of training either way."""
+    targets = {"boxes": batch["boxes"], "labels": batch["labels"],
+               "valid": batch["valid"] & ~batch["is_crowd"]}
+    mutable = ["batch_stats"] if train and "batch_stats" in variables else False
+    out = self.model.apply(variables, batch["image"], train=train, targets=targets,
+                           rngs={"sampling": rng}, mutable=mutable)
+    terms, new_state = out if mutable else (out, {})
+    c = self.config.loss
+    loss = sum(c[f"{t}_weight"] * terms[t] for t in LOSS_TERMS)
+    return loss, (dict(terms), new_state)
+
+  def predict(self, variables, images):
+    """Detections in image pixels: boxes [B, D, 4], scores, classes (1..C), valid [B, D];
+    and num_proposals [B]."""
+    out = self.model.apply(variables, images, train=False)
+    return {"boxes": out["boxes"], "scores": out["scores"], "classes": out["classes"],
+            "valid": out["valid"], "num_proposals": jnp.sum(out["proposal_valid"], -1)}
+
+  # -- evaluation ---------------------------------------------------------------------
+  def eval_stats(self, variables, batch, predictions=None):
+    """Per-image detections and ground truth (not sums): `accumulate` keeps them. A batch
+    without image_id / scale_xy (a training-shaped one) gets 0 / 1."""
+    if predictions is None:
+      predictions = self.predict(variables, batch["image"])
+    stats = {f"det_{k}": predictions[k] for k in ("boxes", "scores", "classes", "valid")}
+    stats.update({f"gt_{k}": batch[k] for k in GT_KEYS})
+    n = batch["image"].shape[0]
+    stats.update(image_id=batch.get("image_id", jnp.zeros((n,), jnp.int32)),
+                 scale_xy=batch.get("scale_xy", jnp.ones((n, 2), jnp.float32)),
+                 example_mask=batch["example_mask"],
+                 num_proposals=predictions["num_proposals"])
+    return stats
+
+  def accumulate(self, total, stats):
+    """Host side: the real examples' arrays appended to `total` (a list of dicts)."""
+    real = np.asarray(stats["example_mask"]) > 0
+    kept = {k: np.asarray(v)[real] for k, v in stats.items() if k != "example_mask"}
+    return (total or []) + [kept]
+
+  def coco_json(self, total):
+    """(COCO ground-truth dict, COCO results list) of the accumulated eval set, boxes
+    [x, y, w, h] in source-image pixels."""
+    cat = lambda k: np.concatenate([t[k] for t in total]) if total else np.zeros((0,))
+    ids = cat("image_id").astype(np.int64) if total else np.zeros((0,), np.int64)
+    if len(set(ids.tolist())) != len(ids):  # not unique: number the images instead
+      ids = np.arange(1, len(ids) + 1)
+    images = [{"id": int(i)} for i in ids]
+    categories = [{"id": k, "name": n} for k, n in enumerate(self.class_names) if k > 0]
+    annotations, results = [], []
+    if not total:
+      return {"images": images, "annotations": [], "categories": categories}, results
+    scale = cat("scale_xy")
+    factor = np.concatenate([scale, scale], -1)[:, None, :]
+    gt_boxes = cat("gt_boxes") / factor
+    gt_valid = cat("gt_valid") > 0.5
+    gt_labels = cat("gt_labels").astype(np.int64)
+    gt_crowd = cat("gt_is_crowd") > 0.5
+    for i, j in zip(*np.nonzero(gt_valid)):
+      x1, y1, x2, y2 = gt_boxes[i, j].tolist()
+      annotations.append({"id": len(annotations) + 1, "image_id": int(ids[i]),
+                          "category_id": int(gt_labels[i, j]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                          "area": (x2 - x1) * (y2 - y1), "iscrowd": int(gt_crowd[i, j])})
+    boxes = cat("det_boxes") / factor
+    valid = cat("det_valid") > 0.5
+    classes = cat("det_classes").astype(np.int64)
+    scores = cat("det_scores")
+    for i, j in zip(*np.nonzero(valid)):
+      x1, y1, x2, y2 = boxes[i, j].tolist()
+      results.append({"image_id": int(ids[i]), "category_id": int(classes[i, j]),
+                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[i, j])})
+    gt = {"images": images, "annotations": annotations, "categories": categories}
+    return gt, results
+
+  def summarize(self, total):
+    gt, results = self.coco_json(total)
+    if not gt["images"]:
+      return {"AP": 0.0, "AP50": 0.0, "num_images": 0}
+    result = coco_eval.evaluate(gt, results, "bbox")
+    stats = result.stats_dict()
+    summary = {k: stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    summary["AR"] = stats["AR100"]
+    summary.update(AR1=stats["AR1"], AR10=stats["AR10"])
+    for cat_id, ap in result.per_category_ap().items():
+      summary[f"AP/{self.class_names[cat_id]}"] = ap
+    summary["detections_per_image"] = len(results) / len(gt["images"])
+    summary["proposals_per_image"] = float(np.mean(np.concatenate(
+        [t["num_proposals"] for t in total])))
+    if self._pr_canvas is not None:  # redraw the pictured PR plot from the whole set
+      self._pr_canvas[...] = self._pr_plot(result, f"{len(gt['images'])} eval images")
+    return summary
+
+  # -- pictures -----------------------------------------------------------------------
+  def visualize(self, batch, predictions, max_rows: int = 8):
+    """{"": rows of ground truth | detections, "pr": per-class PR curves} (module doc)."""
+    images = viz.to_uint8(np.asarray(batch["image"][:max_rows]))
+    rows = []
+    for i, image in enumerate(images):
+      truth = viz.draw_detections(image, batch["boxes"][i], batch["labels"][i],
+                                  class_names=self.class_names, valid=batch["valid"][i],
+                                  scale=2)
+      pred = viz.draw_detections(image, predictions["boxes"][i], predictions["classes"][i],
+                                 predictions["scores"][i], class_names=self.class_names,
+                                 valid=predictions["valid"][i],
+                                 score_threshold=PICTURE_SCORE_THRESHOLD, scale=2)
+      rows.append([viz.caption(truth, "ground truth"),
+                   viz.caption(pred, f"detections >= {PICTURE_SCORE_THRESHOLD}")])
+    main = viz.grid(rows) if rows else np.zeros((8, 8, 3), np.uint8)
+    stats = {f"det_{k}": predictions[k] for k in ("boxes", "scores", "classes", "valid")}
+    stats.update({f"gt_{k}": batch[k] for k in GT_KEYS})
+    n = len(batch["image"])
+    stats.update(image_id=np.arange(1, n + 1), scale_xy=np.ones((n, 2), np.float32),
+                 num_proposals=np.zeros((n,)))
+    gt, results = self.coco_json([stats])
+    result = coco_eval.evaluate(gt, results, "bbox") if gt["images"] else None
+    self._pr_canvas = self._pr_plot(result, f"first eval batch, {n} images")
+    return {"": main, "pr": self._pr_canvas}
+
+  def _pr_plot(self, result, title: str) -> np.ndarray:
+    """Precision-recall curves at IoU 0.5 (all areas, 100 detections) per class: uint8
+    [320, 512, 3]."""
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    width, height, dpi = PR_SIZE
+    fig, ax = plt.subplots(figsize=(width, height), dpi=dpi)
+    if result is not None:
+      p = result.params
+      t = int(np.argmin(np.abs(p.iou_thrs - 0.5)))
+      a, m = p.area_rng_lbl.index("all"), len(p.max_dets) - 1
+      ap50 = result.per_category_ap(iou_thr=p.iou_thrs[t])
+      for k, cat_id in enumerate(result.cat_ids):
+        precision = result.precision[t, :, k, a, m]
+        if np.all(precision < 0):
+          continue
+        colour = viz.palette(self.num_classes)[cat_id] / 255.0
+        ax.plot(p.rec_thrs, np.clip(precision, 0, None), color=colour,
+                label=f"{self.class_names[cat_id]} (AP50 {ap50[cat_id]:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
+           title=f"precision-recall at IoU 0.5, {title}")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    expected = (int(height * dpi), int(width * dpi))
+    if image.shape[:2] != expected:  # a backend rounding the size: pad / crop to it
+      out = np.full(expected + (3,), 255, np.uint8)
+      h, w = min(expected[0], image.shape[0]), min(expected[1], image.shape[1])
+      out[:h, :w] = image[:h, :w]
+      image = out
+    return image
