@@ -7,7 +7,10 @@ x1 = c0, x2 = c1 + 1):
   image uint8 [H, W, 3]; boxes float32 [N, 4] absolute [x1, y1, x2, y2]; labels int32
   [N] in 1..C (0 = background, never an object); is_crowd bool [N]; difficult bool [N];
   image_id int64 []; and where the source has them masks uint8 [N, H, W] (0 / 1) and
-  keypoints float32 [N, K, 3] ((x, y, v), v = 0 -> (0, 0, 0)).
+  keypoints float32 [N, K, 3] ((x, y, v), v = 0 -> (0, 0, 0)). Precomputed region
+  proposals (`jaxseg.data.region_proposals`) travel as `proposals` float32 [P, 4] with
+  `proposal_valid` bool [P]: moved with the image like boxes, clipped but never dropped
+  (a proposal left empty becomes invalid), padded rows -1.
 `DetectionSource.class_names[label]` names a label; index 0 is "background", so
 `num_classes` counts the background too (C + 1, torchvision's convention).
 
@@ -390,6 +393,8 @@ def _resize(example, new_h, new_w):
   out = dict(example)
   out["image"] = tf.image.resize(example["image"], tf.stack([new_h, new_w]), "bilinear")
   out["boxes"] = example["boxes"] * tf.stack([sx, sy, sx, sy])
+  if "proposals" in example:
+    out["proposals"] = example["proposals"] * tf.stack([sx, sy, sx, sy])
   if "masks" in example:
     masks = tf.cast(example["masks"], tf.float32)[..., None]
     masks = tf.image.resize(masks, tf.stack([new_h, new_w]), "bilinear")[..., 0]
@@ -417,6 +422,12 @@ def _window(example, oy, ox, size: int, min_visible_fraction: float):
   area = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
   kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
   out["boxes"] = clipped
+  if "proposals" in example:  # clipped, never dropped: those left empty become invalid
+    proposals = tf.clip_by_value(example["proposals"] - tf.stack([fox, foy, fox, foy]),
+                                 0.0, float(size))
+    out["proposals"] = proposals
+    out["proposal_valid"] = example["proposal_valid"] & (
+        (proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1]))
   if "masks" in example:
     masks = tf.pad(example["masks"], [[0, 0], [0, pad_h], [0, pad_w]])
     out["masks"] = tf.slice(masks, tf.stack([0, oy, ox]), tf.stack([-1, size, size]))
@@ -439,6 +450,9 @@ def flip_left_right(example, flip_permutation: Sequence[int] | None = None):
   out["image"] = tf.reverse(image, axis=[1])
   x1, y1, x2, y2 = tf.unstack(example["boxes"], axis=-1)
   out["boxes"] = tf.stack([width - x2, y1, width - x1, y2], axis=-1)
+  if "proposals" in example:
+    x1, y1, x2, y2 = tf.unstack(example["proposals"], axis=-1)
+    out["proposals"] = tf.stack([width - x2, y1, width - x1, y2], axis=-1)
   if "masks" in example:
     out["masks"] = tf.reverse(example["masks"], axis=[2])
   if "keypoints" in example:
@@ -538,6 +552,8 @@ def _outputs(example, size: int):
   out["image"] = tf.ensure_shape(example["image"], [size, size, 3])
   if "masks" in out:
     out["masks"] = tf.ensure_shape(tf.cast(out["masks"], tf.uint8), [None, size, size])
+  if "proposals" in out:  # padded rows stay -1 whatever the geometry did to them
+    out["proposals"] = tf.where(out["proposal_valid"][:, None], out["proposals"], -1.0)
   return out
 
 
