@@ -6,7 +6,8 @@
 #                          run the workdir's checkpoint on your own images (JSON + PNG each)
 #   ablate ABLATION [flags] run an ablation (experiments/ablations/*.py): its runs, then
 #                          a table, CSV and plot in docs/ablations/<name>/
-#   test [pytest args]     run the test suite
+#   test [pytest args]     run the test suite (installs the torch extra for the
+#                          torchvision equivalence tests)
 #   bench [NAME] [flags]   benchmarks in bench/: train_step (default; U-Net, --suite adds
 #                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall
 #   setup                  only create/refresh .venv
@@ -16,22 +17,30 @@ VENV=.venv
 PYTHON=${PYTHON:-python3}
 STAMP=$VENV/.jaxseg-setup
 
+# setup [EXTRAS]: pip install -e ".[EXTRAS]" (default test,bench) unless the stamp says
+# that this pyproject.toml + launch.sh were installed with at least those extras.
 setup() {
-  local want
+  local extras=${1:-test,bench} want have="" have_extras="" extra missing=""
   want=$(cat pyproject.toml launch.sh | sha256sum | cut -d' ' -f1)
-  if [[ -x $VENV/bin/python && -f $STAMP && "$(cat "$STAMP")" == "$want" ]]; then
+  if [[ -x $VENV/bin/python && -f $STAMP ]]; then
+    read -r have have_extras < "$STAMP" || true
+  fi
+  for extra in ${extras//,/ }; do
+    [[ ",$have_extras," == *",$extra,"* ]] || missing=1
+  done
+  if [[ "$have" == "$want" && -z $missing ]]; then
     return
   fi
-  echo "launch.sh: setting up $VENV (pip install -e '.[test,bench]'; first time takes a few minutes)" >&2
+  echo "launch.sh: setting up $VENV (pip install -e '.[$extras]'; first time takes a few minutes)" >&2
   [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
-  echo "$want" > "$STAMP"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+  echo "$want $extras" > "$STAMP"
   echo "launch.sh: $VENV is ready" >&2
 }
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd=${1:-}
@@ -61,7 +70,7 @@ case "$cmd" in
     setup
     exec "$VENV/bin/python" -m jaxseg.ablate --ablation="$ablation" "$@" ;;
   test)
-    setup
+    setup test,bench,torch
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   bench)
     script=bench/train_step.py

@@ -3,8 +3,6 @@ unchanged): numbers computed by hand from torchvision's formulas, and, when torc
 installed, equal to torchvision's own AnchorGenerator and LevelMapper."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -126,7 +124,8 @@ def test_multilevel_roi_align_level_mapper_option():
 
 
 def test_equal_to_torchvision_itself():
-  sys.modules.setdefault("triton", None)  # CUDA-only; crashes when loaded after TensorFlow
+  from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+  tvw.hide_triton()  # before torchvision imports torch._dynamo (see hide_triton)
   torch = pytest.importorskip("torch")
   tv_anchor = pytest.importorskip("torchvision.models.detection.anchor_utils")
   poolers = pytest.importorskip("torchvision.ops.poolers")
@@ -158,3 +157,22 @@ def test_equal_to_torchvision_itself():
   expected = mapper([torch.from_numpy(boxes)]).numpy() + 2
   np.testing.assert_array_equal(np.asarray(roi.fpn_level(boxes, level_mapper="torchvision")),
                                 expected)
+
+
+def test_symmetric_conv_padding_option():
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxseg.models.layers import ConvNormAct, conv_padding  # pylint: disable=g-import-not-at-top
+  assert conv_padding("symmetric", 7) == ((3, 3), (3, 3))
+  assert conv_padding("symmetric", 3, dilation=2) == ((2, 2), (2, 2))
+  assert conv_padding("same", 3) == "SAME"
+  x = np.random.default_rng(0).normal(size=(1, 8, 8, 2)).astype(F32)
+  layer = lambda padding, strides: ConvNormAct(3, 3, strides=strides, norm=False,
+                                              activation=False, padding=padding)
+  variables = layer("same", 1).init(jax.random.key(0), x, False)
+  same1, sym1 = (np.asarray(layer(p, 1).apply(variables, x, False)) for p in ("same", "symmetric"))
+  np.testing.assert_allclose(same1, sym1)  # stride 1: the same
+  same2, sym2 = (np.asarray(layer(p, 2).apply(variables, x, False)) for p in ("same", "symmetric"))
+  # stride 2 on an even input: symmetric (PyTorch) centres output i on input 2i, SAME
+  # (padding bottom / right only) on 2i + 1
+  np.testing.assert_allclose(sym2, same1[:, ::2, ::2], atol=1e-5)
+  np.testing.assert_allclose(same2, same1[:, 1::2, 1::2], atol=1e-5)

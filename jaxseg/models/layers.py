@@ -89,13 +89,29 @@ class SpatiallySeparableConv(nn.Module):
                    use_bias=self.use_bias, dtype=self.dtype, name="horizontal")(x)
 
 
+PADDINGS = ("same", "symmetric")
+
+
+def conv_padding(padding: str, kernel_size: int, dilation: int = 1):
+  """flax `padding` of a k x k conv: "same" -> 'SAME'; "symmetric" -> d(k-1)/2 pixels on
+  every side (PyTorch's `padding=k // 2`; equal to SAME for stride 1)."""
+  if padding == "same":
+    return "SAME"
+  if padding == "symmetric":
+    p = dilation * (kernel_size - 1) // 2
+    return ((p, p), (p, p))
+  raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+
+
 class ConvNormAct(nn.Module):
   """Conv (no bias when normalized) -> BatchNorm (optional) -> activation (default ReLU).
 
   `dilation` > 1: atrous convolution, a (d(k-1)+1)^2 field of view at the cost of a k x k
   kernel (Chen et al., DeepLab). `conv_type`: one of CONV_TYPES, or "depthwise" (a k x k
   `DepthwiseConv`; `features` must equal the input channels). `activation`: True / "relu",
-  "relu6", or False / None for a linear layer.
+  "relu6", or False / None for a linear layer. `padding` (standard convs): "same" (XLA's
+  SAME: a strided conv of an even input pads one more pixel at the bottom / right) or
+  "symmetric" (PyTorch's `padding=d(k-1)/2` on every side, for torchvision weights).
   """
   features: int
   kernel_size: int = 3
@@ -105,12 +121,14 @@ class ConvNormAct(nn.Module):
   dtype: Any = jnp.float32
   dilation: int = 1
   conv_type: str = "standard"
+  padding: str = "same"
 
   @nn.compact
   def __call__(self, x, train: bool):
     k, bias = self.kernel_size, not self.norm
     if self.conv_type == "standard":
-      x = nn.Conv(self.features, (k, k), strides=self.strides, padding="SAME",
+      x = nn.Conv(self.features, (k, k), strides=self.strides,
+                  padding=conv_padding(self.padding, k, self.dilation),
                   kernel_dilation=self.dilation, use_bias=bias, dtype=self.dtype)(x)
     elif self.conv_type == "depthwise_separable":
       x = DepthwiseSeparableConv(self.features, k, self.strides, self.dilation, self.norm,

@@ -19,7 +19,9 @@ projection shortcut = 1x1 conv + BN wherever the shape changes), so with the def
 full-size settings the parameter counts (conv + BN scale/bias, no fc) are the published
 ones: ResNet-18 11,176,512 (11,689,512 - fc 513,000), ResNet-50 23,508,032
 (25,557,032 - fc 2,049,000). Convolutions use 'SAME' padding (as the flax ImageNet example)
-rather than PyTorch's symmetric padding; this changes no parameter.
+by default; `padding="symmetric"` pads as PyTorch does (the strided 7x7 and 3x3 convs
+differ), which with `frozen_bn` and torchvision's weights (`jaxseg.weights.torchvision`)
+computes torchvision's ResNet. Padding changes no parameter.
 """
 from __future__ import annotations
 
@@ -58,12 +60,13 @@ class ResidualBlock(nn.Module):
   dilation: int = 1
   conv_type: str = "standard"
   norm: bool = True
+  padding: str = "same"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     out_features = self.features * (4 if self.bottleneck else 1)
-    common = dict(norm=self.norm, dtype=self.dtype)
+    common = dict(norm=self.norm, dtype=self.dtype, padding=self.padding)
     y = x
     if self.bottleneck:
       y = ConvNormAct(self.features, 1, **common)(y, train)
@@ -103,6 +106,7 @@ class ResNet(nn.Module):
     frozen_bn: BatchNorm always uses (and never updates) its running statistics, as when
       fine-tuning a pretrained backbone with small batches. It does not stop gradients to
       the BN scale/bias: mask those in the optimizer to freeze them too.
+    padding: "same" (XLA SAME) or "symmetric" (PyTorch's; see the module docstring).
     dtype: compute dtype (parameters stay float32).
 
   Input: normalized images [N, H, W, C]; H and W must be divisible by `output_stride`.
@@ -116,6 +120,7 @@ class ResNet(nn.Module):
   conv_type: str = "standard"
   norm: bool = True
   frozen_bn: bool = False
+  padding: str = "same"
   dtype: Any = jnp.float32
 
   @property
@@ -148,16 +153,16 @@ class ResNet(nn.Module):
     features = {}
     if self.stem == "imagenet":
       x = ConvNormAct(self.width, 7, strides=2, norm=self.norm, dtype=self.dtype,
-                      name="stem_conv")(x, bn_train)
+                      padding=self.padding, name="stem_conv")(x, bn_train)
       features["stride_2"] = x
       # 3x3 stride-2 max pool with padding 1 (as in the paper / torchvision).
       x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
       x = ops.max_pool(x, 3, 2)
     else:
       x = ConvNormAct(self.width, 3, norm=self.norm, dtype=self.dtype,
-                      name="stem_conv1")(x, bn_train)
+                      padding=self.padding, name="stem_conv1")(x, bn_train)
       x = ConvNormAct(self.width, 3, strides=2, norm=self.norm, dtype=self.dtype,
-                      name="stem_conv2")(x, bn_train)
+                      padding=self.padding, name="stem_conv2")(x, bn_train)
       features["stride_2"] = x
       x = ops.max_pool(x, 2)
 
@@ -173,7 +178,7 @@ class ResNet(nn.Module):
         grid = self.multi_grid[j % len(self.multi_grid)] if last_stage else 1
         x = ResidualBlock(self.width * 2**i, bottleneck=self.block == "bottleneck",
                           strides=stage_stride if j == 0 else 1, dilation=dilation * grid,
-                          conv_type=self.conv_type, norm=self.norm, dtype=self.dtype,
-                          name=f"stage{i + 1}_block{j + 1}")(x, bn_train)
+                          conv_type=self.conv_type, norm=self.norm, padding=self.padding,
+                          dtype=self.dtype, name=f"stage{i + 1}_block{j + 1}")(x, bn_train)
       features[f"stride_{4 * 2**i}"] = x
     return features

@@ -1,7 +1,8 @@
-"""Weight files of jaxseg runs: export a checkpoint's parameters, list a file's arrays.
+"""Weight files: export a run's parameters, list a file's arrays, convert torchvision's.
 
   python -m jaxseg.weights export --workdir runs/x --out backbone.npz [--prefix backbone]
   python -m jaxseg.weights list backbone.npz        (or a run's workdir)
+  python -m jaxseg.weights torchvision ARCH --pth FILE.pth --out FILE.npz
 
 `export` writes the params and batch statistics of a run's latest checkpoint (or
 `--step`) as `.npz` or `.safetensors` (by the extension of --out), named by their full
@@ -9,7 +10,10 @@ flax paths with the collection first (`params/backbone/.../Conv_0/kernel`,
 `batch_stats/.../BatchNorm_0/mean`); `--prefix` keeps only the arrays under that path
 (names stay full, so `init_from.source_prefix` means the same for the file and the
 run). A new run loads such a file with `--config.init_from.weights=FILE`
-(docs/transfer.md). User errors print one line and exit with status 2.
+(docs/transfer.md). `torchvision` converts a torchvision state dict (ARCH one of
+`jaxseg.weights.torchvision.CONVERTERS`, e.g. fasterrcnn_resnet50_fpn) into such a file;
+every mapping is in `jaxseg/weights/torchvision.py`. User errors print one line and exit
+with status 2.
 """
 from __future__ import annotations
 
@@ -61,11 +65,21 @@ def main(argv=None) -> None:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   p = commands.add_parser("list", help="print name, shape and dtype of each array")
   p.add_argument("path", help="a .npz / .safetensors file or a run's workdir")
+  p = commands.add_parser("torchvision", help="convert a torchvision .pth state dict")
+  p.add_argument("arch", help="e.g. fasterrcnn_resnet50_fpn, resnet50")
+  p.add_argument("--pth", required=True, help="the torchvision state dict file")
+  p.add_argument("--out", required=True, help="FILE.npz or FILE.safetensors")
   args = parser.parse_args(argv)
   try:
     if args.command == "export":
       arrays = export(args.workdir, args.out, args.prefix, args.step)
       print(f"wrote {len(arrays)} arrays to {args.out}")
+    elif args.command == "torchvision":
+      from jaxseg.train import transfer  # pylint: disable=g-import-not-at-top
+      from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+      arrays = tvw.convert_file(args.arch, args.pth)
+      transfer.write_weights(args.out, arrays)
+      print(f"wrote {len(arrays)} arrays of {args.arch} to {args.out}")
     else:
       print("\n".join(list_arrays(args.path)))
   except JaxsegError as e:

@@ -1,0 +1,360 @@
+"""torchvision state dicts -> jaxseg variables: every mapping in one place.
+
+One `convert_<arch>(state_dict)` per architecture, each an ordered table of rename rules
+(the first rule whose pattern matches the whole torchvision key wins; a rule naming None
+drops the key). Layouts go through `jaxseg.train.transfer` (OIHW conv kernels -> HWIO,
+Linear [out, in] -> Dense [in, out]); the one architecture-specific layout is Faster
+R-CNN's fc6, whose input torch flattens as (C, H, W) and jaxseg as (H, W, C). Every
+converted array is checked against the shape of the jaxseg model it is meant for: a key
+no rule knows, or a shape that does not fit, is a ConfigError naming that torchvision key
+(e.g. a state dict of another architecture).
+
+  convert_resnet50(sd)                  torchvision resnet50 (ImageNet) -> params/backbone,
+                                        batch_stats/backbone of a ResNet-50 backbone; fc dropped
+  convert_resnet50_fpn_backbone(sd)     the `backbone.body` + `backbone.fpn` part of a
+                                        Faster R-CNN state dict -> backbone/..., fpn/...
+  convert_fasterrcnn_resnet50_fpn(sd)   the whole fasterrcnn_resnet50_fpn (COCO or random)
+
+The jaxseg model that computes what torchvision computes is `FASTERRCNN_RESNET50_FPN`
+(config.model fields): ResNet-50 with PyTorch's padding and frozen batch norm, FPN on
+C2-C5 plus a max-pooled P6, anchors of torchvision's `AnchorGenerator` (ops.anchors'
+torchvision options), RoIAlign without the half-pixel offset and torchvision's FPN level
+mapper (ops.roi's options). Command line:
+
+  python -m jaxseg.weights torchvision fasterrcnn_resnet50_fpn --pth FILE.pth --out FILE.npz
+
+writes `params/...` and `batch_stats/...` arrays that a detection config loads with
+`--config.init_from.weights=FILE.npz` (docs/transfer.md).
+
+torch is an optional extra (`pip install -e '.[torch]'`); `import_torch` imports it.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jaxseg.errors import ConfigError, DataError
+
+Rule = tuple[str, Any]  # (regex over a torchvision key, name template | callable | None)
+
+# BatchNorm leaves: torchvision name -> (collection, flax leaf); None drops it.
+_BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var"),
+              "num_batches_tracked": None}
+
+
+def _bn(path: str) -> Callable:
+  """A rule target for a BatchNorm's leaves (group 'leaf' of the pattern)."""
+  def target(m):
+    leaf = _BN_LEAVES.get(m.group("leaf"))
+    return None if leaf is None else f"{leaf[0]}/{path.format(**_ints(m))}/{leaf[1]}"
+  return target
+
+
+def _param(path: str) -> Callable:
+  """A rule target for a conv / linear weight ('kernel') or bias (group 'leaf')."""
+  def target(m):
+    leaf = {"weight": "kernel", "bias": "bias"}[m.group("leaf")]
+    return f"params/{path.format(**_ints(m))}/{leaf}"
+  return target
+
+
+def _ints(m) -> dict:
+  """Named groups, with `block` / `conv` as 1-based jaxseg numbers (`conv` 0-based after
+  the -1: torchvision's conv1..conv3 are ConvNormAct_0.._2)."""
+  g = dict(m.groupdict())
+  if "block" in g:
+    g["block"] = int(g["block"]) + 1
+  if "conv" in g:
+    g["conv"] = int(g["conv"]) - 1
+  return g
+
+
+def _resnet_rules(prefix: str, target: str) -> list[Rule]:
+  """torchvision ResNet (bottleneck or basic) under `prefix` -> jaxseg ResNet under
+  `target` (jaxseg.models.backbones.resnet names)."""
+  p, t = re.escape(prefix), target
+  block = r"layer(?P<stage>[1-4])\.(?P<block>\d+)"
+  return [
+      (fr"{p}conv1\.(?P<leaf>weight)", _param(f"{t}/stem_conv/Conv_0")),
+      (fr"{p}bn1\.(?P<leaf>\w+)", _bn(f"{t}/stem_conv/BatchNorm_0")),
+      (fr"{p}{block}\.conv(?P<conv>[1-3])\.(?P<leaf>weight)",
+       _param(t + "/stage{stage}_block{block}/ConvNormAct_{conv}/Conv_0")),
+      (fr"{p}{block}\.bn(?P<conv>[1-3])\.(?P<leaf>\w+)",
+       _bn(t + "/stage{stage}_block{block}/ConvNormAct_{conv}/BatchNorm_0")),
+      (fr"{p}{block}\.downsample\.0\.(?P<leaf>weight)",
+       _param(t + "/stage{stage}_block{block}/shortcut/Conv_0")),
+      (fr"{p}{block}\.downsample\.1\.(?P<leaf>\w+)",
+       _bn(t + "/stage{stage}_block{block}/shortcut/BatchNorm_0")),
+  ]
+
+
+# The rename tables, in order. Keys must match a pattern in full.
+RESNET50_RULES: list[Rule] = _resnet_rules("", "backbone") + [
+    (r"fc\.(weight|bias)", None),  # the ImageNet classifier: not part of a backbone
+]
+
+RESNET50_FPN_BACKBONE_RULES: list[Rule] = _resnet_rules("backbone.body.", "backbone") + [
+    (r"backbone\.fpn\.(?P<kind>inner|layer)_blocks\.(?P<i>[0-3])(\.0)?\.(?P<leaf>weight|bias)",
+     _param("fpn/{kind}_blocks_{i}")),
+]
+
+FASTERRCNN_RESNET50_FPN_RULES: list[Rule] = RESNET50_FPN_BACKBONE_RULES + [
+    (r"rpn\.head\.conv(\.0)?(\.0)?\.(?P<leaf>weight|bias)", _param("rpn/head/conv")),
+    (r"rpn\.head\.(?P<name>cls_logits|bbox_pred)\.(?P<leaf>weight|bias)",
+     _param("rpn/head/{name}")),
+    (r"roi_heads\.box_head\.(?P<name>fc6|fc7)\.(?P<leaf>weight|bias)",
+     _param("roi_heads/box_head/{name}")),
+    (r"roi_heads\.box_predictor\.(?P<name>cls_score|bbox_pred)\.(?P<leaf>weight|bias)",
+     _param("roi_heads/box_predictor/{name}")),
+]
+
+# config.model of the jaxseg detector equal to torchvision's fasterrcnn_resnet50_fpn
+# (num_classes comes from the dataset; COCO's 91 include the background and unused ids).
+FASTERRCNN_RESNET50_FPN = dict(
+    name="faster_rcnn", backbone="resnet50",
+    backbone_args=dict(padding="symmetric", frozen_bn=True),
+    backbone_levels=("stride_4", "stride_8", "stride_16", "stride_32"),
+    fpn=True, fpn_channels=256,
+    rpn=dict(anchor_sizes=((32.0,), (64.0,), (128.0,), (256.0,), (512.0,)),
+             aspect_ratios=(0.5, 1.0, 2.0), pre_nms_top_n_test=1000,
+             post_nms_top_n_test=1000, nms_threshold=0.7, min_size=1e-3,
+             box_weights=(1.0, 1.0, 1.0, 1.0)),
+    roi_heads=dict(pooler="multilevel", pooler_resolution=7, sampling_ratio=2,
+                   canonical_level=4.0, canonical_size=224.0, representation_size=1024,
+                   box_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.05,
+                   nms_threshold=0.5, detections_per_image=100, min_size=1e-2),
+)
+# What torchvision does differently from jaxseg's defaults, as fields of the detection
+# model's parts (anchors: ops.anchors.TORCHVISION; RoIAlign: aligned=False; FPN levels:
+# ops.roi level_mapper="torchvision").
+FASTERRCNN_RESNET50_FPN_CONVENTIONS = dict(
+    rpn=dict(anchor_offset=0.0, anchor_convention="torchvision"),
+    roi_heads=dict(aligned=False, level_mapper="torchvision"),
+)
+
+
+# -- torch ----------------------------------------------------------------------------------
+def hide_triton() -> None:
+  """triton (a CUDA-only dependency of the torch wheel, unused on CPU) crashes the process
+  when it is loaded after TensorFlow, which jaxseg's data pipeline imports; unless it is
+  already loaded, hide it (`import triton` raises ImportError, which torch handles)."""
+  if "triton" not in sys.modules:
+    sys.modules["triton"] = None
+
+
+def import_torch():
+  """The torch module (after `hide_triton`), or a ConfigError saying how to install it."""
+  hide_triton()
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ConfigError(f"converting torchvision weights needs torch ({e}); install the "
+                      f"extra: pip install -e '.[torch]'") from None
+  return torch
+
+
+def load_state_dict(path: str) -> dict:
+  """The state dict of a torchvision `.pth` file (a plain state dict, or a dict holding
+  one under 'model' / 'state_dict'), as numpy arrays."""
+  torch = import_torch()
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"cannot read torch weights {path}: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}") from None
+  for key in ("model", "state_dict"):
+    if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+      obj = obj[key]
+  if not isinstance(obj, dict) or not obj:
+    raise DataError(f"{path} holds a {type(obj).__name__}, not a state dict (name -> tensor)")
+  return {k: _numpy(v) for k, v in obj.items()}
+
+
+def _numpy(value) -> np.ndarray:
+  if hasattr(value, "detach"):
+    value = value.detach().cpu()
+    if str(value.dtype) == "torch.bfloat16":
+      value = value.float()
+    value = value.numpy()
+  return np.asarray(value)
+
+
+# -- conversion -----------------------------------------------------------------------------
+def rename(state_dict, rules: Sequence[Rule], arch: str) -> tuple[dict, dict]:
+  """({jaxseg name: array}, {jaxseg name: torchvision key}) through the ordered rules;
+  a key no rule matches is a ConfigError naming it."""
+  compiled = [(re.compile(pattern), target) for pattern, target in rules]
+  arrays, origin = {}, {}
+  for key, value in state_dict.items():
+    for pattern, target in compiled:
+      m = pattern.fullmatch(key)
+      if m is None:
+        continue
+      name = target(m) if callable(target) else (m.expand(target) if target else None)
+      break
+    else:
+      raise ConfigError(f"torchvision key {key!r} (shape {tuple(np.shape(value))}) fits no "
+                        f"rule of {arch}; expected a {arch} state dict")
+    if name is None:
+      continue
+    if name in arrays:
+      raise ConfigError(f"torchvision keys {origin[name]!r} and {key!r} both map to {name}")
+    arrays[name], origin[name] = _numpy(value), key
+  return arrays, origin
+
+
+def to_flax_layout(arrays: dict) -> dict:
+  """OIHW conv kernels -> HWIO, Linear [out, in] -> [in, out] (`transfer.map_names` with
+  layout 'torch'); names unchanged."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import transfer  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict(dict(source_prefix="", target_prefix="", rename=(),
+                                     layout="torch"))
+  return transfer.map_names(arrays, c)
+
+
+def check_shapes(arrays: dict, origin: dict, expected: dict, arch: str) -> None:
+  """Every converted array has its model path and shape, and every model array gets one;
+  errors name the first torchvision key (or model path) that does not fit."""
+  for name, value in arrays.items():
+    if name not in expected:
+      raise ConfigError(f"torchvision key {origin[name]!r} maps to {name}, which the jaxseg "
+                        f"{arch} model does not have")
+    want = tuple(expected[name].shape)
+    if tuple(value.shape) != want:
+      raise ConfigError(f"torchvision key {origin[name]!r} has shape "
+                        f"{tuple(value.shape)} after conversion but {name} in the jaxseg "
+                        f"{arch} model is {want}; expected a {arch} state dict")
+  missing = [n for n in expected if n not in arrays]
+  if missing:
+    raise ConfigError(f"the state dict has nothing for {missing[0]} (and {len(missing) - 1} "
+                      f"more model arrays); expected a complete {arch} state dict")
+
+
+def nest(arrays: dict) -> dict:
+  """{'collection/a/b': x} -> {'collection': {'a': {'b': x}}}."""
+  out: dict = {}
+  for name, value in arrays.items():
+    node = out
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return out
+
+
+def _convert(state_dict, rules, arch: str, expected: dict | None,
+             fix: Callable[[dict], dict] | None = None) -> dict:
+  arrays, origin = rename(state_dict, rules, arch)
+  if fix is not None:
+    arrays = fix(arrays)
+  arrays = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+            for k, v in to_flax_layout(arrays).items()}
+  if expected is not None:
+    check_shapes(arrays, origin, expected, arch)
+  return nest(arrays)
+
+
+def _abstract(model, image_hw=(64, 64)) -> dict:
+  """{name: ShapeDtypeStruct} of a module's variables (nothing is computed)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import transfer  # pylint: disable=g-import-not-at-top
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                             jnp.zeros((1, *image_hw, 3)), train=False))
+  return transfer.flatten(shapes)
+
+
+def _fc6_chw_to_hwc(arrays: dict, resolution: int = 7) -> dict:
+  """fc6's input is the pooled [C, 7, 7] flattened in torch, [7, 7, C] in jaxseg: permute
+  the weight's input axis (still [out, in] here; the layout step transposes it)."""
+  name = "params/roi_heads/box_head/fc6/kernel"
+  if name in arrays:
+    w = arrays[name]
+    out, flat = w.shape
+    c = flat // (resolution * resolution)
+    if c * resolution * resolution == flat:
+      arrays = dict(arrays)
+      arrays[name] = (w.reshape(out, c, resolution, resolution).transpose(0, 2, 3, 1)
+                      .reshape(out, flat))
+  return arrays
+
+
+@functools.lru_cache(maxsize=1)
+def _resnet50_shapes() -> dict:
+  """{name: shape} of a ResNet-50 backbone's variables under 'backbone' (as
+  BackboneWithHeads and the detectors hold it)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from jaxseg.models.backbones import get_backbone  # pylint: disable=g-import-not-at-top
+
+  class Holder(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return get_backbone("resnet50", name="backbone")(x, train)
+
+  return _abstract(Holder())
+
+
+def convert_resnet50(state_dict) -> dict:
+  """torchvision `resnet50` (e.g. ImageNet weights) -> {'params': {'backbone': ...},
+  'batch_stats': {'backbone': ...}} of jaxseg's ResNet-50 (use it with
+  padding='symmetric' to compute what torchvision computes). The fc layer is dropped."""
+  return _convert(state_dict, RESNET50_RULES, "resnet50", _resnet50_shapes())
+
+
+def detector_shapes(num_classes: int) -> dict:
+  """{name: shape} of the jaxseg `FASTERRCNN_RESNET50_FPN` detector's variables."""
+  return dict(_detector_shapes(int(num_classes)))
+
+
+@functools.lru_cache(maxsize=4)
+def _detector_shapes(num_classes: int) -> tuple:
+  from jaxseg.models.detection import build_detector  # pylint: disable=g-import-not-at-top
+  fields = {k: v for k, v in FASTERRCNN_RESNET50_FPN.items() if k != "name"}
+  model = build_detector("faster_rcnn", num_classes, **fields)
+  return tuple(_abstract(model).items())
+
+
+def convert_resnet50_fpn_backbone(state_dict) -> dict:
+  """The `backbone.body.*` (ResNet-50) and `backbone.fpn.*` arrays of a torchvision
+  Faster / Mask R-CNN R50-FPN state dict -> jaxseg `backbone/...` and `fpn/...` variables
+  (other keys are ignored)."""
+  body = {k: v for k, v in state_dict.items() if k.startswith("backbone.")}
+  if not body:
+    first = next(iter(state_dict), None)
+    raise ConfigError(f"torchvision key {first!r} is not under 'backbone.'; expected a "
+                      f"Faster R-CNN / Mask R-CNN R50-FPN state dict")
+  expected = {k: v for k, v in detector_shapes(91).items()
+              if k.split("/")[1] in ("backbone", "fpn")}
+  return _convert(body, RESNET50_FPN_BACKBONE_RULES, "fasterrcnn_resnet50_fpn backbone",
+                  expected)
+
+
+def convert_fasterrcnn_resnet50_fpn(state_dict) -> dict:
+  """torchvision `fasterrcnn_resnet50_fpn` (v1) state dict -> {'params': ...,
+  'batch_stats': ...} of jaxseg's `FASTERRCNN_RESNET50_FPN` detector; num_classes
+  (background included, 91 for COCO) is read from the box predictor."""
+  key = "roi_heads.box_predictor.cls_score.weight"
+  num_classes = int(np.shape(state_dict[key])[0]) if key in state_dict else 91
+  return _convert(state_dict, FASTERRCNN_RESNET50_FPN_RULES, "fasterrcnn_resnet50_fpn",
+                  detector_shapes(num_classes), fix=_fc6_chw_to_hwc)
+
+
+CONVERTERS = {
+    "resnet50": convert_resnet50,
+    "resnet50_fpn_backbone": convert_resnet50_fpn_backbone,
+    "fasterrcnn_resnet50_fpn": convert_fasterrcnn_resnet50_fpn,
+}
+
+
+def convert_file(arch: str, pth: str) -> dict:
+  """Flat {'params/...': array, 'batch_stats/...': array} of a `.pth` file."""
+  if arch not in CONVERTERS:
+    raise ConfigError(f"no torchvision converter {arch!r}; expected one of {sorted(CONVERTERS)}")
+  from jaxseg.train import transfer  # pylint: disable=g-import-not-at-top
+  return transfer.flatten(CONVERTERS[arch](load_state_dict(pth)))

@@ -1,0 +1,216 @@
+"""torchvision -> jaxseg weight converters (jaxseg.weights.torchvision) against torchvision
+itself, on randomly initialised models (nothing downloads): ResNet-50 + FPN features, the
+RPN head, the box head and predictor, and whole-model detections; state dicts of other
+architectures are one-line errors naming the first key that does not fit."""
+import numpy as np
+import pytest
+
+from jaxseg.errors import ConfigError
+from jaxseg.weights import torchvision as tvw
+
+tvw.hide_triton()  # before torchvision imports torch._dynamo (see hide_triton)
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _randomize_norms(model, seed=0, body=None):
+  """Random batch-norm scales and biases, and running statistics measured on random
+  normalized images (as a trained network's would be: activations stay of order 1), so
+  every converted array matters; a fresh model's norms are the identity."""
+  g = torch.Generator().manual_seed(seed)
+  body = body or model
+  with torch.no_grad():
+    for m in body.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        n = m.weight.shape[0]
+        m.weight.copy_(0.5 + torch.rand(n, generator=g))
+        m.bias.copy_(0.1 * torch.randn(n, generator=g))
+        m.momentum = None  # running statistics = the mean over the calibration batch
+        m.reset_running_stats()
+    images = torch.rand(4, 3, 64, 96, generator=g)
+    body.train()
+    body((images - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None])
+  return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tv_model():
+  torch.manual_seed(0)
+  torch.set_num_threads(2)
+  model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None,
+                                                               weights_backbone=None)
+  return _randomize_norms(model, body=model.backbone.body)
+
+
+@pytest.fixture(scope="module")
+def converted(tv_model):
+  return tvw.convert_fasterrcnn_resnet50_fpn(tv_model.state_dict())
+
+
+def _detector(**conventions):
+  from jaxseg.models.detection import build_detector  # pylint: disable=g-import-not-at-top
+  fields = {k: v for k, v in tvw.FASTERRCNN_RESNET50_FPN.items() if k != "name"}
+  for part, values in conventions.items():
+    fields[part] = {**fields[part], **values}
+  return build_detector("faster_rcnn", 91, **fields)
+
+
+def _image(h, w, seed=0):
+  return np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+
+
+def test_resnet50_fpn_features_equal_torchvision(tv_model, converted):
+  image = _image(64, 96)
+  with torch.no_grad():
+    x = torch.from_numpy(((image - MEAN) / STD).transpose(2, 0, 1)[None].copy())
+    expected = [v.numpy().transpose(0, 2, 3, 1) for v in tv_model.backbone(x).values()]
+  model = _detector()
+  maps, strides, _, _ = jax.jit(lambda v, im: model.apply(
+      v, im, False, method=lambda m, i, t: m.features(i, t)))(converted, image[None])
+  assert list(strides) == [4, 8, 16, 32, 64]
+  assert [m.shape for m in maps] == [e.shape for e in expected]
+  for got, want in zip(maps, expected):
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
+def test_rpn_head_and_box_head_equal_torchvision(tv_model, converted):
+  from jaxseg.models.detection import RPNHead  # pylint: disable=g-import-not-at-top
+  from jaxseg.models.detection.roi_heads import FastRCNNPredictor, TwoMLPHead  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  feats = [rng.normal(size=(1, 256, h, w)).astype(np.float32) for h, w in ((8, 12), (4, 6))]
+  with torch.no_grad():
+    logits, deltas = tv_model.rpn.head([torch.from_numpy(f) for f in feats])
+  # torchvision's order: cell-major, then anchor; deltas channel a * 4 + coordinate
+  want_logits = np.concatenate([l.numpy().transpose(0, 2, 3, 1).reshape(1, -1) for l in logits], 1)
+  want_deltas = np.concatenate([d.numpy().transpose(0, 2, 3, 1).reshape(1, -1, 4)
+                                for d in deltas], 1)
+  got_logits, got_deltas = RPNHead(3).apply(
+      {"params": converted["params"]["rpn"]["head"]}, [f.transpose(0, 2, 3, 1) for f in feats])
+  np.testing.assert_allclose(got_logits, want_logits, atol=1e-5)
+  np.testing.assert_allclose(got_deltas, want_deltas, atol=1e-5)
+
+  pooled = rng.normal(size=(5, 256, 7, 7)).astype(np.float32)
+  with torch.no_grad():
+    scores, boxes = tv_model.roi_heads.box_predictor(
+        tv_model.roi_heads.box_head(torch.from_numpy(pooled)))
+  heads = converted["params"]["roi_heads"]
+  hidden = TwoMLPHead(1024).apply({"params": heads["box_head"]}, pooled.transpose(0, 2, 3, 1))
+  got_scores, got_boxes = FastRCNNPredictor(91).apply({"params": heads["box_predictor"]},
+                                                       hidden)
+  np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-5)
+  np.testing.assert_allclose(got_boxes, boxes.numpy().reshape(5, 91, 4), atol=1e-5)
+
+
+def _model_has_torchvision_conventions():
+  try:
+    _detector(**tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS)
+    return True
+  except (ConfigError, TypeError):
+    return False
+
+
+def test_detections_equal_torchvision(tv_model, converted):
+  """Same classes, boxes within 0.01 px, scores within 1e-4 at 128 x 192 (torchvision's
+  transform set to leave that size as it is)."""
+  if not _model_has_torchvision_conventions():
+    pytest.skip("the detection model has no fields for torchvision's conventions yet: "
+                f"{tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS}")
+  h, w = 128, 192
+  # a sharper classifier than the random init (scores ~ 1 / 91), so that there are
+  # detections above torchvision's 0.05, with scores spread over (0.05, 1); smaller RPN
+  # deltas (proposals within about a third of an anchor of it): float32 rounding in
+  # the deltas, times anchors up to 512 px, would otherwise move the pooled RoIs by
+  # ~0.01 px, which the sharpened classifier turns into score changes near 1e-4
+  state = dict(tv_model.state_dict())
+  state["roi_heads.box_predictor.cls_score.weight"] = (
+      state["roi_heads.box_predictor.cls_score.weight"] * 4)
+  state["rpn.head.bbox_pred.weight"] = state["rpn.head.bbox_pred.weight"] * 0.1
+  reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+      weights=None, weights_backbone=None, min_size=h, max_size=w).eval()
+  reference.load_state_dict(state)
+  image = _image(h, w, seed=3)
+  with torch.no_grad():
+    out = reference([torch.from_numpy(image.transpose(2, 0, 1).copy())])[0]
+  variables = tvw.convert_fasterrcnn_resnet50_fpn(state)
+  model = _detector(**tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS)
+  got = jax.jit(lambda v, im: model.apply(v, im, False))(variables, image[None])
+  valid = np.asarray(got["valid"][0])
+  boxes, scores = np.asarray(got["boxes"][0])[valid], np.asarray(got["scores"][0])[valid]
+  classes = np.asarray(got["classes"][0])[valid]
+  assert len(boxes) == len(out["scores"]) > 10
+  # matched by class and box (detections whose scores differ by < 1e-4 may swap ranks)
+  used = set()
+  for box, score, label in zip(out["boxes"].numpy(), out["scores"].numpy(),
+                               out["labels"].numpy()):
+    dist = np.where(classes == label, np.abs(boxes - box).max(-1), np.inf)
+    j = int(np.argmin(dist))
+    assert dist[j] <= 0.01 and j not in used, (box, label, dist[j])
+    assert abs(scores[j] - score) <= 1e-4, (score, scores[j], label, box)
+    used.add(j)
+
+
+def test_other_architectures_name_the_first_key_that_does_not_fit(tv_model):
+  state = tv_model.state_dict()
+  # RetinaNet / FCOS carry an FPN P6 conv; Mask R-CNN a mask head
+  bad = dict(state)
+  bad["backbone.fpn.extra_blocks.p6.weight"] = torch.zeros(256, 2048, 3, 3)
+  with pytest.raises(ConfigError, match=r"'backbone\.fpn\.extra_blocks\.p6\.weight'.*fits no rule"):
+    tvw.convert_fasterrcnn_resnet50_fpn(bad)
+  # a ResNet-101 body: layer3 has blocks 6..22 the ResNet-50 lacks
+  bad = dict(state)
+  bad["backbone.body.layer3.6.conv1.weight"] = torch.zeros(256, 1024, 1, 1)
+  with pytest.raises(ConfigError, match=r"'backbone\.body\.layer3\.6\.conv1\.weight'.*does not have"):
+    tvw.convert_fasterrcnn_resnet50_fpn(bad)
+  # a ResNet-18 (basic blocks): the first conv of layer1 is 3x3, not 1x1
+  with pytest.raises(ConfigError, match=r"'layer1\.0\.conv1\.weight' has shape \(3, 3, 64, 64\)"):
+    tvw.convert_resnet50(torchvision.models.resnet18(weights=None).state_dict())
+  missing = {k: v for k, v in state.items() if not k.startswith("rpn.")}
+  with pytest.raises(ConfigError, match="nothing for params/rpn/head"):
+    tvw.convert_fasterrcnn_resnet50_fpn(missing)
+
+
+def test_resnet50_classifier_body_and_backbone_part(tv_model):
+  resnet = _randomize_norms(torchvision.models.resnet50(weights=None), seed=2)
+  variables = tvw.convert_resnet50(resnet.state_dict())
+  np.testing.assert_array_equal(variables["batch_stats"]["backbone"]["stem_conv"]["BatchNorm_0"]["var"],
+                                resnet.bn1.running_var.numpy())
+  image = _image(64, 64, seed=4)
+  from jaxseg.models.backbones import get_backbone  # pylint: disable=g-import-not-at-top
+  body = get_backbone("resnet50", padding="symmetric", frozen_bn=True)
+  with torch.no_grad():
+    x = torch.from_numpy(((image - MEAN) / STD).transpose(2, 0, 1)[None].copy())
+    x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+    x = resnet.layer4(resnet.layer3(resnet.layer2(resnet.layer1(x))))
+  want = x.numpy().transpose(0, 2, 3, 1)
+  # jaxseg backbones take normalized images: the detector normalizes, here we do
+  got = body.apply({"params": variables["params"]["backbone"],
+                    "batch_stats": variables["batch_stats"]["backbone"]},
+                   ((image - MEAN) / STD)[None])["stride_32"]
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * np.abs(want).max())
+  part = tvw.convert_resnet50_fpn_backbone(tv_model.state_dict())
+  assert set(part["params"]) == {"backbone", "fpn"}
+
+
+def test_command_line_writes_loadable_weights(tv_model, tmp_path):
+  from jaxseg import weights  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import transfer  # pylint: disable=g-import-not-at-top
+  pth = str(tmp_path / "frcnn.pth")
+  torch.save(tv_model.state_dict(), pth)
+  out = str(tmp_path / "frcnn.npz")
+  weights.main(["torchvision", "fasterrcnn_resnet50_fpn", "--pth", pth, "--out", out])
+  arrays = transfer.read_weights(out)
+  np.testing.assert_array_equal(arrays["params/rpn/head/cls_logits/bias"],
+                                tv_model.rpn.head.cls_logits.bias.detach().numpy())
+  assert arrays["params/roi_heads/box_head/fc6/kernel"].shape == (12544, 1024)
+  assert "batch_stats/backbone/stem_conv/BatchNorm_0/mean" in arrays
+  (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+  with pytest.raises(SystemExit) as e:
+    weights.main(["torchvision", "fasterrcnn_resnet50_fpn", "--pth", str(tmp_path / "bad.pth"),
+                  "--out", out])
+  assert e.value.code == 2
