@@ -213,16 +213,18 @@ def check_best_metric(config, task, abstract_variables, example) -> None:
                       f"{config.task} eval; expected one of {sorted(names)}")
 
 
-def restore_or_init(config, ckpt, init, abstract, train: bool):
+def restore_or_init(config, ckpt, init, abstract, train: bool, source=None):
   """The newest readable checkpoint of the workdir (corrupt ones are moved aside), else,
-  when training, a fresh state (only then does `config.init_from` load anything)."""
+  when training, a fresh state with `config.init_from` applied (`source`: already read,
+  else read now)."""
   state = ckpt.restore(abstract) if ckpt.steps() else None
   if state is not None:
     logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
     return state
   if not train:
     raise CheckpointError(f"no readable checkpoint to evaluate in {ckpt.directory}")
-  source = transfer.load(config)  # read before init compiles: a bad path fails fast
+  if source is None:
+    source = transfer.load(config)
   return transfer.apply(source, init(jax.random.key(config.seed)))
 
 
@@ -311,16 +313,18 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   def init(rng):
     return create_state(task.init(rng, example), tx, config.seed)
 
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                          jax.eval_shape(init, jax.random.key(config.seed)))
-  check_best_metric(config, task, abstract.variables, example)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
                                read_only=not train and not _writable(workdir), clean_up=train)
+  # A fresh start reads config.init_from first: a bad path fails before anything compiles.
+  source = transfer.load(config) if train and not ckpt.steps() else None
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          jax.eval_shape(init, jax.random.key(config.seed)))
+  check_best_metric(config, task, abstract.variables, example)
   with _Sigterm() as sigterm:  # also over the final save and close
     try:
       summary = _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
-                     stop_after, sigterm)
+                     stop_after, sigterm, source)
     except BaseException:
       ckpt.close()
       if new_workdir and train and not ckpt.steps() and jax.process_index() == 0:
@@ -331,8 +335,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
 
 
 def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train, stop_after,
-         sigterm) -> dict:
-  state = restore_or_init(config, ckpt, init, abstract, train)
+         sigterm, source) -> dict:
+  state = restore_or_init(config, ckpt, init, abstract, train, source)
   start_step = int(jax.device_get(state.step))
   if ckpt.steps():
     warn_config_changes(config, workdir)
