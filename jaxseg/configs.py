@@ -202,9 +202,11 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
   c.seed = 0
   c.batch_size = 8
   c.eval_batch_size = 8
-  c.num_steps = 1500
+  # Faster R-CNN R18-FPN (width 16) on 128 px shapes reached AP 0.69 / AP50 0.91 at step
+  # 1000 of a 1500-step run (AP 0.74 / AP50 0.93 at 1500), ~0.5 s per step on 2 cores.
+  c.num_steps = 1000
   c.log_every = 50
-  c.eval_every = 1500
+  c.eval_every = 500
   c.checkpoint_every = 250
   c.keep_checkpoints = 2
   c.best_metric = "AP"

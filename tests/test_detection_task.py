@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from conftest import REPO, load_config
+from test_faster_rcnn import host_init
 from jaxseg import tasks
 from jaxseg.data import pipeline
 from jaxseg.errors import ConfigError, DataError
@@ -51,24 +52,24 @@ def _batch(task, counts, seed):
 
 def test_train_step_compiles_once_over_varying_object_counts(task):
   """>= 20 steps, 0..max_boxes objects per image: one compilation, finite losses."""
-  mesh = loop.make_mesh(jax.devices()[:1])
+  mesh = loop.make_mesh(jax.devices()[:2])  # as the end-to-end test (shared compiles)
   tx, schedule = make_optimizer(task.config.optimizer, task.config.num_steps)
-  example = task.example_batch(2)
+  example = task.example_batch(4)
   replicated = NamedSharding(mesh, PartitionSpec())  # as the trainer: no sharding change
-  state = jax.jit(lambda key: create_state(task.init(key, example), tx, seed=0),
-                  out_shardings=replicated)(jax.random.key(0))
+  variables = host_init(task.init, jax.random.key(0), example)
+  state = jax.jit(lambda v: create_state(v, tx, seed=0), out_shardings=replicated)(variables)
   traces = []
 
-  def step(state, batch):
+  def train_step(state, batch):
     traces.append(1)  # runs once per trace
     return loop.train_step(task, tx, schedule, state, batch)
 
-  step_fn = jax.jit(step, out_shardings=(replicated, replicated))
+  step_fn = jax.jit(train_step, out_shardings=(replicated, replicated), donate_argnums=0)
   m = task.max_boxes
   rng = np.random.default_rng(0)
   seen = set()
   for s in range(21):
-    counts = [0, 0] if s == 0 else rng.integers(0, m + 1, 2).tolist()
+    counts = [0] * 4 if s == 0 else rng.integers(0, m + 1, 4).tolist()
     seen.add(tuple(counts))
     batch = _batch(task, counts, s)
     task.validate_batch(batch)
