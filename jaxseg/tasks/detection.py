@@ -29,7 +29,6 @@ PR plot is the full set's; called alone, `visualize` gives the batch's).
 from __future__ import annotations
 
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -39,19 +38,19 @@ from jaxseg.data import pipeline
 from jaxseg.errors import ConfigError, DataError
 from jaxseg.metrics import coco as coco_eval
 from jaxseg.models.detection import build_detector
+from jaxseg.tasks import base
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 GT_KEYS = ("boxes", "labels", "valid", "is_crowd")
 PICTURE_SCORE_THRESHOLD = 0.3
 PR_SIZE = (6.4, 4.0, 80)  # inches wide, high, dpi of the PR plot (512 x 320 px)
 
 
-class DetectionTask:
+class DetectionTask(base.Task):
   """The task contract (jaxseg.tasks) for object detection; see the module docstring."""
 
   def __init__(self, config):
-    self.config = config
+    super().__init__(config)
     c = config.dataset
     self.source = det_data.get_detection_source(c.name, c)
     self.class_names = tuple(self.source.class_names)  # [0] = "background"
@@ -59,21 +58,15 @@ class DetectionTask:
     self.max_boxes = int(c.max_boxes)
     if self.max_boxes < 1:
       raise ConfigError(f"config.dataset.max_boxes={c.max_boxes}; expected a positive int")
-    fields = {k: (v.to_dict() if hasattr(v, "to_dict") else v)
-              for k, v in config.model.items()}
-    name = fields.pop("name", "faster_rcnn")
-    dtype = fields.pop("dtype", "float32")
-    if dtype not in DTYPES:
-      raise ConfigError(f"config.model.dtype={dtype!r}; expected one of {sorted(DTYPES)}")
-    self.model = build_detector(name, self.num_classes, DTYPES[dtype], **fields)
+    fields = base.model_fields(config.model, drop=("dtype", "name"))
+    name = config.model.get("name", "faster_rcnn")
+    self.model = build_detector(name, self.num_classes, base.compute_dtype(config.model),
+                                **fields)
     missing = [f"{t}_weight" for t in LOSS_TERMS if f"{t}_weight" not in config.loss]
     if missing:
       raise ConfigError(f"config.loss lacks {missing}; the detection loss is the sum of "
                         f"config.loss.<term>_weight * term over {LOSS_TERMS}")
-    try:  # the model's own checks (levels, anchors, image size) as one line
-      jax.eval_shape(self.init, jax.random.key(0), self.example_batch(1))
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f"config.model ({name}) at image_size {c.image_size}: {e}") from None
+    self.check_model(name)  # levels, anchors, image size: one line
     self._pr_canvas = None
 
   # -- data ---------------------------------------------------------------------------
@@ -140,9 +133,6 @@ class DetectionTask:
                       f"{int(labels[i, j])}; expected 1..{self.num_classes - 1}")
 
   # -- model --------------------------------------------------------------------------
-  def init(self, rng, batch):
-    return self.model.init({"params": rng}, batch["image"], train=False)
-
   def loss_fn(self, variables, batch, rng, train: bool):
     """sum_t config.loss.<t>_weight * t over LOSS_TERMS; aux: every term and diagnostics.
     `train` sets batch norm's mode; the losses are those of training either way."""

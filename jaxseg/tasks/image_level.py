@@ -7,47 +7,33 @@ A subclass sets `REQUIRE` (the example fields it needs, e.g. ("label", "box")), 
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.data import image_preprocess, image_sources, pipeline, skeleton
-from jaxseg.errors import ConfigError, DataError
+from jaxseg.errors import DataError
+from jaxseg.tasks import base
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-
-class ImageLevelTask:
+class ImageLevelTask(base.Task):
   """Data, initialization and the model-apply plumbing of an image-level task."""
   REQUIRE: tuple[str, ...] = ()
 
   def __init__(self, config):
-    self.config = config
+    super().__init__(config)
     self.source = image_sources.get_source(config.dataset.name, config.dataset)
     image_sources.check_provides(self.source, config.dataset.name, self.REQUIRE)
     self.class_names = tuple(self.source.class_names or ())
     self.num_classes = len(self.class_names)
-    dtype = config.model.get("dtype", "float32")
-    if dtype not in DTYPES:
-      raise ConfigError(f"config.model.dtype={dtype!r}; expected one of {sorted(DTYPES)}")
-    self.dtype = DTYPES[dtype]
+    self.dtype = base.compute_dtype(config.model)
     self.model = self.build_model(config.model)
-    try:  # the model's own checks (unknown backbone option, bad image size) as one line
-      jax.eval_shape(self.init, jax.random.key(0), self.example_batch(1))
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f"config.model at image_size {config.dataset.image_size}: {e}") from None
+    self.check_model()  # unknown backbone option, bad image size: one line
 
   def build_model(self, model_config):
     raise NotImplementedError
 
   def model_fields(self, model_config, drop=("dtype",)) -> dict:
     """config.model as keyword arguments (ConfigDicts turned into dicts)."""
-    fields = {}
-    for key, value in model_config.items():
-      if key in drop:
-        continue
-      fields[key] = value.to_dict() if hasattr(value, "to_dict") else value
-    return fields
+    return base.model_fields(model_config, drop)
 
   # -- data ---------------------------------------------------------------------------
   def train_data(self, start_step: int = 0):
@@ -98,11 +84,6 @@ class ImageLevelTask:
                         f"preprocessing; missing joints must have visibility 0")
 
   # -- model --------------------------------------------------------------------------
-  def init(self, rng, batch):
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"],
-                           train=False)
-
   def apply(self, variables, images, rng=None, train: bool = False):
     """Model outputs, and the updated batch statistics when training."""
     mutable = ["batch_stats"] if train and "batch_stats" in variables else False

@@ -30,8 +30,8 @@ from jaxseg import losses, models, viz
 from jaxseg.data import pipeline, segmentation as seg_data, sources
 from jaxseg.errors import ConfigError, DataError
 from jaxseg.metrics import segmentation as seg_metrics
+from jaxseg.tasks import base
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MC_DROPOUT_SEED = 0
 
 
@@ -101,11 +101,11 @@ def mc_dropout_predict(model, variables, images, num_samples: int, rng):
           "expected_entropy": entropy_sum / num_samples}
 
 
-class SegmentationTask:
+class SegmentationTask(base.Task):
   """The task contract for semantic segmentation (see jaxseg.tasks)."""
 
   def __init__(self, config):
-    self.config = config
+    super().__init__(config)
     self.source = sources.get_source(config.dataset.name)
     self.class_names = self.source.class_names
     self.num_classes = self.source.num_classes
@@ -115,16 +115,11 @@ class SegmentationTask:
                         f"id; expected a value outside [0, {self.num_classes})")
     model_kwargs = dict(config.model)
     name = model_kwargs.pop("name")
-    dtype = model_kwargs.pop("dtype", "float32")
-    if dtype not in DTYPES:
-      raise ConfigError(f"config.model.dtype={dtype!r}; expected one of {sorted(DTYPES)}")
+    model_kwargs.pop("dtype", None)
     self.model = models.get_segmentation_model(
-        name, num_classes=self.num_classes, dtype=DTYPES[dtype], **model_kwargs)
-    try:  # the model's own checks (unknown option, image size it cannot take) as one line
-      jax.eval_shape(self.init, jax.random.key(0), self.example_batch(1))
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f"config.model ({name}) at image_size "
-                        f"{config.dataset.image_size}: {e}") from None
+        name, num_classes=self.num_classes, dtype=base.compute_dtype(config.model),
+        **model_kwargs)
+    self.check_model(name)  # unknown option, image size it cannot take: one line
     uncertainty = config.get("uncertainty") or {}
     self.mc_samples = uncertainty.get("mc_samples", 0)
     if (isinstance(self.mc_samples, bool) or not isinstance(self.mc_samples, int)
@@ -167,11 +162,6 @@ class SegmentationTask:
             "label": np.zeros((batch_size, size, size), np.int32)}
 
   # -- model --------------------------------------------------------------------------
-  def init(self, rng, batch):
-    params_rng, dropout_rng = jax.random.split(rng)
-    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"],
-                           train=False)
-
   def loss_fn(self, variables, batch, rng, train: bool):
     """Weighted CE + Dice of the logits. With `config.model.deep_supervision` (models that
     sow "step_logits", e.g. recurrent refinement) the mean of that loss over every sown

@@ -63,14 +63,16 @@ class FastRCNNPredictor(nn.Module):
 
 
 def pool(pooler: str, features, strides, boxes, resolution: int, sampling_ratio: int,
-         canonical_level: float = 4, canonical_size: float = 224.0):
-  """features: list of [B, H, W, C] (fine to coarse); boxes [B, R, 4] -> [B, R, S, S, C]."""
+         canonical_level: float = 4, canonical_size: float = 224.0, aligned: bool = True):
+  """features: list of [B, H, W, C] (fine to coarse); boxes [B, R, 4] -> [B, R, S, S, C].
+  `aligned`: RoIAlign's half-pixel offset (Detectron2; torchvision's MultiScaleRoIAlign
+  in fasterrcnn_resnet50_fpn uses aligned=False)."""
   boxes = jax.lax.stop_gradient(boxes)
   if pooler not in POOLERS:
     raise ValueError(f"pooler={pooler!r}; expected one of {POOLERS}")
   if pooler == "multilevel":
     return ops.roi.multilevel_roi_align(features, boxes, resolution, tuple(strides),
-                                        sampling_ratio, True, canonical_level=canonical_level,
+                                        sampling_ratio, aligned, canonical_level=canonical_level,
                                         canonical_size=canonical_size)
   if len(features) != 1:
     raise ValueError(f"pooler={pooler!r} reads one feature level; the detector gives "
@@ -78,7 +80,7 @@ def pool(pooler: str, features, strides, boxes, resolution: int, sampling_ratio:
   if pooler == "roi_pool":
     return ops.roi.roi_pool(features[0], boxes, resolution, 1.0 / strides[0])
   return ops.roi.roi_align(features[0], boxes, resolution, 1.0 / strides[0], sampling_ratio,
-                           True)
+                           aligned)
 
 
 class RoIHeads(nn.Module):
@@ -87,6 +89,7 @@ class RoIHeads(nn.Module):
   pooler: str = "roi_align"
   pooler_resolution: int = 7
   sampling_ratio: int = 2
+  aligned: bool = True  # RoIAlign's half-pixel offset (False: torchvision's R-CNNs)
   canonical_level: float = 4.0
   canonical_size: float = 224.0
   representation_size: int = 1024
@@ -110,7 +113,7 @@ class RoIHeads(nn.Module):
 
   def _predict(self, features, strides, rois):
     pooled = pool(self.pooler, features, strides, rois, self.pooler_resolution,
-                  self.sampling_ratio, self.canonical_level, self.canonical_size)
+                  self.sampling_ratio, self.canonical_level, self.canonical_size, self.aligned)
     return self.box_predictor(self.box_head(pooled.astype(self.dtype)))
 
   def __call__(self, features, strides, proposals, proposal_valid, image_hw, train=False,
