@@ -31,6 +31,38 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def check_variant(arg) -> None:
+  if arg not in (None, "", *VARIANTS):
+    raise ValueError(f"unknown config variant {arg!r}; expected one of {VARIANTS} or none")
+
+
+def run_config(task: str, best_metric: str, *, batch_size: int, eval_batch_size: int,
+               num_steps: int, log_every: int, eval_every: int,
+               checkpoint_every: int) -> ml_collections.ConfigDict:
+  """The run keys every config has: task, seed, batch sizes, schedule of logs, evals and
+  checkpoints (the last 2 kept, plus the best by `best_metric`, higher is better)."""
+  return ml_collections.ConfigDict(dict(
+      task=task, seed=0, batch_size=batch_size, eval_batch_size=eval_batch_size,
+      num_steps=num_steps, log_every=log_every, eval_every=eval_every,
+      checkpoint_every=checkpoint_every, keep_checkpoints=2, best_metric=best_metric,
+      best_mode="max"))
+
+
+def shrink_to_tiny(c: ml_collections.ConfigDict, num_steps: int, eval_every: int,
+                   warmup_steps: int) -> None:
+  """The `tiny` variant's common part (tests, smoke runs): batches of 4, 32x32 images,
+  16 / 8 generated examples, a log every 2 steps and a checkpoint every 2."""
+  c.batch_size = c.eval_batch_size = 4
+  c.num_steps = num_steps
+  c.log_every = 2
+  c.eval_every = eval_every
+  c.checkpoint_every = 2
+  c.dataset.image_size = 32
+  c.dataset.generator.num_train = 16
+  c.dataset.generator.num_validation = 8
+  c.optimizer.warmup_steps = warmup_steps
+
+
 def segmentation_shapes(arg, model: dict, tiny_model: dict,
                         small_model: dict | None = None) -> ml_collections.ConfigDict:
   """The segmentation config on the embedded shapes data, unlocked.
@@ -38,20 +70,9 @@ def segmentation_shapes(arg, model: dict, tiny_model: dict,
   `model` is config.model (`name` plus the model's fields); `tiny_model` / `small_model`
   override it in the `tiny` / `small` variants.
   """
-  if arg not in (None, "", *VARIANTS):
-    raise ValueError(f"unknown config variant {arg!r}; expected one of {VARIANTS} or none")
-  c = ml_collections.ConfigDict()
-  c.task = "segmentation"
-  c.seed = 0
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  c.num_steps = 1200
-  c.log_every = 20
-  c.eval_every = 600
-  c.checkpoint_every = 100
-  c.keep_checkpoints = 2
-  c.best_metric = "mIoU"
-  c.best_mode = "max"
+  check_variant(arg)
+  c = run_config("segmentation", "mIoU", batch_size=8, eval_batch_size=8, num_steps=1200,
+                 log_every=20, eval_every=600, checkpoint_every=100)
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "shapes"
@@ -91,16 +112,8 @@ def segmentation_shapes(arg, model: dict, tiny_model: dict,
     c.dataset.image_size = 64
     c.model.update(small_model or {})
   elif arg == "tiny":  # a few seconds on CPU: tests and smoke runs
-    c.batch_size = c.eval_batch_size = 4
-    c.num_steps = 6
-    c.log_every = 2
-    c.eval_every = 3
-    c.checkpoint_every = 2
-    c.dataset.image_size = 32
+    shrink_to_tiny(c, num_steps=6, eval_every=3, warmup_steps=2)
     c.dataset.augment.min_scale, c.dataset.augment.max_scale = 0.8, 1.25  # exercise scaling
-    c.dataset.generator.num_train = 16
-    c.dataset.generator.num_validation = 8
-    c.optimizer.warmup_steps = 2
     c.model.update(tiny_model)
   return c
 
@@ -118,24 +131,14 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
   the cascade fields); `loss` config.loss. Variants: `small` applies `small` (top-level
   keys, e.g. num_steps) and `small_model`; `tiny` shrinks everything for tests.
   """
-  if arg not in (None, "", *VARIANTS):
-    raise ValueError(f"unknown config variant {arg!r}; expected one of {VARIANTS} or none")
+  check_variant(arg)
   if task not in IMAGE_TASKS:
     raise ValueError(f"unknown image task {task!r}; expected one of {IMAGE_TASKS}")
   placeholder = ml_collections.config_dict.placeholder
-  c = ml_collections.ConfigDict()
-  c.task = task
-  c.seed = 0
-  c.batch_size = 32
-  c.eval_batch_size = 64
-  c.num_steps = 2000
-  c.log_every = 50
-  c.eval_every = 1000
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 2
-  c.best_metric = {"classification": "accuracy", "localization": "correct_localization",
-                   "pose": "PCK@0.2"}[task]
-  c.best_mode = "max"
+  best_metric = {"classification": "accuracy", "localization": "correct_localization",
+                 "pose": "PCK@0.2"}[task]
+  c = run_config(task, best_metric, batch_size=32, eval_batch_size=64, num_steps=2000,
+                 log_every=50, eval_every=1000, checkpoint_every=500)
 
   d = ml_collections.ConfigDict()
   d.name = "shapes"
@@ -172,15 +175,7 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
     c.update(small or {})
     c.model.update(small_model or {})
   elif arg == "tiny":
-    c.batch_size = c.eval_batch_size = 4
-    c.num_steps = 4
-    c.log_every = 2
-    c.eval_every = 4
-    c.checkpoint_every = 2
-    c.dataset.image_size = 32
-    c.dataset.generator.num_train = 16
-    c.dataset.generator.num_validation = 8
-    c.optimizer.warmup_steps = 1
+    shrink_to_tiny(c, num_steps=4, eval_every=4, warmup_steps=1)
     c.model.update(tiny_model)
   return c
 
@@ -194,23 +189,12 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
   override it (dicts merged one level deep) in the `tiny` / `small` variants.
   config.loss holds one `<term>_weight` per loss term of `jaxseg.tasks.detection`.
   """
-  if arg not in (None, "", *VARIANTS):
-    raise ValueError(f"unknown config variant {arg!r}; expected one of {VARIANTS} or none")
+  check_variant(arg)
   placeholder = ml_collections.config_dict.placeholder
-  c = ml_collections.ConfigDict()
-  c.task = "detection"
-  c.seed = 0
-  c.batch_size = 8
-  c.eval_batch_size = 8
   # Faster R-CNN R18-FPN (width 16) on 128 px shapes reached AP 0.69 / AP50 0.91 at step
   # 1000 of a 1500-step run (AP 0.74 / AP50 0.93 at 1500), ~0.5 s per step on 2 cores.
-  c.num_steps = 1000
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 250
-  c.keep_checkpoints = 2
-  c.best_metric = "AP"
-  c.best_mode = "max"
+  c = run_config("detection", "AP", batch_size=8, eval_batch_size=8, num_steps=1000,
+                 log_every=50, eval_every=500, checkpoint_every=250)
 
   d = ml_collections.ConfigDict()
   d.name = "shapes"
@@ -251,15 +235,7 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
     c.dataset.image_size = 64
     merge(small_model)
   elif arg == "tiny":  # a few seconds on CPU: tests and smoke runs
-    c.batch_size = c.eval_batch_size = 4
-    c.num_steps = 4
-    c.log_every = 2
-    c.eval_every = 4
-    c.checkpoint_every = 2
-    c.dataset.image_size = 32
+    shrink_to_tiny(c, num_steps=4, eval_every=4, warmup_steps=1)
     c.dataset.max_boxes = 4
-    c.dataset.generator.num_train = 16
-    c.dataset.generator.num_validation = 8
-    c.optimizer.warmup_steps = 1
     merge(tiny_model)
   return c
