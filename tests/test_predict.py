@@ -22,7 +22,8 @@ CONFIGS = {
     "pose": os.path.join(REPO, "experiments", "pose", "deeppose_stick_figures.py"),
     "detection": os.path.join(REPO, "experiments", "detection", "faster_rcnn_shapes.py"),
 }
-SIZES = ((40, 56), (33, 21))  # (H, W) of the user's images: not the model's 32 x 32
+SIZES = ((40, 56), (33, 21))
+IMAGE_LEVEL = ("classification", "localization", "pose")  # (H, W) of the user's images: not the model's 32 x 32
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +31,21 @@ def image_data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds_predict"))
 
 
-def _config(task, data_dir, image_data_dir, **updates):
+def _config(task, data_dir, image_data_dir):
+  """The tiny config as the other tests train it (same data dirs and programs, so the
+  session's compilation cache serves the train and eval steps)."""
   config = load_config(CONFIGS[task])
-  config.dataset.data_dir = data_dir if task == "segmentation" else image_data_dir
-  config.num_steps = 2
-  config.eval_every = config.checkpoint_every = 2
-  for key, value in updates.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.dataset.data_dir = image_data_dir if task in IMAGE_LEVEL else data_dir
+  if task == "segmentation":
+    config.num_steps = 4  # as test_main's run
   return config
 
 
 def _train(config, workdir):
   from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
-  return loop.train_and_evaluate(config, str(workdir), mesh=loop.make_mesh(jax.devices()[:1]))
+  # the meshes of test_main (all devices) and of the task tests (2 devices)
+  devices = jax.devices() if config.task == "segmentation" else jax.devices()[:2]
+  return loop.train_and_evaluate(config, str(workdir), mesh=loop.make_mesh(devices))
 
 
 def _images(tmp_path):
@@ -65,15 +64,16 @@ def _images(tmp_path):
 def _check_against_task(task_name, records, config, workdir):
   """Each record equals task.predict on the prepared image, mapped to source pixels."""
   task, state = predict.restore(config, str(workdir))
+  predict_fn = jax.jit(task.predict)  # compiled as predict_files compiled it (cache hit)
   for record in records:
     image = predict.read_image(record["input"])
     model_input, geometry = predict.prepare(config, image)
     assert record["image_size"] == list(image.shape[:2])
     assert record["model_input_size"] == [config.dataset.image_size] * 2
-    p = jax.tree.map(lambda a: np.asarray(a)[0], task.predict(state.variables,
-                                                              model_input[None]))
+    p = jax.tree.map(lambda a: np.asarray(a)[0], predict_fn(state.variables,
+                                                            model_input[None]))
     saved = json.load(open(record["json"]))
-    assert saved["checkpoint_step"] == 2 and os.path.exists(saved["overlay"])
+    assert saved["checkpoint_step"] == config.num_steps and os.path.exists(saved["overlay"])
     overlay = np.asarray(Image.open(saved["overlay"]))
     assert overlay.ndim == 3 and overlay.shape[2] == 3
     if task_name == "segmentation":
@@ -135,10 +135,10 @@ def test_predict_each_task(task_name, data_dir, image_data_dir, tmp_path):
   _check_against_task(task_name, records, config, workdir)
 
 
-def test_predict_detection(image_data_dir, tmp_path):
+def test_predict_detection(data_dir, image_data_dir, tmp_path):
   if not os.path.exists(CONFIGS["detection"]):
     pytest.skip("no detection config")
-  config = _config("detection", None, image_data_dir)
+  config = _config("detection", data_dir, image_data_dir)
   workdir = tmp_path / "run"
   _train(config, workdir)
   files = _images(tmp_path)
