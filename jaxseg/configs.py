@@ -193,8 +193,8 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
   placeholder = ml_collections.config_dict.placeholder
   # Faster R-CNN R18-FPN (width 16) on 128 px shapes, measured on the shared 2-core
   # machine (2026-12-06): 1500 steps -> AP 0.736 / AP50 0.930 (0.691 / 0.909 at step
-  # 1000); a 1000-step schedule -> only AP 0.634 / AP50 0.850. About 0.4-0.55 s per step
-  # on 2 idle cores.
+  # 1000); a 1000-step schedule -> only AP 0.634 / AP50 0.850. 0.36 s per step in the
+  # least loaded stretch (1.2 s median while two other jobs shared the cores).
   c = run_config("detection", "AP", batch_size=8, eval_batch_size=8, num_steps=1500,
                  log_every=50, eval_every=750, checkpoint_every=250)
 
