@@ -19,6 +19,12 @@ flags.DEFINE_bool("verbose", False, "Show the start-up and library logs that jax
                   "(TensorFlow/XLA start-up lines, orbax INFO).")
 
 
+def default_workdir(config_path: str) -> str:
+  """runs/<config file name>: where a run of `config_path` goes without --workdir."""
+  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("runs", name)
+
+
 def fail(message: str):
   """Report a user error in one line and exit with status 2."""
   print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)

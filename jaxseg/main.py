@@ -6,7 +6,6 @@ file (`--flagfile=x.flags`). User errors print one line and exit with status 2.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags
@@ -23,11 +22,6 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first
                   "(multi-process runs; coordinator from the environment).")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
-
-
-def default_workdir(config_path: str) -> str:
-  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  return os.path.join("runs", name)
 
 
 def main(argv):
@@ -52,7 +46,7 @@ def main(argv):
                  f"expected a cluster environment (SLURM, Cloud TPU VM, Kubernetes) or "
                  f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
     from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
-    workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
+    workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)
     summary = loop.train_and_evaluate(config, workdir, train=FLAGS.mode == "train")
   except JaxsegError as e:
     cli.fail(str(e))

@@ -40,12 +40,11 @@ import os
 
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 from jaxseg import cli
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config).",
-                                lock_config=True)
+cli.quiet_startup()
+cli.define_config_file("config", "Experiment config file (get_config).")
 flags.DEFINE_string("input", None, "An image file, a directory of images, or a glob "
                     "(quote it: 'photos/*.jpg').")
 flags.DEFINE_string("workdir", None, "The run's workdir (default: runs/<config name>).")
@@ -324,25 +323,14 @@ def restore(config, workdir: str, task=None):
   config's optimizer, `create_state`), so the checkpoint's structure must fit the config.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from jaxseg import tasks  # pylint: disable=g-import-not-at-top
   from jaxseg.errors import CheckpointError  # pylint: disable=g-import-not-at-top
   from jaxseg.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from jaxseg.train import loop, transfer  # pylint: disable=g-import-not-at-top
-  from jaxseg.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
-  from jaxseg.train.state import create_state  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   loop.check_workdir(workdir, train=False)
   task = task or tasks.get_task(config)
-  mesh = loop.make_mesh(jax.local_devices()[:1])
-  replicated = NamedSharding(mesh, PartitionSpec())
-  tx, _ = make_optimizer(config.optimizer, config.num_steps,
-                         frozen=transfer.frozen_mask(config))
-  example = task.example_batch(1)
-  init = lambda rng: create_state(task.init(rng, example), tx, config.seed)
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-      jax.eval_shape(init, jax.random.key(config.seed)))
+  _, _, _, abstract = loop.build_state(config, task, loop.make_mesh(jax.local_devices()[:1]))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode, read_only=True)
   try:
@@ -396,12 +384,6 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
   return records
 
 
-def default_workdir(config_path: str) -> str:
-  """runs/<config file name> (as `jaxseg.main` names a run's default workdir)."""
-  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  return os.path.join("runs", name)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -411,7 +393,7 @@ def main(argv):
     _ = config.task  # a config file that failed to load raises only when first used
   except OSError as e:
     cli.fail(f"cannot load --config: {e}")
-  workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
+  workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)
   output_dir = FLAGS.output_dir or os.path.join(workdir, "predictions")
   try:
     files = find_inputs(FLAGS.input)

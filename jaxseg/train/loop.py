@@ -198,6 +198,24 @@ def check_workdir(workdir: str, train: bool) -> None:
                         f"expected a writable directory")
 
 
+def build_state(config, task, mesh):
+  """(tx, schedule, init, abstract): the optimizer and its schedule, `init(rng)` (jitted,
+  replicated over `mesh`) giving a fresh TrainState, and that state's abstract shapes
+  (ShapeDtypeStructs with the replicated sharding; nothing is computed)."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  tx, schedule = make_optimizer(config.optimizer, config.num_steps,
+                                frozen=transfer.frozen_mask(config))
+  example = task.example_batch(mesh.size)
+
+  @functools.partial(jax.jit, out_shardings=replicated)
+  def init(rng):
+    return create_state(task.init(rng, example), tx, config.seed)
+
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          jax.eval_shape(init, jax.random.key(config.seed)))
+  return tx, schedule, init, abstract
+
+
 def check_best_metric(config, task, abstract_variables, example) -> None:
   """`config.best_metric` must be a metric the task's eval produces: found by summarizing
   all-zero statistics of the eval step's output shapes (nothing runs)."""
@@ -304,23 +322,13 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   mesh = make_mesh() if mesh is None else mesh
   check_batch_sizes(config, mesh)
   task = tasks.get_task(config)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  tx, schedule = make_optimizer(config.optimizer, config.num_steps,
-                                frozen=transfer.frozen_mask(config))
-  example = task.example_batch(mesh.size)
-
-  @functools.partial(jax.jit, out_shardings=replicated)
-  def init(rng):
-    return create_state(task.init(rng, example), tx, config.seed)
-
+  tx, schedule, init, abstract = build_state(config, task, mesh)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
                                read_only=not train and not _writable(workdir), clean_up=train)
   # A fresh start reads config.init_from first: a bad path fails before anything compiles.
   source = transfer.load(config) if train and not ckpt.steps() else None
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                          jax.eval_shape(init, jax.random.key(config.seed)))
-  check_best_metric(config, task, abstract.variables, example)
+  check_best_metric(config, task, abstract.variables, task.example_batch(mesh.size))
   with _Sigterm() as sigterm:  # also over the final save and close
     try:
       summary = _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
