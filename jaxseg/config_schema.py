@@ -93,6 +93,32 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.label_smoothing": (fraction, "a number in [0, 1)"),
     "loss.smooth_l1_beta": (non_negative, "a finite number >= 0"),
     "uncertainty.mc_samples": (non_negative_int, "an integer >= 0"),
+    # detection
+    "dataset.max_boxes": (positive_int, "an integer >= 1 (objects per image)"),
+    "dataset.resize": (one_of("letterbox", "stretch"), "'letterbox' or 'stretch'"),
+    "dataset.crowd_max_area": (non_negative, "a number >= 0 (pixels; 0: no crowd)"),
+    "dataset.augment.min_visible_fraction": (unit, "a number in [0, 1]"),
+    "loss.rpn_objectness_weight": (non_negative, "a finite number >= 0"),
+    "loss.rpn_box_weight": (non_negative, "a finite number >= 0"),
+    "loss.roi_classifier_weight": (non_negative, "a finite number >= 0"),
+    "loss.roi_box_weight": (non_negative, "a finite number >= 0"),
+    "model.fpn_channels": (positive_int, "an integer >= 1"),
+    **{f"model.{head}.{key}": rule for head in ("rpn", "roi_heads") for key, rule in {
+        "batch_size_per_image": (positive_int, "an integer >= 1"),
+        "positive_fraction": (lambda x: _number(x) and 0 < x <= 1, "a number in (0, 1]"),
+        "fg_iou_threshold": (unit, "a number in [0, 1]"),
+        "bg_iou_threshold": (unit, "a number in [0, 1]"),
+        "nms_threshold": (unit, "a number in [0, 1]"),
+        "score_threshold": (unit, "a number in [0, 1]"),
+        "detections_per_image": (positive_int, "an integer >= 1"),
+        "pooler_resolution": (positive_int, "an integer >= 1"),
+        "sampling_ratio": (non_negative_int, "an integer >= 0 (0: adaptive)"),
+        "representation_size": (positive_int, "an integer >= 1"),
+        "pre_nms_top_n_train": (positive_int, "an integer >= 1"),
+        "pre_nms_top_n_test": (positive_int, "an integer >= 1"),
+        "post_nms_top_n_train": (positive_int, "an integer >= 1"),
+        "post_nms_top_n_test": (positive_int, "an integer >= 1"),
+    }.items()},
 }
 
 _MISSING = object()
@@ -133,6 +159,10 @@ CROSS_RULES = (
     _at_least("dataset.augment.min_scale", "dataset.augment.max_scale"),
     _at_least("dataset.generator.min_objects", "dataset.generator.max_objects"),
     _some_positive("loss.ce_weight", "loss.dice_weight"),
+    _some_positive("loss.rpn_objectness_weight", "loss.rpn_box_weight",
+                   "loss.roi_classifier_weight", "loss.roi_box_weight"),
+    _at_least("model.rpn.bg_iou_threshold", "model.rpn.fg_iou_threshold"),
+    _at_least("model.roi_heads.bg_iou_threshold", "model.roi_heads.fg_iou_threshold"),
 )
 
 

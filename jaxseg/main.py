@@ -64,6 +64,8 @@ def _report(summary: dict) -> None:
   print(f"metrics:     {summary['metrics']}")
   if "picture" in summary:
     print(f"picture:     {summary['picture']}")
+  if "results" in summary:
+    print(f"results:     {summary['results']} (COCO JSON: ground truth, detections)")
 
 
 def run():

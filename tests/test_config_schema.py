@@ -56,3 +56,18 @@ def test_rules_across_keys(tiny_config):
 
 def test_keys_of_other_tasks_are_skipped():
   assert config_schema.errors({"task": "x", "seed": 0}) == []
+
+
+def test_detection_keys(tmp_path):
+  config = load_config(os.path.join(REPO, "experiments", "detection", "faster_rcnn_shapes.py"),
+                       "tiny")
+  assert config_schema.errors(config) == []
+  with config.unlocked():
+    config.dataset.max_boxes = 0
+    config.model.rpn.fg_iou_threshold = 0.2  # below bg 0.3
+    for term in ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box"):
+      config.loss[f"{term}_weight"] = 0.0
+  found = " | ".join(config_schema.errors(config))
+  assert "config.dataset.max_boxes=0 is out of range" in found
+  assert "config.model.rpn.bg_iou_threshold=0.3 is larger than" in found
+  assert "every loss term is switched off" in found

@@ -174,6 +174,13 @@ class DetectionTask(base.Task):
     kept = {k: np.asarray(v)[real] for k, v in stats.items() if k != "example_mask"}
     return (total or []) + [kept]
 
+  def exports(self, total) -> dict:
+    """The files the trainer writes at each evaluation (results/<step>/): the eval set's
+    ground truth as COCO instances JSON and the detections as COCO results JSON, so
+    pycocotools' `loadRes` + `COCOeval` re-score a run unchanged."""
+    gt, results = self.coco_json(total)
+    return {"ground_truth.json": gt, "detections.json": results}
+
   def coco_json(self, total):
     """(COCO ground-truth dict, COCO results list) of the accumulated eval set, boxes
     [x, y, w, h] in source-image pixels."""

@@ -145,9 +145,11 @@ def eval_step(task, variables, batch):
   return task.eval_stats(variables, batch, predictions), predictions
 
 
-def evaluate(task, eval_fn, state, mesh):
+def evaluate(task, eval_fn, state, mesh, exports: dict | None = None):
   """Sum `eval_stats` over the whole eval set (in int64/float64 on the host); return the
-  summary and the picture(s) `task.visualize` makes of the first batch."""
+  summary and the picture(s) `task.visualize` makes of the first batch. A task with
+  `exports(total) -> {file name: JSON-able}` (detection: COCO ground truth and results)
+  fills `exports` when it is given."""
   total, picture = None, None
   variables = state.variables
   accumulate = getattr(task, "accumulate", sum_stats)
@@ -161,6 +163,8 @@ def evaluate(task, eval_fn, state, mesh):
       predictions = jax.tree.map(lambda p: np.asarray(p)[:len(real)][real],
                                  jax.device_get(predictions))
       picture = task.visualize(local, predictions)
+  if exports is not None and hasattr(task, "exports"):
+    exports.update(task.exports(total))
   return task.summarize(total), picture
 
 
@@ -283,14 +287,23 @@ class EvalRunner:
     self.fn = jax.jit(functools.partial(eval_step, task),
                       out_shardings=NamedSharding(mesh, PartitionSpec()))
     self.writer, self.picture_dir, self.save = writer, picture_dir, save
-    self.pictures = {}
+    self.results_dir = os.path.join(os.path.dirname(picture_dir), "results")
+    self.pictures, self.results = {}, {}
 
   def __call__(self, state) -> dict:
     t0 = time.time()
-    metrics, picture = evaluate(self.task, self.fn, state, self.mesh)
+    exports = {}
+    metrics, picture = evaluate(self.task, self.fn, state, self.mesh, exports)
     step = int(jax.device_get(state.step))
     if self.save:
       self.writer.write(step, "eval", {**metrics, "eval_seconds": time.time() - t0})
+    if self.save and exports and jax.process_index() == 0:
+      # e.g. results/000750/{ground_truth,detections}.json: re-scorable by pycocotools
+      directory = os.path.join(self.results_dir, f"{step:06d}")
+      os.makedirs(directory, exist_ok=True)
+      for name, data in exports.items():
+        ckpt_lib.write_json_atomic(os.path.join(directory, name), data)
+      self.results["results"] = directory
     if self.save and picture is not None and jax.process_index() == 0:
       # `visualize` gives one picture, or {name: picture} with "" the main one; each is
       # saved as eval_<step>.png / eval_<step>_<name>.png.
@@ -431,7 +444,7 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
     ckpt.wait()
   finally:
     writer.close()
-  summary.update(run_eval.pictures)
+  summary.update(run_eval.pictures, **run_eval.results)
   summary.update(final_step=int(jax.device_get(state.step)), eval=eval_metrics or {},
                  state=state)
   return summary
