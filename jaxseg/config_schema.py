@@ -96,6 +96,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # detection
     "dataset.max_boxes": (positive_int, "an integer >= 1 (objects per image)"),
     "dataset.resize": (one_of("letterbox", "stretch"), "'letterbox' or 'stretch'"),
+    "dataset.max_boxes_overflow": (one_of("error", "keep_largest"), "'error' or 'keep_largest'"),
     "dataset.crowd_max_area": (non_negative, "a number >= 0 (pixels; 0: no crowd)"),
     "dataset.augment.min_visible_fraction": (unit, "a number in [0, 1]"),
     "loss.rpn_objectness_weight": (non_negative, "a finite number >= 0"),

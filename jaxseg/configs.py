@@ -203,6 +203,7 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
   d.data_dir = placeholder(str)
   d.image_size = 128
   d.max_boxes = 8  # padded ground-truth rows per image (shapes has at most max_objects)
+  d.max_boxes_overflow = "error"  # more objects than max_boxes: "error" or "keep_largest"
   d.resize = "letterbox"
   d.train_split = placeholder(str)
   d.eval_split = placeholder(str)

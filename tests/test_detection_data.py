@@ -444,13 +444,22 @@ def test_train_is_deterministic_and_consistent_with_jitter_and_flip():
 def test_padding_and_the_max_boxes_rule(caplog):
   rects = [(0, 1, 0, 1), (0, 5, 0, 5), (10, 11, 10, 11), (4, 12, 4, 12), (14, 17, 14, 17)]
   ex = _rects(20, 20, rects)  # box areas 4, 36, 4, 81, 16
-  preprocess = detection.make_eval_preprocess(20, 3, name="many_boxes")
+  preprocess = detection.make_eval_preprocess(20, 3, name="many_boxes",
+                                              overflow="keep_largest")
   with caplog.at_level(logging.WARNING):
     outs = [_np(preprocess(ex)) for _ in range(3)]
   # the 3 largest (labels 2, 4, 5), in their original order
   assert outs[0]["labels"].tolist() == [2, 4, 5] and outs[0]["valid"].all()
+  assert outs[0]["num_objects"] == 5
   warnings = [r for r in caplog.records if "more than max_boxes=3" in r.getMessage()]
   assert len(warnings) == 1 and "many_boxes" in warnings[0].getMessage()
+  # the default: no warning; the count travels so the task refuses the example
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    strict = _np(detection.make_eval_preprocess(20, 3, name="strict")(ex))
+  assert strict["num_objects"] == 5 and not caplog.records
+  with pytest.raises(ConfigError, match="max_boxes_overflow='drop'"):
+    detection.make_eval_preprocess(20, 3, overflow="drop")(ex)
   few = _np(detection.make_eval_preprocess(20, 6, name="few")(ex))
   assert few["labels"].tolist() == [1, 2, 3, 4, 5, -1]
   assert few["valid"].tolist() == [True] * 5 + [False]

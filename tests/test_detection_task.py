@@ -246,3 +246,19 @@ def test_tiny_config_trains_and_evaluates_end_to_end(config, tmp_path):
     evaluator.summarize()
     np.testing.assert_allclose(evaluator.stats[[0, 1, 2, 8]], [summary["eval"][k] for k in
                                ("AP", "AP50", "AP75", "AR")], atol=1e-6)
+
+
+def test_more_objects_than_max_boxes_is_an_error_naming_the_key(config):
+  from jaxseg import tasks  # pylint: disable=g-import-not-at-top
+  with config.unlocked():
+    config.dataset.max_boxes = 1  # the tiny shapes images have up to 4 objects
+  task = tasks.get_task(config)
+  with pytest.raises(DataError, match=r"image \d+ has [2-4] objects, more than "
+                     r"config.dataset.max_boxes=1; raise config.dataset.max_boxes"):
+    next(task.train_data(0))
+  with pytest.raises(DataError, match="config.dataset.max_boxes=1"):
+    list(task.eval_data())
+  with config.unlocked():
+    config.dataset.max_boxes_overflow = "keep_largest"
+  batch = next(tasks.get_task(config).train_data(0))
+  assert batch["valid"].shape[1] == 1

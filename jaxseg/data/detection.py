@@ -503,25 +503,44 @@ def _warn_once(name: str, max_boxes: int):
   return warn
 
 
-def pad_objects(example, max_boxes: int, name: str = "dataset"):
+OVERFLOW_RULES = ("error", "keep_largest")
+
+
+def too_many_objects(name: str, image_id, count: int, max_boxes: int) -> DataError:
+  """The error for an image with more objects than the padded capacity."""
+  return DataError(f"{name}: image {int(image_id)} has {int(count)} objects, more than "
+                   f"config.dataset.max_boxes={max_boxes}; raise config.dataset.max_boxes to "
+                   f"at least {int(count)} (or set config.dataset.max_boxes_overflow="
+                   f"'keep_largest' to keep the largest {max_boxes})")
+
+
+def pad_objects(example, max_boxes: int, name: str = "dataset", overflow: str = "error"):
   """Objects padded to `max_boxes` rows with a `valid` [max_boxes] bool mask: boxes and
   labels -1, is_crowd / difficult False, masks 0, keypoints 0 in the padded rows.
 
-  More than max_boxes objects: the max_boxes with the largest box area are kept (ties:
-  the earlier one), in their original order, and a warning is logged once per
+  More than max_boxes objects: the max_boxes with the largest box area are kept (ties: the
+  earlier one), in their original order. `num_objects` [] int32 keeps the count before
+  padding, so the host can refuse the example: with overflow='error' (the default) the
+  detection task raises `too_many_objects` naming the image and config.dataset.max_boxes
+  (nothing is dropped silently); with 'keep_largest' a warning is logged once per
   (dataset `name`, max_boxes).
   """
   if max_boxes < 1:
     raise ConfigError(f"max_boxes={max_boxes}; expected a positive integer")
+  if overflow not in OVERFLOW_RULES:
+    raise ConfigError(f"config.dataset.max_boxes_overflow={overflow!r}; expected one of "
+                      f"{OVERFLOW_RULES}")
   boxes = example["boxes"]
   n = tf.shape(boxes)[0]
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
   def truncate():
+    largest = lambda: tf.sort(tf.math.top_k(area, k=max_boxes, sorted=True).indices)
+    if overflow == "error":
+      return largest()
     warned = tf.py_function(_warn_once(name, max_boxes), [n], tf.int32)
     with tf.control_dependencies([warned]):
-      largest = tf.math.top_k(area, k=max_boxes, sorted=True).indices
-      return tf.sort(largest)
+      return largest()
 
   index = tf.cond(n > max_boxes, truncate, lambda: tf.range(n))
   m = tf.size(index)
@@ -538,6 +557,7 @@ def pad_objects(example, max_boxes: int, name: str = "dataset"):
     padded.set_shape([max_boxes] + value.shape[1:].as_list())
     out[key] = padded
   out["valid"] = tf.range(max_boxes) < m
+  out["num_objects"] = n
   return out
 
 
@@ -559,7 +579,8 @@ def _outputs(example, size: int):
 
 def make_train_preprocess(size: int, max_boxes: int, augment=None,
                           flip_permutation: Sequence[int] | None = None,
-                          resize: str = "letterbox", name: str = "dataset"):
+                          resize: str = "letterbox", name: str = "dataset",
+                          overflow: str = "error"):
   """`preprocess(example, seed)` for training; `seed`: [2] int64 (as given by
   `jaxseg.data.pipeline.train_batches`).
 
@@ -572,7 +593,7 @@ def make_train_preprocess(size: int, max_boxes: int, augment=None,
      none) dropped with their masks and keypoints; keypoints outside missing;
   3. flip (if augment.flip) with probability 1/2, keypoints swapped with
      `flip_permutation` (the source's);
-  4. `pad_objects(max_boxes)`.
+  4. `pad_objects(max_boxes, overflow)`.
   `augment` (dict / ConfigDict): flip (False), min_scale (1.0), max_scale (1.0),
   min_visible_fraction (0.0: drop only objects cut away entirely), all optional.
   Output: image float32 [size, size, 3] in [0, 1], boxes [max_boxes, 4], labels,
@@ -611,13 +632,13 @@ def make_train_preprocess(size: int, max_boxes: int, augment=None,
     if flip:
       do_flip = tf.random.stateless_uniform([], flip_seed) < 0.5
       out = tf.cond(do_flip, lambda: flip_left_right(out, flip_permutation), lambda: out)
-    return _outputs(pad_objects(out, max_boxes, name), size)
+    return _outputs(pad_objects(out, max_boxes, name, overflow), size)
 
   return preprocess
 
 
 def make_eval_preprocess(size: int, max_boxes: int, resize: str = "letterbox",
-                         name: str = "dataset"):
+                         name: str = "dataset", overflow: str = "error"):
   """`preprocess(example)` for evaluation: resized to size (`resize`: letterbox, the
   long side = size and zero padding bottom / right; or stretch to size x size),
   nothing cropped or dropped, then `pad_objects`. Adds `orig_size` int32 [2] (H, W of
@@ -632,7 +653,7 @@ def make_eval_preprocess(size: int, max_boxes: int, resize: str = "letterbox",
     new_h, new_w = resized_hw(height, width, size, 1.0, resize)
     out = _resize(out, new_h, new_w)
     out = _window(out, 0, 0, size, 0.0)
-    out = pad_objects(out, max_boxes, name)
+    out = pad_objects(out, max_boxes, name, overflow)
     out["orig_size"] = tf.cast(tf.stack([height, width]), tf.int32)
     out["scale_xy"] = tf.stack([tf.cast(new_w, tf.float32) / width,
                                 tf.cast(new_h, tf.float32) / height])

@@ -45,9 +45,11 @@ def _numpy_batches(ds: tf.data.Dataset, dataset_name: str) -> Iterator[Batch]:
       yield next(it)
     except StopIteration:
       return
-    except tf.errors.InvalidArgumentError as e:
-      raise DataError(f"bad example in dataset {dataset_name!r}: "
-                      f"{e.message.splitlines()[0]}") from None
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+      message = e.message.splitlines()[0]
+      if "DataError: " in message:  # raised by jaxseg inside the pipeline: already complete
+        raise DataError(message.split("DataError: ", 1)[1]) from None
+      raise DataError(f"bad example in dataset {dataset_name!r}: {message}") from None
     except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as e:
       detail = e.message.split("}}")[-1].split("[Op:")[0].strip()
       raise DataError(f"cannot read dataset {dataset_name!r}: {detail}; a file of it is "

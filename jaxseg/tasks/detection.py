@@ -79,22 +79,35 @@ class DetectionTask(base.Task):
     ds, n = det_data.load_split(c, "train", require=())
     preprocess = det_data.make_train_preprocess(
         c.image_size, self.max_boxes, self._augment(), resize=c.get("resize", "letterbox"),
-        name=c.name)
+        name=c.name, overflow=c.get("max_boxes_overflow", "error"))
     batches = pipeline.train_batches(ds, n, preprocess, self.config.batch_size,
                                      self.config.seed, start_step, c.shuffle_buffer, c.cache,
                                      name=c.name)
     keep = ("image",) + GT_KEYS
-    return ({k: b[k] for k in keep} for b in batches)
+    return ({k: b[k] for k in keep} for b in map(self._check_capacity, batches))
+
+  def _check_capacity(self, batch):
+    """An image with more objects than max_boxes (padding kept the largest) is an error
+    unless config.dataset.max_boxes_overflow='keep_largest'."""
+    c = self.config.dataset
+    if c.get("max_boxes_overflow", "error") == "error":
+      over = np.nonzero(np.asarray(batch["num_objects"]) > self.max_boxes)[0]
+      if len(over):
+        i = over[0]
+        raise det_data.too_many_objects(c.name, batch["image_id"][i], batch["num_objects"][i],
+                                        self.max_boxes)
+    return batch
 
   def eval_data(self):
     c = self.config.dataset
     ds, n = det_data.load_split(c, "eval", require=())
     preprocess = det_data.make_eval_preprocess(c.image_size, self.max_boxes,
-                                               resize=c.get("resize", "letterbox"), name=c.name)
+                                               resize=c.get("resize", "letterbox"), name=c.name,
+                                               overflow=c.get("max_boxes_overflow", "error"))
     keep = ("image", "image_id", "scale_xy", "example_mask") + GT_KEYS
     for b in pipeline.eval_batches(ds, n, preprocess, self.config.eval_batch_size,
                                    name=c.name):
-      b = {k: b[k] for k in keep}
+      b = {k: self._check_capacity(b)[k] for k in keep}
       b["image_id"] = b["image_id"].astype(np.int32)  # jax without x64
       yield b
 
