@@ -107,21 +107,46 @@ def test_rpn_head_and_box_head_equal_torchvision(tv_model, converted):
   np.testing.assert_allclose(got_boxes, boxes.numpy().reshape(5, 91, 4), atol=1e-5)
 
 
-def _model_has_torchvision_conventions():
-  try:
-    _detector(**tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS)
-    return True
-  except (ConfigError, TypeError):
-    return False
+def test_model_fields_for_torchvision_conventions():
+  """FASTERRCNN_RESNET50_FPN holds its conventions; defaults stay jaxseg's; bad values
+  are one-line config errors."""
+  from jaxseg.models.detection import RPN, RoIHeads  # pylint: disable=g-import-not-at-top
+  for part, values in tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS.items():
+    assert tvw.FASTERRCNN_RESNET50_FPN[part] == {**tvw.FASTERRCNN_RESNET50_FPN[part], **values}
+  assert (RPN().anchor_convention, RPN().anchor_offset, RPN().score_threshold) == (
+      "jaxseg", None, 0.0)
+  assert (RoIHeads(2).aligned, RoIHeads(2).level_mapper) == (True, "detectron2")
+  with pytest.raises(ConfigError, match=r"config\.model\.rpn\.anchor_convention='detectron'"):
+    _detector(rpn=dict(anchor_convention="detectron"))
+  with pytest.raises(ConfigError, match=r"config\.model\.roi_heads\.level_mapper='caffe2'"):
+    _detector(roi_heads=dict(level_mapper="caffe2"))
 
 
-def test_detections_equal_torchvision(tv_model, converted):
-  """Same classes, boxes within 0.01 px, scores within 1e-4 at 128 x 192 (torchvision's
-  transform set to leave that size as it is)."""
-  if not _model_has_torchvision_conventions():
-    pytest.skip("the detection model has no fields for torchvision's conventions yet: "
-                f"{tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS}")
-  h, w = 128, 192
+@pytest.mark.parametrize("h, w", [(96, 160), (800, 1088), (128, 192)])
+def test_rpn_anchors_equal_torchvision_anchor_generator(tv_model, h, w):
+  """Every level, P6 included where stride 64 does not divide the image (its grid is
+  ceil(image / 64), its cells image // grid apart)."""
+  from torchvision.models.detection.image_list import ImageList  # pylint: disable=g-import-not-at-top
+  from jaxseg.models.detection import rpn  # pylint: disable=g-import-not-at-top
+  sizes = [(-(-h // s), -(-w // s)) for s in (4, 8, 16, 32, 64)]
+  with torch.no_grad():
+    want = tv_model.rpn.anchor_generator(
+        ImageList(torch.zeros(1, 3, h, w), [(h, w)]),
+        [torch.zeros(1, 1, *f) for f in sizes])[0].numpy()
+  fields = tvw.FASTERRCNN_RESNET50_FPN["rpn"]
+  strides = [h // f[0] for f in sizes]  # as FasterRCNN.features reads them
+  got, counts = rpn.level_anchors((h, w), strides, fields["anchor_sizes"],
+                                  fields["aspect_ratios"], fields["anchor_offset"],
+                                  fields["anchor_convention"], sizes)
+  assert counts == [3 * f[0] * f[1] for f in sizes]
+  np.testing.assert_array_equal(got, want)
+
+
+# 96 x 160: the stride-64 P6 (2 x 3 cells) does not divide the image
+@pytest.mark.parametrize("h, w", [(128, 192), (96, 160)])
+def test_detections_equal_torchvision(tv_model, h, w):
+  """Same classes, boxes within 0.01 px, scores within 1e-4 (torchvision's transform set
+  to leave the size as it is), with the model fields of FASTERRCNN_RESNET50_FPN."""
   # a sharper classifier than the random init (scores ~ 1 / 91), so that there are
   # detections above torchvision's 0.05, with scores spread over (0.05, 1); smaller RPN
   # deltas (proposals within about a third of an anchor of it): float32 rounding in
@@ -138,7 +163,7 @@ def test_detections_equal_torchvision(tv_model, converted):
   with torch.no_grad():
     out = reference([torch.from_numpy(image.transpose(2, 0, 1).copy())])[0]
   variables = tvw.convert_fasterrcnn_resnet50_fpn(state)
-  model = _detector(**tvw.FASTERRCNN_RESNET50_FPN_CONVENTIONS)
+  model = _detector()
   got = jax.jit(lambda v, im: model.apply(v, im, False))(variables, image[None])
   valid = np.asarray(got["valid"][0])
   boxes, scores = np.asarray(got["boxes"][0])[valid], np.asarray(got["scores"][0])[valid]

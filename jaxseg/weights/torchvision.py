@@ -17,14 +17,21 @@ no rule knows, or a shape that does not fit, is a ConfigError naming that torchv
 
 The jaxseg model that computes what torchvision computes is `FASTERRCNN_RESNET50_FPN`
 (config.model fields): ResNet-50 with PyTorch's padding and frozen batch norm, FPN on
-C2-C5 plus a max-pooled P6, anchors of torchvision's `AnchorGenerator` (ops.anchors'
-torchvision options), RoIAlign without the half-pixel offset and torchvision's FPN level
-mapper (ops.roi's options). Command line:
+C2-C5 plus a max-pooled P6, torchvision's hyperparameters, and, where torchvision's
+conventions differ from jaxseg's defaults, the model fields that select them
+(`FASTERRCNN_RESNET50_FPN_CONVENTIONS`): rpn.anchor_convention="torchvision" with
+rpn.anchor_offset=0 (its AnchorGenerator: ops.anchors.TORCHVISION, grids of
+ceil(image / stride) cells), roi_heads.aligned=False (RoIAlign without the half-pixel
+offset) and roi_heads.level_mapper="torchvision" (its FPN LevelMapper). Command line:
 
   python -m jaxseg.weights torchvision fasterrcnn_resnet50_fpn --pth FILE.pth --out FILE.npz
 
-writes `params/...` and `batch_stats/...` arrays that a detection config loads with
-`--config.init_from.weights=FILE.npz` (docs/transfer.md).
+writes `params/...` and `batch_stats/...` arrays; `nest(transfer.read_weights(FILE.npz))`
+are the variables of `build_detector("faster_rcnn", 91, **FASTERRCNN_RESNET50_FPN
+fields)`, and a detection config loads them with `--config.init_from.weights=FILE.npz`
+(docs/transfer.md). With torchvision's COCO checkpoint that is COCO-pretrained
+detection in JAX, equal to torchvision's (docs/torchvision_weights.md: the exact code,
+the input size and padding, the fields).
 
 torch is an optional extra (`pip install -e '.[torch]'`); `import_torch` imports it.
 """
@@ -113,28 +120,45 @@ FASTERRCNN_RESNET50_FPN_RULES: list[Rule] = RESNET50_FPN_BACKBONE_RULES + [
      _param("roi_heads/box_predictor/{name}")),
 ]
 
-# config.model of the jaxseg detector equal to torchvision's fasterrcnn_resnet50_fpn
-# (num_classes comes from the dataset; COCO's 91 include the background and unused ids).
+# What torchvision computes differently from jaxseg's defaults, as fields of the detection
+# model's parts: anchors of its AnchorGenerator (RPN.anchor_convention="torchvision":
+# ops.anchors.TORCHVISION, i.e. aspect ratio = height / width, ratio-major, corners
+# rounded to whole pixels, offset 0, and ceil(image / stride) grids for a stride that
+# does not divide the image); RoIAlign without the half-pixel offset (RoIHeads.aligned)
+# and its FPN LevelMapper (RoIHeads.level_mapper="torchvision": + 1e-6 outside the log).
+FASTERRCNN_RESNET50_FPN_CONVENTIONS = dict(
+    rpn=dict(anchor_offset=0.0, anchor_convention="torchvision"),
+    roi_heads=dict(aligned=False, level_mapper="torchvision"),
+)
+
+# config.model of the jaxseg detector equal to torchvision's fasterrcnn_resnet50_fpn in
+# eval mode (num_classes comes from the dataset; COCO's 91 include the background and
+# unused ids): torchvision's defaults, each as the jaxseg field, the conventions above
+# included. RPN: top 1000 per level before / 1000 in all after the NMS (2000 / 2000 when
+# training), objectness probability >= 0 (rpn_score_thresh), boxes >= 1e-3 px, NMS 0.7
+# within a level; RoI heads: class score > 0.05, boxes >= 1e-2 px, per-class NMS 0.5,
+# 100 detections; box coders (1, 1, 1, 1) and (10, 10, 5, 5), log-size deltas clamped at
+# log(1000 / 16) (ops.boxes.decode's default).
 FASTERRCNN_RESNET50_FPN = dict(
     name="faster_rcnn", backbone="resnet50",
     backbone_args=dict(padding="symmetric", frozen_bn=True),
     backbone_levels=("stride_4", "stride_8", "stride_16", "stride_32"),
     fpn=True, fpn_channels=256,
     rpn=dict(anchor_sizes=((32.0,), (64.0,), (128.0,), (256.0,), (512.0,)),
-             aspect_ratios=(0.5, 1.0, 2.0), pre_nms_top_n_test=1000,
+             aspect_ratios=(0.5, 1.0, 2.0), pre_nms_top_n_train=2000,
+             post_nms_top_n_train=2000, pre_nms_top_n_test=1000,
              post_nms_top_n_test=1000, nms_threshold=0.7, min_size=1e-3,
-             box_weights=(1.0, 1.0, 1.0, 1.0)),
+             score_threshold=0.0, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
+             batch_size_per_image=256, positive_fraction=0.5,
+             box_weights=(1.0, 1.0, 1.0, 1.0),
+             **FASTERRCNN_RESNET50_FPN_CONVENTIONS["rpn"]),
     roi_heads=dict(pooler="multilevel", pooler_resolution=7, sampling_ratio=2,
                    canonical_level=4.0, canonical_size=224.0, representation_size=1024,
+                   batch_size_per_image=512, positive_fraction=0.25,
+                   fg_iou_threshold=0.5, bg_iou_threshold=0.5,
                    box_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.05,
-                   nms_threshold=0.5, detections_per_image=100, min_size=1e-2),
-)
-# What torchvision does differently from jaxseg's defaults, as fields of the detection
-# model's parts (anchors: ops.anchors.TORCHVISION; RoIAlign: aligned=False; FPN levels:
-# ops.roi level_mapper="torchvision").
-FASTERRCNN_RESNET50_FPN_CONVENTIONS = dict(
-    rpn=dict(anchor_offset=0.0, anchor_convention="torchvision"),
-    roi_heads=dict(aligned=False, level_mapper="torchvision"),
+                   nms_threshold=0.5, detections_per_image=100, min_size=1e-2,
+                   **FASTERRCNN_RESNET50_FPN_CONVENTIONS["roi_heads"]),
 )
 
 
@@ -338,7 +362,20 @@ def convert_resnet50_fpn_backbone(state_dict) -> dict:
 def convert_fasterrcnn_resnet50_fpn(state_dict) -> dict:
   """torchvision `fasterrcnn_resnet50_fpn` (v1) state dict -> {'params': ...,
   'batch_stats': ...} of jaxseg's `FASTERRCNN_RESNET50_FPN` detector; num_classes
-  (background included, 91 for COCO) is read from the box predictor."""
+  (background included, 91 for COCO) is read from the box predictor.
+
+  Only arrays are renamed and re-laid out; nothing of torchvision's computation is
+  patched here: the detector built from `FASTERRCNN_RESNET50_FPN` selects torchvision's
+  conventions through its fields (rpn.anchor_convention / anchor_offset,
+  roi_heads.aligned / level_mapper; `FASTERRCNN_RESNET50_FPN_CONVENTIONS`) and then
+  gives torchvision's detections (boxes within 0.01 px, scores within 1e-4;
+  tests/test_torchvision_weights.py):
+
+    variables = convert_fasterrcnn_resnet50_fpn(load_state_dict("...coco-258fb6c6.pth"))
+    fields = {k: v for k, v in FASTERRCNN_RESNET50_FPN.items() if k != "name"}
+    model = build_detector("faster_rcnn", 91, **fields)
+    out = model.apply(variables, images)  # [B, H, W, 3] RGB in [0, 1], H, W % 32 == 0
+  """
   key = "roi_heads.box_predictor.cls_score.weight"
   num_classes = int(np.shape(state_dict[key])[0]) if key in state_dict else 91
   return _convert(state_dict, FASTERRCNN_RESNET50_FPN_RULES, "fasterrcnn_resnet50_fpn",

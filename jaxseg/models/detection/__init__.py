@@ -2,12 +2,17 @@
 
 - `fpn.FPN`: feature pyramid (Lin et al. 2017);
 - `rpn.RPN`: region proposal network (Ren et al. 2015), reusable alone (e.g. DenseCap's
-  localization layer);
+  localization layer); `anchor_convention` "jaxseg" (default) | "torchvision";
 - `roi_heads.RoIHeads`: Fast R-CNN's box branch (Girshick 2015) with a pooler chosen by a
-  string and slots for mask / keypoint heads;
+  string and slots for mask / keypoint heads; `aligned`, `level_mapper` "detectron2"
+  (default) | "torchvision";
 - `faster_rcnn.FasterRCNN`: backbone + [FPN] + RPN + RoI heads.
 
 `build_detector(name, num_classes, dtype, **fields)` builds one from config.model.
+Where torchvision computes differently from jaxseg's defaults, the parts have fields for
+it (anchors, RoIAlign offset, FPN level mapper); `jaxseg.weights.torchvision.
+FASTERRCNN_RESNET50_FPN` is the config.model of the detector equal to torchvision's
+fasterrcnn_resnet50_fpn (docs/torchvision_weights.md).
 """
 from __future__ import annotations
 
@@ -16,12 +21,13 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones import get_backbone
 from jaxseg.models.detection.faster_rcnn import FasterRCNN
 from jaxseg.models.detection.fpn import FPN
 from jaxseg.models.detection.roi_heads import POOLERS, RoIHeads
-from jaxseg.models.detection.rpn import RPN, RPNHead
+from jaxseg.models.detection.rpn import ANCHOR_CONVENTIONS, RPN, RPNHead
 
 DETECTORS = ("faster_rcnn",)
 
@@ -63,6 +69,12 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
   if roi_heads.get("pooler", "roi_align") not in POOLERS:
     raise ConfigError(f"config.model.roi_heads.pooler={roi_heads['pooler']!r}; expected one "
                       f"of {POOLERS}")
+  if roi_heads.get("level_mapper", "detectron2") not in ops.roi.LEVEL_MAPPERS:
+    raise ConfigError(f"config.model.roi_heads.level_mapper={roi_heads['level_mapper']!r}; "
+                      f"expected one of {ops.roi.LEVEL_MAPPERS}")
+  if rpn.get("anchor_convention", "jaxseg") not in ANCHOR_CONVENTIONS:
+    raise ConfigError(f"config.model.rpn.anchor_convention={rpn['anchor_convention']!r}; "
+                      f"expected one of {ANCHOR_CONVENTIONS}")
   levels = tuple(_plain(backbone_levels))
   if not levels:
     raise ConfigError("config.model.backbone_levels is empty; expected backbone map names, "
@@ -83,4 +95,5 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
       backbone_levels=levels, **extra)
 
 
-__all__ = ["DETECTORS", "FPN", "FasterRCNN", "RPN", "RPNHead", "RoIHeads", "build_detector"]
+__all__ = ["ANCHOR_CONVENTIONS", "DETECTORS", "FPN", "FasterRCNN", "RPN", "RPNHead", "RoIHeads",
+           "build_detector"]

@@ -20,6 +20,10 @@ Feature strides are read from the map shapes (image size / map size), so a dilat
 backbone (ResNet output_stride 16) gives the right anchors and pooling scales. Without
 FPN the RoI heads pool the single backbone level; with FPN they pool P2..P5 (the RPN
 also sees the extra P6).
+With the fields of `jaxseg.weights.torchvision.FASTERRCNN_RESNET50_FPN` (torchvision's
+anchors, RoIAlign offset and FPN level mapper: `RPN.anchor_convention` / `anchor_offset`,
+`RoIHeads.aligned` / `level_mapper`) and converted weights it gives torchvision's
+`fasterrcnn_resnet50_fpn` detections (docs/torchvision_weights.md).
 
 Parameter tree (names chosen to mirror torchvision's fasterrcnn_resnet50_fpn):
   backbone/...                          <- backbone.body.*

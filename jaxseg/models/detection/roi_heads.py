@@ -5,6 +5,12 @@ with static shapes.
 - pooler, chosen by a string (Detectron2's ROIPooler): "roi_pool" (Fast R-CNN's max
   pooling, one level), "roi_align" (Mask R-CNN's RoIAlign, one level), "multilevel"
   (RoIAlign from each RoI's FPN level, Lin et al. 2017, eq. 1) -> [B, R, S, S, C];
+  `aligned`: RoIAlign's half-pixel offset (default True, Detectron2; torchvision's
+  MultiScaleRoIAlign in its R-CNNs: False); `level_mapper` (multilevel only,
+  `ops.roi.LEVEL_MAPPERS`): an RoI's FPN level as "detectron2" (default,
+  floor(4 + log2(sqrt(area) / 224 + 1e-8))) or "torchvision" (its LevelMapper,
+  floor(4 + log2(sqrt(area) / 224) + 1e-6)): boxes a few ppm below 112, 224 or 448 px
+  go one level up with the latter;
 - box head `box_head` (`TwoMLPHead`: flatten (H, W, C order) -> fc6 -> ReLU -> fc7 -> ReLU)
   and `box_predictor` (`cls_score`: C + 1 logits incl. background at 0; `bbox_pred`:
   4 (C + 1) class-specific deltas, box-coder weights (10, 10, 5, 5)) -- torchvision's
@@ -63,17 +69,19 @@ class FastRCNNPredictor(nn.Module):
 
 
 def pool(pooler: str, features, strides, boxes, resolution: int, sampling_ratio: int,
-         canonical_level: float = 4, canonical_size: float = 224.0, aligned: bool = True):
+         canonical_level: float = 4, canonical_size: float = 224.0, aligned: bool = True,
+         level_mapper: str = "detectron2"):
   """features: list of [B, H, W, C] (fine to coarse); boxes [B, R, 4] -> [B, R, S, S, C].
   `aligned`: RoIAlign's half-pixel offset (Detectron2; torchvision's MultiScaleRoIAlign
-  in fasterrcnn_resnet50_fpn uses aligned=False)."""
+  in fasterrcnn_resnet50_fpn uses aligned=False); `level_mapper`: the multilevel
+  pooler's FPN level assignment (`ops.roi.fpn_level`)."""
   boxes = jax.lax.stop_gradient(boxes)
   if pooler not in POOLERS:
     raise ValueError(f"pooler={pooler!r}; expected one of {POOLERS}")
   if pooler == "multilevel":
     return ops.roi.multilevel_roi_align(features, boxes, resolution, tuple(strides),
                                         sampling_ratio, aligned, canonical_level=canonical_level,
-                                        canonical_size=canonical_size)
+                                        canonical_size=canonical_size, level_mapper=level_mapper)
   if len(features) != 1:
     raise ValueError(f"pooler={pooler!r} reads one feature level; the detector gives "
                      f"{len(features)} (FPN): use pooler='multilevel'")
@@ -92,6 +100,7 @@ class RoIHeads(nn.Module):
   aligned: bool = True  # RoIAlign's half-pixel offset (False: torchvision's R-CNNs)
   canonical_level: float = 4.0
   canonical_size: float = 224.0
+  level_mapper: str = "detectron2"  # ops.roi.LEVEL_MAPPERS ("torchvision": its LevelMapper)
   representation_size: int = 1024
   batch_size_per_image: int = 512
   positive_fraction: float = 0.25
@@ -113,7 +122,8 @@ class RoIHeads(nn.Module):
 
   def _predict(self, features, strides, rois):
     pooled = pool(self.pooler, features, strides, rois, self.pooler_resolution,
-                  self.sampling_ratio, self.canonical_level, self.canonical_size, self.aligned)
+                  self.sampling_ratio, self.canonical_level, self.canonical_size, self.aligned,
+                  self.level_mapper)
     return self.box_predictor(self.box_head(pooled.astype(self.dtype)))
 
   def __call__(self, features, strides, proposals, proposal_valid, image_hw, train=False,

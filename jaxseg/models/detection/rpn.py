@@ -11,6 +11,19 @@ than `min_size` dropped, NMS at `nms_threshold` within each level (torchvision's
 batched_nms over levels), the best `post_nms_top_n` kept -> proposals
 [B, post_nms_top_n, 4] with a `valid` mask (padded NMS; rows -1). Proposals carry no
 gradient (as in torchvision: the RoI head does not train the RPN through them).
+`score_threshold` (torchvision's `rpn_score_thresh`, default 0: off) also drops the
+proposals whose objectness probability sigmoid(logit) is below it, before the NMS.
+
+Anchor conventions (`anchor_convention`, ANCHOR_CONVENTIONS):
+- "jaxseg" (default): `ops.anchors.grid_anchors` with its defaults: aspect ratio =
+  width / height, a cell's anchors size-major, exact (unrounded) corners, centred at the
+  cell centre (`anchor_offset` None = 0.5); every stride must divide the image.
+- "torchvision": torchvision's `AnchorGenerator` (`ops.anchors.TORCHVISION`): aspect
+  ratio = height / width, ratio-major, corners rounded to whole pixels, centred at
+  (x * stride, y * stride) (`anchor_offset` None = 0); each level's grid is the map's
+  own size (`feature_size`, ceil(image / stride), e.g. FPN's P6 of an 800 x 1088 image
+  is 13 x 17), its cells image // map pixels apart, as torchvision places them.
+`anchor_offset` given explicitly overrides the convention's centre in both.
 
 Training targets (`losses`): anchors matched to the padded ground truth by IoU
 (positive >= fg_iou_threshold, negative < bg_iou_threshold, plus each gt's best anchors
@@ -31,12 +44,51 @@ import numpy as np
 from jaxseg import losses, ops
 
 
-def level_anchors(image_hw, strides, anchor_sizes, aspect_ratios, offset):
+ANCHOR_CONVENTIONS = ("jaxseg", "torchvision")
+
+
+def _grid_stride(image_hw, feature_hw, stride) -> int:
+  """A stride whose ceil(image / stride) grid is the map's size (what ops.anchors checks a
+  `feature_size` against; the cells are then image // map apart whatever the stride):
+  `stride` itself, else the power of 2 that fits (the detector reads strides as image
+  height // map height, e.g. 800 // 13 = 61 for a P6 of an 800-row image)."""
+  fits = lambda s: all(-(-i // s) == f for i, f in zip(image_hw, feature_hw))
+  for s in [int(stride)] + [2**k for k in range(16)]:
+    if s > 0 and fits(s):
+      return s
+  raise ValueError(f"a {feature_hw[0]}x{feature_hw[1]} feature map is not ceil(image / "
+                   f"stride) of a {image_hw[0]}x{image_hw[1]} image for any stride")
+
+
+def level_anchors(image_hw, strides, anchor_sizes, aspect_ratios, offset=None,
+                  convention="jaxseg", feature_sizes=None):
   """[N, 4] float32 anchors of all levels (numpy constant), cell-major per level, and the
-  number per level. `anchor_sizes`: one sequence of sizes per level."""
-  per_level = [ops.anchors.grid_anchors(tuple(image_hw), int(s), tuple(z), tuple(aspect_ratios),
-                                        offset)
-               for s, z in zip(strides, anchor_sizes)]
+  number per level. `anchor_sizes`: one sequence of sizes per level; `convention`: one of
+  ANCHOR_CONVENTIONS (module docstring); `offset` None: the convention's; feature_sizes:
+  the maps' (height, width) per level, used by the "torchvision" convention (None: image
+  size / stride)."""
+  if convention not in ANCHOR_CONVENTIONS:
+    raise ValueError(f"anchor_convention={convention!r}; expected one of {ANCHOR_CONVENTIONS}")
+  image_hw = tuple(int(v) for v in image_hw)
+  if convention == "jaxseg":
+    offset = 0.5 if offset is None else offset
+    per_level = [ops.anchors.grid_anchors(image_hw, int(s), tuple(z), tuple(aspect_ratios),
+                                          offset)
+                 for s, z in zip(strides, anchor_sizes)]
+  else:
+    options = dict(ops.anchors.TORCHVISION)
+    if offset is not None:
+      options["offset"] = offset
+    if feature_sizes is None:
+      feature_sizes = [None] * len(strides)
+    per_level = []
+    for s, z, f in zip(strides, anchor_sizes, feature_sizes):
+      if f is not None:
+        f = tuple(int(v) for v in f)
+        s = _grid_stride(image_hw, f, s)
+      per_level.append(ops.anchors.grid_anchors(image_hw, int(s), tuple(z),
+                                                tuple(aspect_ratios), feature_size=f,
+                                                **options))
   return np.concatenate(per_level, 0), [len(a) for a in per_level]
 
 
@@ -73,7 +125,8 @@ class RPN(nn.Module):
   (constant), proposals [B, P, 4], proposal_scores [B, P] (logits), proposal_valid [B, P]."""
   anchor_sizes: Sequence[Sequence[float]] = ((32.0, 64.0, 128.0),)
   aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
-  anchor_offset: float = 0.5
+  anchor_convention: str = "jaxseg"  # ANCHOR_CONVENTIONS; "torchvision": AnchorGenerator's
+  anchor_offset: float | None = None  # None: the convention's (jaxseg 0.5, torchvision 0)
   head_channels: int | None = None
   pre_nms_top_n_train: int = 2000
   post_nms_top_n_train: int = 2000
@@ -81,6 +134,7 @@ class RPN(nn.Module):
   post_nms_top_n_test: int = 1000
   nms_threshold: float = 0.7
   min_size: float = 1e-3
+  score_threshold: float = 0.0  # on sigmoid(objectness); torchvision's rpn_score_thresh
   fg_iou_threshold: float = 0.7
   bg_iou_threshold: float = 0.3
   batch_size_per_image: int = 256
@@ -106,7 +160,8 @@ class RPN(nn.Module):
     objectness, deltas = RPNHead(self.num_anchors(), self.head_channels, self.dtype,
                                  name="head")(features)
     anchors, counts = level_anchors(image_hw, strides, self.anchor_sizes, self.aspect_ratios,
-                                    self.anchor_offset)
+                                    self.anchor_offset, self.anchor_convention,
+                                    [f.shape[1:3] for f in features])
     pre = self.pre_nms_top_n_train if train else self.pre_nms_top_n_test
     post = self.post_nms_top_n_train if train else self.post_nms_top_n_test
     proposals, scores, valid = self.propose(objectness, deltas, anchors, counts, image_hw,
@@ -135,6 +190,8 @@ class RPN(nn.Module):
     boxes = ops.boxes.clip_boxes(boxes, float(height), float(width))
     wh = boxes[..., 2:] - boxes[..., :2]
     ok = (wh[..., 0] >= self.min_size) & (wh[..., 1] >= self.min_size) & jnp.isfinite(scores)
+    if self.score_threshold > 0:  # torchvision keeps sigmoid(logit) >= rpn_score_thresh
+      ok &= jax.nn.sigmoid(scores) >= self.score_threshold
     post = min(post_nms_top_n, idx.shape[1])
 
     def one(b, s, v):
@@ -179,4 +236,4 @@ def default_fpn_anchor_sizes(num_levels: int, smallest: float = 32.0):
   return tuple((smallest * 2**i,) for i in range(num_levels))
 
 
-__all__ = ["RPN", "RPNHead", "default_fpn_anchor_sizes", "level_anchors"]
+__all__ = ["ANCHOR_CONVENTIONS", "RPN", "RPNHead", "default_fpn_anchor_sizes", "level_anchors"]
