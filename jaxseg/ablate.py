@@ -26,6 +26,10 @@ into the workdir and into `--report_dir` (default docs/ablations/<name>).
 """
 from __future__ import annotations
 
+from jaxseg import signals  # first: SIGTERM during start-up ends the command cleanly
+
+signals.exit_on_sigterm()
+
 import csv
 import datetime
 import importlib.util
@@ -38,7 +42,7 @@ import shutil
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from jaxseg import cli
 from jaxseg.errors import ConfigError, JaxsegError, NonFiniteLossError
@@ -421,7 +425,8 @@ def machine() -> str:
 # -- command line -------------------------------------------------------------------------
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
+             f"(see --help)")
   try:
     ablation = FLAGS.ablation
     name = ablation.name

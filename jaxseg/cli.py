@@ -64,6 +64,8 @@ def _quiet_libraries(record) -> bool:
   """Keep INFO lines of jaxseg; only unexpected warnings and errors of libraries."""
   if "/jaxseg/" in record.pathname or VERBOSE:
     return True
+  if record.exc_info and _closed_loop(record.exc_info[1]):
+    return False
   if "/orbax/" in record.pathname and (record.exc_info or "failed" in str(record.msg)):
     return False  # a failed background save: it surfaces in the main thread as one error
   return (record.levelno >= pylogging.WARNING
@@ -94,7 +96,7 @@ def quiet_startup() -> None:
   _stop_on_sigterm()
   if VERBOSE:
     return
-  sys.excepthook = _drop_closed_loop_callbacks(sys.excepthook)
+  _drop_closed_loop_callbacks()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
     with _silenced_stderr():
@@ -106,15 +108,31 @@ def quiet_startup() -> None:
     _exit_stopped()
 
 
-def _drop_closed_loop_callbacks(hook):
+def _closed_loop(value) -> bool:
+  return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
+def _drop_closed_loop_callbacks():
   """tensorstore reports each I/O callback that finds orbax's event loop already closed
-  (after a failed checkpoint write) as a full traceback; the failure itself is reported
-  once, as a jaxseg error."""
-  def excepthook(kind, value, tb):
-    if kind is RuntimeError and str(value) == "Event loop is closed":
-      return
-    hook(kind, value, tb)
-  return excepthook
+  (after a failed checkpoint read or write) as a full traceback, from whichever thread
+  runs it; the failure itself is reported once, as a jaxseg warning or error."""
+  import threading  # pylint: disable=g-import-not-at-top
+  excepthook, thread_hook, unraisable = sys.excepthook, threading.excepthook, sys.unraisablehook
+
+  def on_exception(kind, value, tb):
+    if not _closed_loop(value):
+      excepthook(kind, value, tb)
+
+  def on_thread_exception(args):
+    if not _closed_loop(args.exc_value):
+      thread_hook(args)
+
+  def on_unraisable(args):
+    if not _closed_loop(args.exc_value):
+      unraisable(args)
+
+  sys.excepthook, threading.excepthook = on_exception, on_thread_exception
+  sys.unraisablehook = on_unraisable
 
 
 def define_config_file(name: str, help_text: str, lock_config: bool = True) -> None:
@@ -142,7 +160,8 @@ def _stop(signum, frame):
 
 
 def _stop_on_sigterm():
-  if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+  from jaxseg import signals  # pylint: disable=g-import-not-at-top
+  if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None, signals.exit_now):
     signal.signal(signal.SIGTERM, _stop)
 
 

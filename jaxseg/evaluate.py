@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from jaxseg import cli
 
@@ -58,7 +58,8 @@ def run_evaluation(gt_path: str, dt_path: str, iou_type: str, **params):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
+             f"(see --help)")
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
   if not FLAGS.gt or not FLAGS.dt:
     cli.fail("--gt and --dt are required")

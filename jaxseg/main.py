@@ -5,10 +5,14 @@ file (`--flagfile=x.flags`). User errors print one line and exit with status 2.
 """
 from __future__ import annotations
 
+from jaxseg import signals  # first: SIGTERM during start-up ends the command cleanly
+
+signals.exit_on_sigterm()
+
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from jaxseg import cli
 
@@ -26,7 +30,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
+             f"(see --help)")
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
   try:
     config = FLAGS.config

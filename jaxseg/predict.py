@@ -33,13 +33,17 @@ checkpoint, a checkpoint of another config) print one line and exit with status 
 """
 from __future__ import annotations
 
+from jaxseg import signals  # first: SIGTERM during start-up ends the command cleanly
+
+signals.exit_on_sigterm()
+
 import dataclasses
 import glob
 import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxseg import cli
 
@@ -386,7 +390,8 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
+             f"(see --help)")
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
   try:
     config = FLAGS.config

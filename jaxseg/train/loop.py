@@ -395,9 +395,18 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
 
   try:
     for step in range(start_step, last_step):
-      if sigterm.received:  # before the first step: nothing new to save
-        logging.warning("stopped by SIGTERM before training step %d; nothing new to save",
-                        step + 1)
+      if sigterm.received:  # arrived after the last step's checks, or before the first
+        if pending is not None:
+          resolve(*pending)
+          pending = None
+        if step > start_step:
+          ckpt.save(step, state)
+          ckpt.wait()
+          logging.warning("stopped by SIGTERM: saved checkpoint at step %d in %s; run the "
+                          "same command to resume", step, ckpt.directory)
+        else:
+          logging.warning("stopped by SIGTERM before training step %d; nothing new to save",
+                          step + 1)
         summary["interrupted"] = True
         break
       batch = first_batch if step == start_step else next(train_iter)
