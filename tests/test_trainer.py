@@ -413,3 +413,23 @@ def test_eval_moves_a_corrupt_latest_checkpoint_aside(tiny_config, tmp_path):
   evaluated = _run(tiny_config, workdir, train=False)
   assert evaluated["final_step"] == previous
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "corrupt", "4"))
+
+
+def test_evaluating_a_finished_run_again_keeps_one_record_per_step(tiny_config, tmp_path):
+  tiny_config.num_steps = 2
+  workdir = str(tmp_path / "w")
+  _run(tiny_config, workdir)
+  _run(tiny_config, workdir, train=False)
+  _run(tiny_config, workdir)
+  records = _records(workdir)
+  assert len(records) == len(set(records)) and records.count((2, "eval")) == 1
+  assert os.path.exists(os.path.join(workdir, "metrics.superseded.jsonl"))
+
+
+def test_a_file_named_checkpoints_is_one_error(tiny_config, tmp_path):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "checkpoints").write_text("not a directory")
+  with pytest.raises(ConfigError, match="holds a file named checkpoints"):
+    _run(tiny_config, workdir)
+  assert sorted(os.listdir(workdir)) == ["checkpoints"]

@@ -21,18 +21,35 @@ class MetricWriter:
     self.enabled = enabled and jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
+    self._written = None  # (step, split) pairs in the file, read at the first write
     if self.enabled:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict) -> None:
+    """Append a record; an earlier record of the same (step, split) -- e.g. the eval of a
+    finished run evaluated again -- moves to metrics.superseded.jsonl first."""
     if not self.enabled:
       return
+    if self._written is None:
+      self._written = set()
+      if os.path.exists(self.path):
+        with open(self.path) as f:
+          for line in f:
+            try:
+              record = json.loads(line)
+              self._written.add((record["step"], record["split"]))
+            except (ValueError, KeyError, TypeError):
+              pass  # a damaged line is left alone
+    if (int(step), split) in self._written:
+      supersede(os.path.dirname(self.path),
+                lambda r: r["step"] == int(step) and r["split"] == split)
     values = {k: float(np.asarray(v)) for k, v in metrics.items()}
     record = {"step": int(step), "split": split,
               **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+    self._written.add((int(step), split))
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     with self._tb.as_default(step=int(step)):
       for k, v in values.items():
@@ -47,6 +64,11 @@ class MetricWriter:
 def supersede_after(workdir: str, step: int) -> int:
   """Move the records of steps after `step` from metrics.jsonl to metrics.superseded.jsonl
   (appended; the rest rewritten atomically). Returns how many moved."""
+  return supersede(workdir, lambda r: r["step"] > step)
+
+
+def supersede(workdir: str, is_old) -> int:
+  """Move the records for which `is_old(record)` holds to metrics.superseded.jsonl."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return 0
@@ -55,10 +77,10 @@ def supersede_after(workdir: str, step: int) -> int:
   keep, moved = [], []
   for line in lines:
     try:
-      later = json.loads(line)["step"] > step
+      old = bool(is_old(json.loads(line)))
     except (ValueError, KeyError, TypeError):
-      later = False  # not ours to judge: kept as it is
-    (moved if later else keep).append(line)
+      old = False  # not ours to judge: kept as it is
+    (moved if old else keep).append(line)
   if moved:
     with open(os.path.join(workdir, "metrics.superseded.jsonl"), "a") as f:
       f.writelines(moved)

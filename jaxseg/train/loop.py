@@ -185,6 +185,10 @@ def check_workdir(workdir: str, train: bool) -> None:
   one must hold checkpoints (it may be read-only)."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir={workdir} is a file; expected a directory (new or a run's)")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if os.path.exists(checkpoints) and not os.path.isdir(checkpoints):
+    raise ConfigError(f"--workdir={workdir} holds a file named checkpoints; expected the "
+                      f"run's checkpoints directory (move the file away)")
   if not train:
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
       raise CheckpointError(f"no checkpoint to evaluate in workdir {workdir}")
@@ -366,6 +370,8 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
   first_batch = next(train_iter, None)  # data errors surface before anything is written
   if first_batch is not None:
     task.validate_batch(first_batch)
+  else:  # nothing left to train: the eval data is what this run reads
+    next(iter(task.eval_data()), None)
 
   # From here on the run writes: config, metrics, pictures, checkpoints.
   save = train or _writable(workdir)
