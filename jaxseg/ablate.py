@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from jaxseg import signals  # first: SIGTERM during start-up ends the command cleanly
 
-signals.exit_on_sigterm()
+if __name__ == "__main__":
+  signals.exit_on_sigterm()
 
 import csv
 import datetime
@@ -47,7 +48,8 @@ from absl import flags
 from jaxseg import cli
 from jaxseg.errors import ConfigError, JaxsegError, NonFiniteLossError
 
-cli.quiet_startup()
+if __name__ == "__main__":  # a library import (tests) leaves the process's hooks alone
+  cli.quiet_startup()
 cli.define_config_file("ablation", "Ablation file (get_config).", lock_config=False)
 flags.DEFINE_string("workdir", None, "Where the runs go (default runs/ablations/<name>).")
 flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also written "

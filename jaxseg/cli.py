@@ -88,14 +88,19 @@ def _silenced_stderr():
     os.close(devnull)
 
 
+_STARTED = False
+
+
 def quiet_startup() -> None:
   """Import TensorFlow and JAX with their start-up lines (absl::InitializeLog, oneDNN
   notices) hidden, unless --verbose. Call first in a command-line module: it also makes
   SIGTERM from here on end the command with status 143 (the training loop, once running,
   handles SIGTERM itself by saving a checkpoint)."""
+  global _STARTED
   _stop_on_sigterm()
-  if VERBOSE:
+  if VERBOSE or _STARTED:
     return
+  _STARTED = True
   _drop_closed_loop_callbacks()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
@@ -181,12 +186,15 @@ def parse_flags(argv):
     fail(f"bad flag or config override: {_flag_message(message)}")
 
 
-def run(main):
+def run(main, frameworks: bool = True):
   """app.run(main) with INFO logs of jaxseg only, one-line flag errors, and SIGTERM
   before training (or after it) ending the command with status 143."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  _stop_on_sigterm()
+  if frameworks:  # TensorFlow / JAX imported quietly (a no-op when done at import)
+    quiet_startup()
+  else:
+    _stop_on_sigterm()
   try:
     app.run(main, flags_parser=parse_flags)
   except Stopped:

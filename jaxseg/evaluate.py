@@ -94,7 +94,7 @@ def main(argv):
 
 
 def run():
-  cli.run(main)
+  cli.run(main, frameworks=False)  # NumPy only: no TensorFlow / JAX start-up
 
 
 if __name__ == "__main__":

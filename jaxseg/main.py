@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from jaxseg import signals  # first: SIGTERM during start-up ends the command cleanly
 
-signals.exit_on_sigterm()
+if __name__ == "__main__":
+  signals.exit_on_sigterm()
 
 import json
 import sys
@@ -16,7 +17,8 @@ from absl import flags
 
 from jaxseg import cli
 
-cli.quiet_startup()
+if __name__ == "__main__":  # a library import (tests) leaves the process's hooks alone
+  cli.quiet_startup()
 cli.define_config_file("config", "Experiment config file (get_config).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go "
                     "(default: runs/<config name>).")

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 from jaxseg import signals  # first: SIGTERM during start-up ends the command cleanly
 
-signals.exit_on_sigterm()
+if __name__ == "__main__":
+  signals.exit_on_sigterm()
 
 import dataclasses
 import glob
@@ -47,17 +48,22 @@ from absl import flags
 
 from jaxseg import cli
 
-cli.quiet_startup()
-cli.define_config_file("config", "Experiment config file (get_config).")
-flags.DEFINE_string("input", None, "An image file, a directory of images, or a glob "
-                    "(quote it: 'photos/*.jpg').")
-flags.DEFINE_string("workdir", None, "The run's workdir (default: runs/<config name>).")
-flags.DEFINE_string("output_dir", None, "Where the JSON and PNG files go (default: "
-                    "<workdir>/predictions).")
-flags.DEFINE_float("score_threshold", 0.3, "Detection: the overlay draws detections "
-                   "scoring at least this (the JSON keeps every valid detection).")
-flags.mark_flags_as_required(["config", "input"])
 FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The command's flags, defined when it runs (the module is also a library: importing
+  it next to jaxseg.main or jaxseg.ablate must not define --workdir twice)."""
+  cli.quiet_startup()
+  cli.define_config_file("config", "Experiment config file (get_config).")
+  flags.DEFINE_string("input", None, "An image file, a directory of images, or a glob "
+                      "(quote it: 'photos/*.jpg').")
+  flags.DEFINE_string("workdir", None, "The run's workdir (default: runs/<config name>).")
+  flags.DEFINE_string("output_dir", None, "Where the JSON and PNG files go (default: "
+                      "<workdir>/predictions).")
+  flags.DEFINE_float("score_threshold", 0.3, "Detection: the overlay draws detections "
+                     "scoring at least this (the JSON keeps every valid detection).")
+  flags.mark_flags_as_required(["config", "input"])
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm")
@@ -412,6 +418,7 @@ def main(argv):
 
 
 def run():
+  _define_flags()
   cli.run(main)
 
 
