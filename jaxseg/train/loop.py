@@ -339,12 +339,12 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   mesh = make_mesh() if mesh is None else mesh
   check_batch_sizes(config, mesh)
   task = tasks.get_task(config)
-  tx, schedule, init, abstract = build_state(config, task, mesh)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
                                read_only=not train and not _writable(workdir), clean_up=train)
-  # A fresh start reads config.init_from first: a bad path fails before anything compiles.
+  # A fresh start reads config.init_from first: a bad path fails before anything is traced.
   source = transfer.load(config) if train and not ckpt.steps() else None
+  tx, schedule, init, abstract = build_state(config, task, mesh)
   check_best_metric(config, task, abstract.variables, task.example_batch(mesh.size))
   with _Sigterm() as sigterm:  # also over the final save and close
     try:
