@@ -342,10 +342,14 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
                                read_only=not train and not _writable(workdir), clean_up=train)
-  # A fresh start reads config.init_from first: a bad path fails before anything is traced.
-  source = transfer.load(config) if train and not ckpt.steps() else None
-  tx, schedule, init, abstract = build_state(config, task, mesh)
-  check_best_metric(config, task, abstract.variables, task.example_batch(mesh.size))
+  try:
+    # A fresh start reads config.init_from first: a bad path fails before anything is traced.
+    source = transfer.load(config) if train and not ckpt.steps() else None
+    tx, schedule, init, abstract = build_state(config, task, mesh)
+    check_best_metric(config, task, abstract.variables, task.example_batch(mesh.size))
+  except BaseException:
+    ckpt.close()  # no orbax thread left to complain at exit
+    raise
   with _Sigterm() as sigterm:  # also over the final save and close
     try:
       summary = _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
