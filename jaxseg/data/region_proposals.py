@@ -16,11 +16,11 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from jaxseg.errors import ConfigError, DataError
@@ -82,12 +82,14 @@ def cache_path(dataset_config, split_name: str, settings: dict, num_examples: in
   return os.path.join(root, "proposals", f"{name}-{split_name}-{settings['method']}-{digest}.npz")
 
 
-def compute(ds: tf.data.Dataset, num_examples: int, settings: dict, workers: int | None = None):
-  """(boxes [N, P, 4], counts [N], seconds) for the examples of `ds` in order."""
+def compute(ds, num_examples: int, settings: dict, workers: int | None = None):
+  """(boxes [N, P, 4], counts [N], seconds) for the examples of `ds` (a tf.data.Dataset)
+  in order. Worker processes are spawned, never forked (JAX's threads and fork do not mix)."""
   workers = workers or max(1, min(os.cpu_count() or 1, 8))
   t0 = time.time()
   images = (e["image"] for e in ds.map(lambda e: {"image": e["image"]}).as_numpy_iterator())
-  with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+  spawn = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
     results = list(pool.map(_propose_padded, ((im, settings) for im in images), chunksize=8))
   if len(results) != num_examples:
     raise DataError(f"computed proposals for {len(results)} examples; the split has "
@@ -117,8 +119,10 @@ def load_or_compute(dataset_config, split_name: str, ds, num_examples: int, sett
   return boxes, counts, seconds
 
 
-def attach(ds: tf.data.Dataset, boxes: np.ndarray, counts: np.ndarray) -> tf.data.Dataset:
-  """`ds` (in the order the proposals were computed) with `proposals` / `proposal_valid`."""
+def attach(ds, boxes: np.ndarray, counts: np.ndarray):
+  """`ds` (a tf.data.Dataset, in the order the proposals were computed) with `proposals` /
+  `proposal_valid`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   valid = np.arange(boxes.shape[1])[None, :] < counts[:, None]
   extra = tf.data.Dataset.from_tensor_slices({"proposals": boxes, "proposal_valid": valid})
   return tf.data.Dataset.zip(ds, extra).map(lambda e, p: {**e, **p})
