@@ -426,9 +426,7 @@ def machine() -> str:
 
 # -- command line -------------------------------------------------------------------------
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
-             f"(see --help)")
+  cli.no_positional_arguments(argv)
   try:
     ablation = FLAGS.ablation
     name = ablation.name

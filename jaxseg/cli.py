@@ -25,6 +25,26 @@ def default_workdir(config_path: str) -> str:
   return os.path.join("runs", name)
 
 
+def no_positional_arguments(argv) -> None:
+  if len(argv) > 1:
+    fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
+         f"(see --help)")
+
+
+def loaded_config(argv, name: str = "config"):
+  """The experiment config of flag --`name` (no positional arguments allowed); a file that
+  cannot be loaded or has a syntax error is one error line."""
+  no_positional_arguments(argv)
+  try:
+    config = flags.FLAGS[name].value
+    _ = config.task  # a config file that failed to load raises only when first used
+  except OSError as e:
+    fail(f"cannot load --{name}: {e}")
+  except SyntaxError as e:
+    fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}")
+  return config
+
+
 def fail(message: str):
   """Report a user error in one line and exit with status 2."""
   print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)

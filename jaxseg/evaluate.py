@@ -57,9 +57,7 @@ def run_evaluation(gt_path: str, dt_path: str, iou_type: str, **params):
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
-             f"(see --help)")
+  cli.no_positional_arguments(argv)
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
   if not FLAGS.gt or not FLAGS.dt:
     cli.fail("--gt and --dt are required")

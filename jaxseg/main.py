@@ -31,17 +31,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
-             f"(see --help)")
+  config = cli.loaded_config(argv)
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
-  try:
-    config = FLAGS.config
-    _ = config.task  # a config file that failed to load raises only when first used
-  except OSError as e:
-    cli.fail(f"cannot load --config: {e}")
-  except SyntaxError as e:
-    cli.fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}")
   try:
     import jax  # pylint: disable=g-import-not-at-top
     cli.enable_compilation_cache()

@@ -395,15 +395,8 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; flags are --name=value "
-             f"(see --help)")
+  config = cli.loaded_config(argv)
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
-  try:
-    config = FLAGS.config
-    _ = config.task  # a config file that failed to load raises only when first used
-  except OSError as e:
-    cli.fail(f"cannot load --config: {e}")
   workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)
   output_dir = FLAGS.output_dir or os.path.join(workdir, "predictions")
   try:
