@@ -86,6 +86,8 @@ def _quiet_libraries(record) -> bool:
     return True
   if record.exc_info and _closed_loop(record.exc_info[1]):
     return False
+  if record.name == "asyncio":  # orbax's I/O tasks whose failure jaxseg already reported
+    return False  # ("Task exception was never retrieved" after a damaged checkpoint)
   if "/orbax/" in record.pathname and (record.exc_info or "failed" in str(record.msg)):
     return False  # a failed background save: it surfaces in the main thread as one error
   return (record.levelno >= pylogging.WARNING
