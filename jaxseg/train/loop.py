@@ -190,7 +190,7 @@ def check_workdir(workdir: str, train: bool) -> None:
     raise ConfigError(f"--workdir={workdir} holds a file named checkpoints; expected the "
                       f"run's checkpoints directory (move the file away)")
   if not train:
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if not os.path.isdir(checkpoints):
       raise CheckpointError(f"no checkpoint to evaluate in workdir {workdir}")
     return
   existing = workdir
@@ -198,9 +198,7 @@ def check_workdir(workdir: str, train: bool) -> None:
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
     raise ConfigError(f"--workdir={workdir}: {existing} is a file; expected a directory")
-  writable = [existing] + [os.path.join(workdir, d) for d in ("checkpoints",)
-                           if os.path.isdir(os.path.join(workdir, d))]
-  for path in writable:
+  for path in [existing] + ([checkpoints] if os.path.isdir(checkpoints) else []):
     if not os.access(path, os.W_OK | os.X_OK):
       raise ConfigError(f"--workdir={workdir} cannot be written ({path} is not writable); "
                         f"expected a writable directory")
