@@ -41,8 +41,12 @@ def loaded_config(argv, name: str = "config"):
   except OSError as e:
     fail(f"cannot load --{name}: {e}")
   except SyntaxError as e:
-    fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}")
+    fail(_syntax_error(e))
   return config
+
+
+def _syntax_error(e: SyntaxError) -> str:
+  return f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}"
 
 
 def fail(message: str):
@@ -198,7 +202,7 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except SyntaxError as e:
-    fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}")
+    fail(_syntax_error(e))
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as e:
     while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError)
       e = e.args[0]
