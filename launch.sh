@@ -67,6 +67,10 @@ case "$cmd" in
       exit 2
     fi
     ablation=$1; shift
+    # A bare study name (rcnn_family) is experiments/ablations/<name>.py.
+    if [[ ! -f $ablation && -f experiments/ablations/$ablation.py ]]; then
+      ablation=experiments/ablations/$ablation.py
+    fi
     setup
     exec "$VENV/bin/python" -m jaxseg.ablate --ablation="$ablation" "$@" ;;
   test)

@@ -13,7 +13,8 @@ An ablation file's `get_config()` returns a ConfigDict with
   metrics   the columns of the table (eval metrics such as mIoU or iou/circle, and the
             profile figures of `profile`: params, gflops_per_image, train_gflops,
             train_memory_mb, ms_per_step, infer_ms_per_image, receptive_field)
-  plot      {"x": column or "run", "y": [columns], "kind": "bar" | "line"}
+  plot      {"x": column or "run", "y": [columns], "kind": "bar" | "line" | "scatter"
+            (labelled points, x on a log scale: e.g. speed vs accuracy)}
   receptive_field_scale  the receptive field is measured on inputs this many times the
             image size (default 4): it can be no larger
   claims    list of {"text", "check"}: `check` is a Python expression over `r`, the
@@ -164,18 +165,22 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
     return task.loss_fn({**variables, "params": params}, batch, jax.random.key(0), True)[0]
 
   train = jax.jit(jax.grad(loss_of)).lower(state.params, batch).compile()
-  predict = jax.jit(task.predict)
-  one = predict.lower(variables, batch["image"][:1]).compile()
-  images = np.asarray(batch["image"][:config.eval_batch_size])
-  jax.block_until_ready(predict(variables, images))
+  predict = jax.jit(task.predict_batch)
+  # Timed on real eval inputs: a detector's proposals are part of them.
+  sample = next(iter(task.eval_data()), None) or batch
+  sample = {k: np.asarray(v)[:config.eval_batch_size] for k, v in sample.items()}
+  one = predict.lower(variables, {k: v[:1] for k, v in sample.items()}).compile()
+  jax.block_until_ready(predict(variables, sample))
   times = []
   for _ in range(5):
     t0 = time.perf_counter()
-    jax.block_until_ready(predict(variables, images))
+    jax.block_until_ready(predict(variables, sample))
     times.append(time.perf_counter() - t0)
-  rates = [m["steps_per_second"] for m in log_lib.read_metrics(workdir)
+  records = log_lib.read_metrics(workdir)
+  rates = [m["steps_per_second"] for m in records
            if m["split"] == "train" and isinstance(m.get("steps_per_second"), float)]
   rates = rates[1:] or rates  # the first window includes compilation
+  images = sample["image"]
   figures = {
       "params": params,
       "gflops_per_image": _flops(one) / 1e9,
@@ -184,13 +189,34 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
       "ms_per_step": 1e3 / float(np.median(rates)) if rates else math.nan,
       "infer_ms_per_image": 1e3 * min(times) / len(images),
   }
+  if hasattr(task, "proposal_time"):  # detection: host-side proposals and post-hoc stages
+    figures.update(detection_costs(task, config, figures, records))
   model = getattr(task, "model", None)
-  out = None if model is None else jax.eval_shape(
+  dense = model is not None and not getattr(model, "needs_proposals", False)
+  out = None if not dense else jax.eval_shape(
       lambda x: model.apply(variables, x, train=False), images[:1])
   if getattr(out, "shape", ())[1:3] == images.shape[1:3]:  # dense (per-pixel) outputs only
     size = tuple(field_scale * n for n in images.shape[1:3])
     figures["receptive_field"] = receptive_field(model, variables, size)
   return figures
+
+
+def detection_costs(task, config, figures, records) -> dict:
+  """A detector's whole test and train cost per image: the network's inference plus its
+  precomputed proposals (R-CNN, Fast R-CNN: host seconds per image of the eval split),
+  with the proposals' share; training: the steps, R-CNN's post-hoc stages and the
+  training split's proposals, per training image seen (num_steps x batch_size)."""
+  seconds, n = task.proposal_time("eval")
+  proposal_ms = 1e3 * seconds / max(n, 1)
+  test_ms = figures["infer_ms_per_image"] + proposal_ms
+  post = [m for m in records if m["split"] == "post_training"]
+  post_seconds = sum(v for k, v in post[-1].items() if k.endswith("_seconds")) if post else 0
+  seen = config.num_steps * config.batch_size
+  train_seconds = (figures["ms_per_step"] / 1e3 * config.num_steps + post_seconds
+                   + task.proposal_time("train")[0])
+  return {"proposal_ms_per_image": proposal_ms, "test_ms_per_image": test_ms,
+          "proposal_share": proposal_ms / test_ms if test_ms else math.nan,
+          "post_training_seconds": post_seconds, "train_ms_per_image": 1e3 * train_seconds / seen}
 
 
 def receptive_field(model, variables, size) -> int:
@@ -404,6 +430,13 @@ def _plot(ablation, results, path):
     if plot.get("kind", "bar") == "line":
       ax.plot(xs, values, marker="o")
       ax.set_xlabel(x_key)
+    elif plot["kind"] == "scatter":  # e.g. speed vs accuracy, each run a labelled point
+      ax.scatter(xs, values)
+      for x, v, res in zip(xs, values, results):
+        ax.annotate(res["name"], (x, v), fontsize=8, textcoords="offset points",
+                    xytext=(4, 4))
+      ax.set_xscale("log")
+      ax.set_xlabel(f"{x_key} (log scale)")
     else:
       ax.bar(range(len(xs)), values)
       ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30, ha="right",

@@ -46,6 +46,18 @@ def settings_of(c) -> dict:
   return s
 
 
+def default_config(max_proposals: int = 300, method: str = "selective_search", **fields):
+  """config.proposals as a ConfigDict (R-CNN's selective search 'fast' mode by default;
+  the sliding-windows fields only with that method)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  c = dict(method=method, mode="fast", max_proposals=max_proposals, min_box_size=0,
+           cache_dir=ml_collections.config_dict.placeholder(str))
+  if method == "sliding_windows":
+    c.update(scales=(16.0, 32.0, 64.0), aspect_ratios=(0.5, 1.0, 2.0), stride_fraction=0.5)
+  c.update(fields)
+  return ml_collections.ConfigDict(c)
+
+
 def propose(image: np.ndarray, settings: dict) -> np.ndarray:
   """Boxes [<= P, 4] float32 of one uint8 image."""
   if settings["method"] == "selective_search":
@@ -58,13 +70,17 @@ def propose(image: np.ndarray, settings: dict) -> np.ndarray:
   return np.asarray(boxes, np.float32)[:settings["max_proposals"]]
 
 
-def _propose_padded(args):
-  image, settings = args
+def propose_padded(image: np.ndarray, settings: dict):
+  """(boxes [P, 4] padded with -1, count) of one uint8 image."""
   boxes = propose(image, settings)
   p = settings["max_proposals"]
   out = np.full((p, 4), -1.0, np.float32)
   out[:len(boxes)] = boxes[:p]
   return out, min(len(boxes), p)
+
+
+def _propose_padded(args):
+  return propose_padded(*args)
 
 
 def cache_path(dataset_config, split_name: str, settings: dict, num_examples: int) -> str:
@@ -86,11 +102,17 @@ def compute(ds, num_examples: int, settings: dict, workers: int | None = None):
   """(boxes [N, P, 4], counts [N], seconds) for the examples of `ds` (a tf.data.Dataset)
   in order. Worker processes are spawned, never forked (JAX's threads and fork do not mix)."""
   workers = workers or max(1, min(os.cpu_count() or 1, 8))
+  if settings["method"] == "sliding_windows":
+    workers = 1  # no image content: cheaper than starting worker processes
   t0 = time.time()
   images = (e["image"] for e in ds.map(lambda e: {"image": e["image"]}).as_numpy_iterator())
-  spawn = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-    results = list(pool.map(_propose_padded, ((im, settings) for im in images), chunksize=8))
+  if workers == 1:
+    results = [propose_padded(im, settings) for im in images]
+  else:
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+      results = list(pool.map(_propose_padded, ((im, settings) for im in images),
+                              chunksize=8))
   if len(results) != num_examples:
     raise DataError(f"computed proposals for {len(results)} examples; the split has "
                     f"{num_examples}")

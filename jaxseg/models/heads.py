@@ -102,7 +102,7 @@ class BackboneWithHeads(nn.Module):
 
   @nn.compact
   def _forward(self, images, train: bool, with_heads: bool):
-    heads = self._heads()
+    heads = self._heads() if with_heads else {}  # `embed` alone needs no head
     args = dict(self.backbone_args or {})
     args.setdefault("dtype", self.dtype)
     mean = jnp.asarray(self.pixel_mean, jnp.float32)

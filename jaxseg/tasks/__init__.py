@@ -16,6 +16,8 @@ Contract:
       first batch; host-side numpy, so a task may keep per-image results, e.g. detections)
   task.summarize(total) -> dict[str, float]
   task.predict(variables, images) -> predictions pytree
+  task.predict_batch(variables, batch) -> the same from a batch (default: `predict` of
+      batch["image"]; detectors fed precomputed proposals read them from the batch)
   task.visualize(batch, predictions) -> uint8 image [H, W, 3], or {name: image} with
       "" the main picture (saved as pictures/eval_<step>[_<name>].png)
   task.train_data(start_step) / task.eval_data() -> iterators of numpy batches

@@ -47,6 +47,12 @@ class Task:
       raise ConfigError(f"{what} at image_size {self.config.dataset.image_size}: "
                         f"{e}") from None
 
+  def predict_batch(self, variables, batch):
+    """`predict` on a batch: what the trainer's eval step and `./launch.sh predict` call,
+    so a task whose model reads more than the images (e.g. Fast R-CNN's proposals) can
+    take them from the batch."""
+    return self.predict(variables, batch["image"])
+
   def init(self, rng, batch):
     params_rng, dropout_rng = jax.random.split(rng)
     return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"],

@@ -5,12 +5,21 @@ Batches carry padded ground truth with static shapes (`jaxseg.data.detection`): 
 is_crowd [B, M] (M = config.dataset.max_boxes), so the number of objects per image never
 changes a shape and the train step compiles once.
 
-Model: `config.model` builds a detector of `jaxseg.models.detection` (Faster R-CNN, with
-FPN as an option). Loss: the detector's named terms, each weighted by
-`config.loss.<term>_weight` and summed; every term is logged:
+Model: `config.model` builds a detector of `jaxseg.models.detection`: Faster R-CNN (FPN
+as an option), Fast R-CNN, R-CNN or the sliding-window detector. Loss: the detector's
+named terms (`model.loss_terms`), each weighted by `config.loss.<term>_weight` and
+summed; every term is logged:
   rpn_objectness (binary CE over the sampled anchors), rpn_box (smooth L1),
   roi_classifier (softmax CE over the sampled RoIs, C + 1 classes), roi_box (smooth L1).
 Crowd ground truth is left out of the training targets.
+
+Detectors that read precomputed proposals (Fast R-CNN, R-CNN: `model.needs_proposals`)
+get them in the batch as `proposals` [B, P, 4] / `proposal_valid` [B, P]:
+`config.proposals` (`jaxseg.data.region_proposals`: selective search by default,
+P = max_proposals) computed once per split, cached, and moved with every augmentation.
+Their wall time per image is reported as `proposal_seconds_per_image` (the test-time
+cost a detector with an RPN does not pay). R-CNN's post-hoc stages (SVMs, box
+regressors) run after the last training step (`post_training`, `jaxseg.train.rcnn_stages`).
 
 Evaluation is a host-side bridge (DESIGN.md): `eval_stats` returns every image's
 detections and ground truth, `accumulate` keeps them (numpy), and `summarize` converts
@@ -29,18 +38,19 @@ PR plot is the full set's; called alone, `visualize` gives the batch's).
 from __future__ import annotations
 
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import viz
 from jaxseg.data import detection as det_data
 from jaxseg.data import pipeline
+from jaxseg.data import region_proposals
 from jaxseg.errors import ConfigError, DataError
 from jaxseg.metrics import coco as coco_eval
 from jaxseg.models.detection import build_detector
 from jaxseg.tasks import base
 
-LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 GT_KEYS = ("boxes", "labels", "valid", "is_crowd")
 PICTURE_SCORE_THRESHOLD = 0.3
 PR_SIZE = (6.4, 4.0, 80)  # inches wide, high, dpi of the PR plot (512 x 320 px)
@@ -62,10 +72,15 @@ class DetectionTask(base.Task):
     name = config.model.get("name", "faster_rcnn")
     self.model = build_detector(name, self.num_classes, base.compute_dtype(config.model),
                                 **fields)
-    missing = [f"{t}_weight" for t in LOSS_TERMS if f"{t}_weight" not in config.loss]
+    self.loss_terms = self.model.loss_terms
+    missing = [f"{t}_weight" for t in self.loss_terms if f"{t}_weight" not in config.loss]
     if missing:
       raise ConfigError(f"config.loss lacks {missing}; the detection loss is the sum of "
-                        f"config.loss.<term>_weight * term over {LOSS_TERMS}")
+                        f"config.loss.<term>_weight * term over {self.loss_terms}")
+    self.proposals = None  # settings of the precomputed proposals, when the model needs them
+    if self.model.needs_proposals:
+      self.proposals = region_proposals.settings_of(config.get("proposals") or {})
+    self.proposal_seconds = {}  # "train" / "eval" -> (proposal wall seconds, images)
     self.check_model(name)  # levels, anchors, image size: one line
     self._pr_canvas = None
 
@@ -74,16 +89,42 @@ class DetectionTask(base.Task):
     augment = self.config.dataset.get("augment")
     return augment.to_dict() if hasattr(augment, "to_dict") else augment
 
+  def _load(self, which: str):
+    """The split `which` ("train" / "eval"), with its proposals when the model needs them."""
+    c = self.config.dataset
+    ds, n = det_data.load_split(c, which, require=())
+    if self.proposals is None:
+      return ds, n
+    source = det_data.get_detection_source(c.name, c)
+    split = c.get(f"{which}_split") or (source.eval_split if which == "eval"
+                                         else source.train_split)
+    boxes, counts, seconds = region_proposals.load_or_compute(c, split, ds, n, self.proposals)
+    self.proposal_seconds[which] = (seconds, n)
+    return region_proposals.attach(ds, boxes, counts), n
+
+  def proposal_time(self, which: str):
+    """(host seconds the split's precomputed proposals took, its images); (0, 0) for a
+    detector without them. Computes and caches them if that has not been done."""
+    if self.proposals is None:
+      return 0.0, 0
+    if which not in self.proposal_seconds:
+      self._load(which)
+    return self.proposal_seconds[which]
+
+  def _batch_keys(self, keys):
+    extra = ("proposals", "proposal_valid") if self.proposals is not None else ()
+    return tuple(keys) + GT_KEYS + extra
+
   def train_data(self, start_step: int = 0):
     c = self.config.dataset
-    ds, n = det_data.load_split(c, "train", require=())
+    ds, n = self._load("train")
     preprocess = det_data.make_train_preprocess(
         c.image_size, self.max_boxes, self._augment(), resize=c.get("resize", "letterbox"),
         name=c.name, overflow=c.get("max_boxes_overflow", "error"))
     batches = pipeline.train_batches(ds, n, preprocess, self.config.batch_size,
                                      self.config.seed, start_step, c.shuffle_buffer, c.cache,
                                      name=c.name)
-    keep = ("image",) + GT_KEYS
+    keep = self._batch_keys(("image",))
     return ({k: b[k] for k in keep} for b in map(self._check_capacity, batches))
 
   def _check_capacity(self, batch):
@@ -99,12 +140,18 @@ class DetectionTask(base.Task):
     return batch
 
   def eval_data(self):
+    return self.ordered_batches("eval")
+
+  def ordered_batches(self, which: str):
+    """Every example of the split `which` ("train" / "eval") once, in order, without
+    augmentation, in eval batches (padded, `example_mask`): eval, and R-CNN's feature
+    cache over the training set."""
     c = self.config.dataset
-    ds, n = det_data.load_split(c, "eval", require=())
+    ds, n = self._load(which)
     preprocess = det_data.make_eval_preprocess(c.image_size, self.max_boxes,
                                                resize=c.get("resize", "letterbox"), name=c.name,
                                                overflow=c.get("max_boxes_overflow", "error"))
-    keep = ("image", "image_id", "scale_xy", "example_mask") + GT_KEYS
+    keep = self._batch_keys(("image", "image_id", "scale_xy", "example_mask"))
     for b in pipeline.eval_batches(ds, n, preprocess, self.config.eval_batch_size,
                                    name=c.name):
       b = {k: self._check_capacity(b)[k] for k in keep}
@@ -114,11 +161,16 @@ class DetectionTask(base.Task):
   def example_batch(self, batch_size: int):
     """Arrays with the shapes and dtypes of a training batch (no objects)."""
     size, m = self.config.dataset.image_size, self.max_boxes
-    return {"image": np.zeros((batch_size, size, size, 3), np.float32),
-            "boxes": np.full((batch_size, m, 4), -1.0, np.float32),
-            "labels": np.full((batch_size, m), -1, np.int32),
-            "valid": np.zeros((batch_size, m), bool),
-            "is_crowd": np.zeros((batch_size, m), bool)}
+    batch = {"image": np.zeros((batch_size, size, size, 3), np.float32),
+             "boxes": np.full((batch_size, m, 4), -1.0, np.float32),
+             "labels": np.full((batch_size, m), -1, np.int32),
+             "valid": np.zeros((batch_size, m), bool),
+             "is_crowd": np.zeros((batch_size, m), bool)}
+    if self.proposals is not None:
+      p = self.proposals["max_proposals"]
+      batch.update(proposals=np.full((batch_size, p, 4), -1.0, np.float32),
+                   proposal_valid=np.zeros((batch_size, p), bool))
+    return batch
 
   def validate_batch(self, batch):
     """DataError naming the image and the problem: a valid box that is empty (zero width
@@ -146,32 +198,68 @@ class DetectionTask(base.Task):
                       f"{int(labels[i, j])}; expected 1..{self.num_classes - 1}")
 
   # -- model --------------------------------------------------------------------------
+  def _proposal_args(self, batch) -> dict:
+    if self.proposals is None:
+      return {}
+    return {"proposals": batch["proposals"], "proposal_valid": batch["proposal_valid"]}
+
+  def init(self, rng, batch):
+    params_rng, dropout_rng = jax.random.split(rng)
+    return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["image"],
+                           train=False, **self._proposal_args(batch))
+
   def loss_fn(self, variables, batch, rng, train: bool):
-    """sum_t config.loss.<t>_weight * t over LOSS_TERMS; aux: every term and diagnostics.
-    `train` sets batch norm's mode; the losses are those of training either way."""
+    """sum_t config.loss.<t>_weight * t over the model's loss terms; aux: every term and
+    diagnostics. `train` sets batch norm's mode; the losses are those of training."""
     targets = {"boxes": batch["boxes"], "labels": batch["labels"],
                "valid": batch["valid"] & ~batch["is_crowd"]}
     mutable = ["batch_stats"] if train and "batch_stats" in variables else False
     out = self.model.apply(variables, batch["image"], train=train, targets=targets,
-                           rngs={"sampling": rng}, mutable=mutable)
+                           rngs={"sampling": rng}, mutable=mutable,
+                           **self._proposal_args(batch))
     terms, new_state = out if mutable else (out, {})
     c = self.config.loss
-    loss = sum(c[f"{t}_weight"] * terms[t] for t in LOSS_TERMS)
+    loss = sum(c[f"{t}_weight"] * terms[t] for t in self.loss_terms)
     return loss, (dict(terms), new_state)
 
-  def predict(self, variables, images):
+  def predict(self, variables, images, proposals=None, proposal_valid=None):
     """Detections in image pixels: boxes [B, D, 4], scores, classes (1..C), valid [B, D];
-    and num_proposals [B]."""
-    out = self.model.apply(variables, images, train=False)
+    and num_proposals [B] (the proposals or windows scored). Fast R-CNN and R-CNN need
+    `proposals` [B, P, 4] / `proposal_valid` [B, P]."""
+    extra = {} if proposals is None else {"proposals": proposals,
+                                          "proposal_valid": proposal_valid}
+    out = self.model.apply(variables, images, train=False, **extra)
     return {"boxes": out["boxes"], "scores": out["scores"], "classes": out["classes"],
             "valid": out["valid"], "num_proposals": jnp.sum(out["proposal_valid"], -1)}
+
+  def predict_batch(self, variables, batch):
+    return self.predict(variables, batch["image"], **self._proposal_args(batch))
+
+  def inference_inputs(self, image) -> dict:
+    """What `./launch.sh predict` adds to one model input (uint8 or [0, 1] float
+    [S, S, 3]): its proposals, computed on the host, for detectors that read them."""
+    if self.proposals is None:
+      return {}
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+      image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    boxes, count = region_proposals.propose_padded(image, self.proposals)
+    return {"proposals": boxes, "proposal_valid": np.arange(len(boxes)) < count}
+
+  def post_training(self, state, workdir: str):
+    """R-CNN's post-hoc stages after the last training step (SVMs, box regressors); the
+    trainer saves and evaluates the state this returns. (state, metrics to log)."""
+    if not getattr(self.model, "has_post_hoc", False):
+      return state, {}
+    from jaxseg.train import rcnn_stages  # pylint: disable=g-import-not-at-top
+    return rcnn_stages.fit(self, state, workdir)
 
   # -- evaluation ---------------------------------------------------------------------
   def eval_stats(self, variables, batch, predictions=None):
     """Per-image detections and ground truth (not sums): `accumulate` keeps them. A batch
     without image_id / scale_xy (a training-shaped one) gets 0 / 1."""
     if predictions is None:
-      predictions = self.predict(variables, batch["image"])
+      predictions = self.predict_batch(variables, batch)
     stats = {f"det_{k}": predictions[k] for k in ("boxes", "scores", "classes", "valid")}
     stats.update({f"gt_{k}": batch[k] for k in GT_KEYS})
     n = batch["image"].shape[0]
@@ -240,8 +328,14 @@ class DetectionTask(base.Task):
     for cat_id, ap in result.per_category_ap().items():
       summary[f"AP/{self.class_names[cat_id]}"] = ap
     summary["detections_per_image"] = len(results) / len(gt["images"])
-    summary["proposals_per_image"] = float(np.mean(np.concatenate(
-        [t["num_proposals"] for t in total])))
+    regions = float(np.mean(np.concatenate([t["num_proposals"] for t in total])))
+    if getattr(self.model, "regions", None) == "windows":
+      summary["windows_per_image"] = regions
+    else:
+      summary["proposals_per_image"] = regions
+    if "eval" in self.proposal_seconds:
+      seconds, n = self.proposal_seconds["eval"]
+      summary["proposal_seconds_per_image"] = seconds / max(n, 1)
     if self._pr_canvas is not None:  # redraw the pictured PR plot from the whole set
       self._pr_canvas[...] = self._pr_plot(result, f"{len(gt['images'])} eval images")
     return summary

@@ -141,7 +141,7 @@ def eval_step(task, variables, batch):
   """Statistics of one eval batch and the predictions for pictures (one compiled
   program; the statistics are computed from these predictions, so the forward passes
   -- several with Monte-Carlo dropout -- run once)."""
-  predictions = task.predict(variables, batch["image"])
+  predictions = task.predict_batch(variables, batch)
   return task.eval_stats(variables, batch, predictions), predictions
 
 
@@ -444,6 +444,10 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
         writer.write(done, "train", {**means, "steps_per_second": rate})
         progress.update(done, means["loss"], rate)
         accumulated, window_start, window_steps = [], time.time(), 0
+      if done == last and hasattr(task, "post_training"):  # e.g. R-CNN's SVMs
+        state, fitted = task.post_training(state, workdir)
+        if fitted:
+          writer.write(done, "post_training", fitted)
       if eval_due:
         eval_metrics = run_eval(state)
         ckpt.save(done, state, eval_metrics)

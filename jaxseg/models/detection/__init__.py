@@ -6,9 +6,16 @@
 - `roi_heads.RoIHeads`: Fast R-CNN's box branch (Girshick 2015) with a pooler chosen by a
   string and slots for mask / keypoint heads; `aligned`, `level_mapper` "detectron2"
   (default) | "torchvision";
-- `faster_rcnn.FasterRCNN`: backbone + [FPN] + RPN + RoI heads.
+- `faster_rcnn.FasterRCNN`: backbone + [FPN] + RPN + RoI heads; without the RPN it is
+  Fast R-CNN (Girshick 2015) over given proposals;
+- `region_classifier.RegionClassifier`: one crop network pass per warped region: the
+  sliding-window detector and R-CNN (Girshick et al. 2014), whose post-hoc SVMs and ridge
+  box regressors are fit by `jaxseg.train.rcnn_stages`.
 
-`build_detector(name, num_classes, dtype, **fields)` builds one from config.model.
+`build_detector(name, num_classes, dtype, **fields)` builds one from config.model:
+"faster_rcnn", "fast_rcnn" (no RPN: config.proposals), "rcnn" (config.proposals) or
+"sliding_window". Every detector has `loss_terms` (its named losses) and
+`needs_proposals` (whether batches must carry `proposals` / `proposal_valid`).
 Where torchvision computes differently from jaxseg's defaults, the parts have fields for
 it (anchors, RoIAlign offset, FPN level mapper); `jaxseg.weights.torchvision.
 FASTERRCNN_RESNET50_FPN` is the config.model of the detector equal to torchvision's
@@ -24,12 +31,16 @@ import jax.numpy as jnp
 from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones import get_backbone
+from jaxseg.models.heads import BackboneWithHeads
 from jaxseg.models.detection.faster_rcnn import FasterRCNN
 from jaxseg.models.detection.fpn import FPN
+from jaxseg.models.detection.region_classifier import (CLASSIFIERS, REGION_SOURCES,
+                                                       RegionClassifier)
 from jaxseg.models.detection.roi_heads import POOLERS, RoIHeads
 from jaxseg.models.detection.rpn import ANCHOR_CONVENTIONS, RPN, RPNHead
 
-DETECTORS = ("faster_rcnn",)
+DETECTORS = ("faster_rcnn", "fast_rcnn", "rcnn", "sliding_window")
+REGION_CLASSIFIERS = {"rcnn": "proposals", "sliding_window": "windows"}
 
 
 def _plain(value):
@@ -55,15 +66,36 @@ def _fields(cls, values: dict, where: str) -> dict:
 def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
                    backbone: str = "resnet50", backbone_args=None,
                    backbone_levels=("stride_16",), fpn: bool = False, fpn_channels: int = 256,
-                   rpn=None, roi_heads=None, pixel_mean=None, pixel_std=None) -> FasterRCNN:
+                   rpn=None, roi_heads=None, region_classifier=None, pixel_mean=None,
+                   pixel_std=None):
   """The detector `name` (DETECTORS) over `num_classes` classes including the background;
-  `rpn` / `roi_heads`: fields of `RPN` / `RoIHeads` (config.model.rpn / .roi_heads)."""
+  `rpn` / `roi_heads` / `region_classifier`: fields of `RPN` / `RoIHeads` /
+  `RegionClassifier` (config.model.rpn / .roi_heads / .region_classifier; the last also
+  takes `representation_size`, the crop network's hidden fc width)."""
   if name not in DETECTORS:
     raise ConfigError(f"unknown detector {name!r} in config.model.name; expected one of "
                       f"{DETECTORS}")
   backbone_args = dict(_plain(backbone_args or {}))
   backbone_args.setdefault("dtype", dtype)
+  extra = {}
+  if pixel_mean is not None:
+    extra["pixel_mean"] = tuple(pixel_mean)
+  if pixel_std is not None:
+    extra["pixel_std"] = tuple(pixel_std)
+  if name in REGION_CLASSIFIERS:
+    unused = [k for k, v in (("rpn", rpn), ("roi_heads", roi_heads), ("fpn", fpn)) if v]
+    if unused:
+      raise ConfigError(f"config.model.{unused[0]} is set but detector {name!r} has none; "
+                        "it takes config.model.region_classifier")
+    return _region_classifier(name, num_classes, dtype, backbone, backbone_args,
+                              dict(_plain(region_classifier or {})), extra)
+  if region_classifier:
+    raise ConfigError(f"config.model.region_classifier is set but detector {name!r} has "
+                      "none; it takes config.model.rpn and config.model.roi_heads")
   body = get_backbone(backbone, **backbone_args)
+  if name == "fast_rcnn" and rpn:
+    raise ConfigError("config.model.rpn is set but fast_rcnn has no RPN: its proposals "
+                      "come from config.proposals")
   rpn = _fields(RPN, dict(_plain(rpn or {})), "config.model.rpn")
   roi_heads = _fields(RoIHeads, dict(_plain(roi_heads or {})), "config.model.roi_heads")
   if roi_heads.get("pooler", "roi_align") not in POOLERS:
@@ -82,18 +114,34 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
   if not fpn and len(levels) != 1:
     raise ConfigError(f"config.model.backbone_levels={levels} without FPN; expected one level "
                       "(or set config.model.fpn=True)")
-  extra = {}
-  if pixel_mean is not None:
-    extra["pixel_mean"] = tuple(pixel_mean)
-  if pixel_std is not None:
-    extra["pixel_std"] = tuple(pixel_std)
   return FasterRCNN(
       backbone=body,
       fpn=FPN(fpn_channels, extra_pool=True, dtype=dtype) if fpn else None,
-      rpn=RPN(dtype=dtype, **rpn),
+      rpn=RPN(dtype=dtype, **rpn) if name == "faster_rcnn" else None,
       roi_heads=RoIHeads(num_classes=num_classes, dtype=dtype, **roi_heads),
       backbone_levels=levels, **extra)
 
 
-__all__ = ["ANCHOR_CONVENTIONS", "DETECTORS", "FPN", "FasterRCNN", "RPN", "RPNHead", "RoIHeads",
-           "build_detector"]
+def _region_classifier(name, num_classes, dtype, backbone, backbone_args, fields, extra):
+  """A RegionClassifier: the crop network is `backbone` pooled + one hidden fc."""
+  width = int(fields.pop("representation_size", 256))
+  fields.setdefault("regions", REGION_CLASSIFIERS[name])
+  if fields["regions"] != REGION_CLASSIFIERS[name]:
+    raise ConfigError(f"config.model.region_classifier.regions={fields['regions']!r}; "
+                      f"{name} takes {REGION_CLASSIFIERS[name]!r}")
+  fields = _fields(RegionClassifier, fields, "config.model.region_classifier")
+  if fields.get("classifier", "softmax") not in CLASSIFIERS:
+    raise ConfigError(f"config.model.region_classifier.classifier={fields['classifier']!r}; "
+                      f"expected one of {CLASSIFIERS}")
+  if name == "sliding_window" and (fields.get("classifier", "softmax") != "softmax"
+                                   or fields.get("box_regression")):
+    raise ConfigError("the sliding-window detector has no post-hoc stages; "
+                      "config.model.region_classifier.classifier='svm' and box_regression "
+                      "are R-CNN's (model name 'rcnn')")
+  crop_net = BackboneWithHeads(backbone, heads={}, backbone_args=backbone_args,
+                               fc_widths=(width,), dtype=dtype, **extra)
+  return RegionClassifier(crop_net=crop_net, num_classes=num_classes, dtype=dtype, **fields)
+
+
+__all__ = ["ANCHOR_CONVENTIONS", "CLASSIFIERS", "DETECTORS", "FPN", "FasterRCNN", "REGION_SOURCES",
+           "RPN", "RPNHead", "RegionClassifier", "RoIHeads", "build_detector"]

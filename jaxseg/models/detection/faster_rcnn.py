@@ -1,18 +1,24 @@
 """Faster R-CNN (Ren, He, Girshick & Sun, NeurIPS 2015), optionally with a Feature Pyramid
-Network (Lin et al., CVPR 2017): a detector made of parts, as torchvision's
-GeneralizedRCNN and Detectron2's meta_arch/rcnn.py.
+Network (Lin et al., CVPR 2017), and Fast R-CNN (Girshick, ICCV 2015) as the same parts
+without the RPN: a detector made of parts, as torchvision's GeneralizedRCNN and
+Detectron2's meta_arch/rcnn.py.
 
     FasterRCNN(backbone, rpn, roi_heads, fpn=None)
     images [B, H, W, 3] in [0, 1] -> normalised -> backbone (any of
     jaxseg.models.backbones) -> the maps `backbone_levels` -> [FPN] -> RPN (proposals) ->
     RoI heads (detections, or the RoI losses when training).
+    rpn=None (Fast R-CNN): the proposals come with the images (`proposals` [B, P, 4]
+    pixel xyxy and `proposal_valid` [B, P], e.g. selective search precomputed by
+    `jaxseg.data.region_proposals`); the backbone still runs once per image and the RoI
+    heads pool every proposal from its maps.
 
-`__call__(images, train=False, targets=None)`:
+`__call__(images, train=False, targets=None, proposals=None, proposal_valid=None)`:
 - targets None: detections {"boxes" [B, D, 4] pixel xyxy, "scores" [B, D], "classes"
   [B, D] int32 in 1..C, "valid" [B, D]} (rows past the detections: -1 / 0 / -1 / False),
   plus "proposals" [B, P, 4] and "proposal_valid";
 - with targets {"boxes" [B, M, 4], "labels" [B, M] (1..C), "valid" [B, M]}:
-  the named loss terms {"rpn_objectness", "rpn_box", "roi_classifier", "roi_box"} and
+  the named loss terms {"rpn_objectness", "rpn_box", "roi_classifier", "roi_box"} (the
+  RoI ones only without an RPN: `loss_terms`) and
   diagnostics ("roi_accuracy", "rpn_positives", "roi_positives"); the RoI sampling draws
   from the "sampling" rng collection. The RPN uses its training top-k settings then.
 `train` only sets batch norm's mode (batch statistics, updated running averages).
@@ -52,7 +58,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class FasterRCNN(nn.Module):
   """Backbone [+ FPN] + RPN + RoI heads (see the module docstring)."""
   backbone: nn.Module
-  rpn: RPN
+  rpn: RPN | None
   roi_heads: RoIHeads
   fpn: nn.Module | None = None
   backbone_levels: Sequence[str] = ("stride_16",)
@@ -76,12 +82,29 @@ class FasterRCNN(nn.Module):
     strides = [height // m.shape[1] for m in maps]
     return maps, strides, maps, strides
 
+  @property
+  def loss_terms(self) -> tuple[str, ...]:
+    rpn = ("rpn_objectness", "rpn_box") if self.rpn is not None else ()
+    return rpn + ("roi_classifier", "roi_box")
+
+  @property
+  def needs_proposals(self) -> bool:
+    return self.rpn is None
+
   @nn.compact
-  def __call__(self, images, train: bool = False, targets=None):
+  def __call__(self, images, train: bool = False, targets=None, proposals=None,
+               proposal_valid=None):
     image_hw = tuple(images.shape[1:3])
     rpn_maps, rpn_strides, roi_maps, roi_strides = self.features(images, train)
     losses = targets is not None  # the RPN / RoI heads' training mode
-    rpn_out = self.rpn(rpn_maps, rpn_strides, image_hw, train=losses)
+    if self.rpn is None:
+      if proposals is None or proposal_valid is None:
+        raise ValueError("a detector without an RPN (Fast R-CNN) needs `proposals` and "
+                         "`proposal_valid` (config.proposals)")
+      rpn_out = {"proposals": proposals.astype(jnp.float32),
+                 "proposal_valid": proposal_valid.astype(bool)}
+    else:
+      rpn_out = self.rpn(rpn_maps, rpn_strides, image_hw, train=losses)
     if not losses:
       detections = self.roi_heads(roi_maps, roi_strides, rpn_out["proposals"],
                                   rpn_out["proposal_valid"], image_hw)
@@ -90,8 +113,10 @@ class FasterRCNN(nn.Module):
     rpn_rng, roi_rng = jax.random.split(self.make_rng("sampling"))
     gt_boxes = targets["boxes"].astype(jnp.float32)
     gt_valid = targets["valid"].astype(bool)
-    terms = self.rpn.losses(rpn_out["objectness"], rpn_out["deltas"], rpn_out["anchors"],
-                            gt_boxes, gt_valid, rpn_rng)
+    terms = {}
+    if self.rpn is not None:
+      terms = self.rpn.losses(rpn_out["objectness"], rpn_out["deltas"], rpn_out["anchors"],
+                              gt_boxes, gt_valid, rpn_rng)
     terms.update(self.roi_heads(roi_maps, roi_strides, rpn_out["proposals"],
                                 rpn_out["proposal_valid"], image_hw, train=True,
                                 targets=dict(targets, boxes=gt_boxes, valid=gt_valid),

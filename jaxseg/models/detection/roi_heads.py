@@ -134,76 +134,110 @@ class RoIHeads(nn.Module):
 
   # -- training ------------------------------------------------------------------------
   def sample(self, proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng):
-    """RoIs [B, R, 4], class targets [B, R], box targets [B, R, 4], sampled mask [B, R]."""
-    rois = jnp.concatenate([jax.lax.stop_gradient(proposals), gt_boxes], 1)
-    roi_valid = jnp.concatenate([proposal_valid, gt_valid], 1)
-    iou = ops.boxes.pairwise_iou(rois, gt_boxes)
-
-    def one(iou_b, gt_valid_b, roi_valid_b, key):
-      matched, labels = ops.matching.match(iou_b, gt_valid_b, self.fg_iou_threshold,
-                                           self.bg_iou_threshold,
-                                           allow_low_quality_matches=False,
-                                           anchor_valid=roi_valid_b)
-      sampled = ops.matching.sample_balanced(labels, key, self.batch_size_per_image,
-                                             self.positive_fraction)
-      return matched, labels, sampled
-
-    keys = jax.random.split(rng, rois.shape[0])
-    matched, labels, sampled = jax.vmap(one)(iou, gt_valid, roi_valid, keys)
-    r = min(self.batch_size_per_image, rois.shape[1])
-    _, rows = jax.lax.top_k(sampled.astype(jnp.float32), r)  # sampled rows first
-    take = lambda x: jnp.take_along_axis(x, rows.reshape(rows.shape + (1,) * (x.ndim - 2)), 1)
-    rois, matched, labels, sampled = take(rois), take(matched), take(labels), take(sampled)
-    positive = labels == ops.matching.POSITIVE
-    safe = jnp.maximum(matched, 0)
-    classes = jnp.where(positive, jnp.take_along_axis(gt_labels, safe, 1), 0)
-    matched_boxes = jnp.take_along_axis(gt_boxes, safe[..., None], 1)
-    box_targets = ops.boxes.encode(matched_boxes, rois, self.box_weights)
-    return rois, classes, box_targets, sampled & (labels != ops.matching.IGNORED)
+    return sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng,
+                       self.batch_size_per_image, self.positive_fraction,
+                       self.fg_iou_threshold, self.bg_iou_threshold, self.box_weights)
 
   def losses(self, features, strides, proposals, proposal_valid, targets, rng):
     rois, classes, box_targets, sampled = self.sample(
         proposals, proposal_valid, targets["boxes"], targets["labels"], targets["valid"], rng)
     logits, deltas = self._predict(features, strides, rois)
-    class_deltas = jnp.take_along_axis(deltas, classes[..., None, None], 2)[..., 0, :]
-    positive = sampled & (classes > 0)
-    accuracy = (jnp.sum(sampled & (jnp.argmax(logits, -1) == classes))
-                / losses.normalizer(sampled))
-    return {
-        "roi_classifier": losses.sampled_softmax_cross_entropy(logits, classes, sampled),
-        "roi_box": losses.masked_box_loss(class_deltas, jax.lax.stop_gradient(box_targets),
-                                          positive, sampled, self.smooth_l1_beta),
-        "roi_accuracy": accuracy,
-        "roi_positives": jnp.sum(positive) / rois.shape[0],
-    }
+    return classifier_losses(logits, deltas, classes, box_targets, sampled,
+                             self.smooth_l1_beta)
 
   # -- inference -----------------------------------------------------------------------
   def detect(self, features, strides, proposals, proposal_valid, image_hw):
     logits, deltas = self._predict(features, strides, proposals)
-    b, p, k = logits.shape
-    scores = jax.nn.softmax(logits, -1)[..., 1:]  # [B, P, C] without background
-    boxes = ops.boxes.decode(deltas[..., 1:, :], proposals[:, :, None, :], self.box_weights)
-    height, width = image_hw
-    boxes = ops.boxes.clip_boxes(boxes, float(height), float(width))
-    classes = jnp.broadcast_to(jnp.arange(1, k, dtype=jnp.int32), (b, p, k - 1))
-    wh = boxes[..., 2:] - boxes[..., :2]
-    ok = (proposal_valid[..., None] & (scores > self.score_threshold)
-          & (wh[..., 0] >= self.min_size) & (wh[..., 1] >= self.min_size))
-    boxes, scores = boxes.reshape(b, -1, 4), scores.reshape(b, -1)
-    classes, ok = classes.reshape(b, -1), ok.reshape(b, -1)
-    d = min(self.detections_per_image, boxes.shape[1])
+    return postprocess(jax.nn.softmax(logits, -1)[..., 1:], deltas[..., 1:, :], proposals,
+                       proposal_valid, image_hw, self.box_weights, self.score_threshold,
+                       self.nms_threshold, self.detections_per_image, self.min_size)
 
-    def one(bx, sc, cl, v):
-      keep, _ = ops.nms.batched_nms(bx, sc, cl, self.nms_threshold, d, valid=v)
-      return keep
 
-    keep = jax.vmap(one)(boxes, scores, classes, ok)
-    valid = keep >= 0
-    safe = jnp.maximum(keep, 0)
-    return {
-        "boxes": jnp.where(valid[..., None], jnp.take_along_axis(boxes, safe[..., None], 1),
-                           -1.0),
-        "scores": jnp.where(valid, jnp.take_along_axis(scores, safe, 1), 0.0),
-        "classes": jnp.where(valid, jnp.take_along_axis(classes, safe, 1), -1),
-        "valid": valid,
-    }
+def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng,
+                batch_size_per_image: int, positive_fraction: float, fg_iou_threshold: float,
+                bg_iou_threshold: float, box_weights):
+  """Fast R-CNN's RoI sampling: the ground-truth boxes appended to the proposals (with
+  their own valid mask), RoIs matched to the gt by IoU (foreground >= fg_iou_threshold,
+  background < bg_iou_threshold, no low-quality matches), `batch_size_per_image` sampled
+  with up to `positive_fraction` foreground, sampled rows first (a static top_k).
+  -> RoIs [B, R, 4], class targets [B, R] (0 = background), box targets [B, R, 4]
+  (encoded with `box_weights`), sampled mask [B, R]."""
+  rois = jnp.concatenate([jax.lax.stop_gradient(proposals), gt_boxes], 1)
+  roi_valid = jnp.concatenate([proposal_valid, gt_valid], 1)
+  iou = ops.boxes.pairwise_iou(rois, gt_boxes)
+
+  def one(iou_b, gt_valid_b, roi_valid_b, key):
+    matched, labels = ops.matching.match(iou_b, gt_valid_b, fg_iou_threshold,
+                                         bg_iou_threshold, allow_low_quality_matches=False,
+                                         anchor_valid=roi_valid_b)
+    sampled = ops.matching.sample_balanced(labels, key, batch_size_per_image,
+                                           positive_fraction)
+    return matched, labels, sampled
+
+  keys = jax.random.split(rng, rois.shape[0])
+  matched, labels, sampled = jax.vmap(one)(iou, gt_valid, roi_valid, keys)
+  r = min(batch_size_per_image, rois.shape[1])
+  _, rows = jax.lax.top_k(sampled.astype(jnp.float32), r)  # sampled rows first
+  take = lambda x: jnp.take_along_axis(x, rows.reshape(rows.shape + (1,) * (x.ndim - 2)), 1)
+  rois, matched, labels, sampled = take(rois), take(matched), take(labels), take(sampled)
+  positive = labels == ops.matching.POSITIVE
+  safe = jnp.maximum(matched, 0)
+  classes = jnp.where(positive, jnp.take_along_axis(gt_labels, safe, 1), 0)
+  matched_boxes = jnp.take_along_axis(gt_boxes, safe[..., None], 1)
+  box_targets = ops.boxes.encode(matched_boxes, rois, box_weights)
+  return rois, classes, box_targets, sampled & (labels != ops.matching.IGNORED)
+
+
+def classifier_losses(logits, deltas, classes, box_targets, sampled, smooth_l1_beta: float):
+  """Fast R-CNN's multi-task loss over sampled RoIs: softmax CE of `logits` [B, R, K]
+  (K = C + 1) and smooth L1 of the deltas [B, R, K, 4] of each foreground RoI's class,
+  both divided by the number of sampled RoIs (`deltas` None: no box term)."""
+  positive = sampled & (classes > 0)
+  accuracy = (jnp.sum(sampled & (jnp.argmax(logits, -1) == classes))
+              / losses.normalizer(sampled))
+  terms = {"roi_classifier": losses.sampled_softmax_cross_entropy(logits, classes, sampled),
+           "roi_accuracy": accuracy, "roi_positives": jnp.sum(positive) / logits.shape[0]}
+  if deltas is not None:
+    class_deltas = jnp.take_along_axis(deltas, classes[..., None, None], 2)[..., 0, :]
+    terms["roi_box"] = losses.masked_box_loss(
+        class_deltas, jax.lax.stop_gradient(box_targets), positive, sampled, smooth_l1_beta)
+  return terms
+
+
+def postprocess(scores, deltas, proposals, proposal_valid, image_hw, box_weights,
+                score_threshold: float, nms_threshold: float, detections_per_image: int,
+                min_size: float):
+  """Per-class detections of scored proposals: `scores` [B, P, C] (background left out),
+  class-specific `deltas` [B, P, C, 4] (None: the proposals themselves) decoded with
+  `box_weights`, clipped to the image, kept where score > score_threshold and both sides
+  >= min_size, per-class NMS, the best `detections_per_image` -> boxes [B, D, 4], scores,
+  classes (1..C), valid (rows past the detections: -1 / 0 / -1 / False)."""
+  b, p, c = scores.shape
+  if deltas is None:
+    boxes = jnp.broadcast_to(proposals[:, :, None, :], (b, p, c, 4))
+  else:
+    boxes = ops.boxes.decode(deltas, proposals[:, :, None, :], box_weights)
+  height, width = image_hw
+  boxes = ops.boxes.clip_boxes(boxes, float(height), float(width))
+  classes = jnp.broadcast_to(jnp.arange(1, c + 1, dtype=jnp.int32), (b, p, c))
+  wh = boxes[..., 2:] - boxes[..., :2]
+  ok = (proposal_valid[..., None] & (scores > score_threshold)
+        & (wh[..., 0] >= min_size) & (wh[..., 1] >= min_size))
+  boxes, scores = boxes.reshape(b, -1, 4), scores.reshape(b, -1)
+  classes, ok = classes.reshape(b, -1), ok.reshape(b, -1)
+  d = min(detections_per_image, boxes.shape[1])
+
+  def one(bx, sc, cl, v):
+    keep, _ = ops.nms.batched_nms(bx, sc, cl, nms_threshold, d, valid=v)
+    return keep
+
+  keep = jax.vmap(one)(boxes, scores, classes, ok)
+  valid = keep >= 0
+  safe = jnp.maximum(keep, 0)
+  return {
+      "boxes": jnp.where(valid[..., None], jnp.take_along_axis(boxes, safe[..., None], 1),
+                         -1.0),
+      "scores": jnp.where(valid, jnp.take_along_axis(scores, safe, 1), 0.0),
+      "classes": jnp.where(valid, jnp.take_along_axis(classes, safe, 1), -1),
+      "valid": valid,
+  }
