@@ -22,3 +22,15 @@ class CheckpointError(JaxsegError):
 
 class NonFiniteLossError(JaxsegError, FloatingPointError):
   """Training produced a NaN or Inf loss."""
+
+
+class RuleError(JaxsegError, ValueError):
+  """A HyperQuest move breaks a rule of the game (the message names the rule); the game's
+  state is unchanged."""
+
+
+class UnknownGameError(JaxsegError, KeyError):
+  """No HyperQuest game has this id."""
+
+  def __str__(self):
+    return str(self.args[0]) if self.args else ""

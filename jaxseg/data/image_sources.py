@@ -12,6 +12,9 @@ Sources (config.dataset.name: TFDS name; what it provides; default train / eval 
   config.dataset.generator, which must ask for exactly one object per image:
   min_objects = max_objects = 1): label = `objects/label` (circle, square, triangle),
   box = `objects/bbox` (the visible pixels) in pixels; train / validation.
+- `shapes10` (jaxseg's own, HyperQuest's dataset: 10 kinds of shape, built offline from
+  config.dataset.image_size and config.dataset.generator.{num_train, num_validation}):
+  label; train / validation.
 - `cifar10`: label (airplane .. truck); train / test.
 - `imagenet2012`: label (the TFDS feature's 1000 WordNet ids); train / validation. Needs
   a manual download (see `prepare`).
@@ -57,7 +60,7 @@ from typing import Any, Callable, Sequence
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxseg.data import shapes, skeleton, sources
+from jaxseg.data import shapes, shapes10, skeleton, sources
 from jaxseg.errors import ConfigError
 
 FEATURES = ("label", "box", "joints")
@@ -213,6 +216,12 @@ def _stick_figures_builder_config(dataset_config):
                       f"config.dataset.generator): {e}") from None
 
 
+def _shapes10_builder_config(dataset_config):
+  g = dataset_config.generator
+  return shapes10.shapes10_config(image_size=dataset_config.image_size,
+                                  num_train=g.num_train, num_validation=g.num_validation)
+
+
 def _flic(name, tfds_name):
   return ImageSource(name, tfds_name, ("joints",), "train", "test", _flic_example,
                      prepare=f"tfds build {tfds_name} --data_dir=...")
@@ -241,6 +250,10 @@ IMAGE_SOURCES = {
         "stick_figures", "stick_figures", ("joints",), "train", "validation",
         _joints_example, generated_offline=True,
         builder_config=_stick_figures_builder_config),
+    "shapes10": ImageSource(
+        "shapes10", "shapes10", ("label",), "train", "validation", _label_example,
+        class_names=shapes10.CLASS_NAMES,
+        generated_offline=True, builder_config=_shapes10_builder_config),
     "flic": _flic("flic", "flic/small"),
     "flic_full": _flic("flic_full", "flic/full"),
 }

@@ -340,6 +340,9 @@ def _paint_shape(
   image[mask] = best
 
 
+paint_shape = _paint_shape  # Public: `shapes10` paints its shapes the same way.
+
+
 def _objects_from_instances(
     instance: np.ndarray, labels: list[int]
 ) -> dict[str, np.ndarray]:
