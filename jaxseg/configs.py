@@ -13,6 +13,8 @@ an ablation changes exactly the keys it lists. Variants (the `:arg` of `--config
 """
 from __future__ import annotations
 
+import copy
+
 import ml_collections
 
 from jaxseg.train import transfer
@@ -180,13 +182,21 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
   return c
 
 
-def detection_shapes(arg, model: dict, tiny_model: dict,
-                     small_model: dict | None = None) -> ml_collections.ConfigDict:
-  """The detection config (task `detection`) on the embedded shapes data, unlocked.
+def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = None, *,
+              dataset: dict | None = None, run: dict | None = None,
+              optimizer: dict | None = None, init_from: dict | None = None,
+              small: dict | None = None) -> ml_collections.ConfigDict:
+  """The detection config (task `detection`), unlocked: the shapes main job's defaults,
+  then the experiment's overrides, then the variant.
 
   `model` is config.model (`name` plus the detector's fields: backbone, backbone_args,
   backbone_levels, fpn, fpn_channels, rpn, roi_heads); `tiny_model` / `small_model`
   override it (dicts merged one level deep) in the `tiny` / `small` variants.
+  `dataset` (config.dataset keys, dicts merged: name, image_size, max_boxes, augment, ...),
+  `run` (top-level keys: batch sizes, num_steps, eval_every, ...), `optimizer` and
+  `init_from` override the defaults of the full run; `small` does so in the `small` variant
+  (top-level keys and `dataset` / `optimizer` dicts; default: the shapes study scale).
+  `tiny` (tests) is the same for every dataset: 32x32, batches of 4, 4 steps, max_boxes 4.
   config.loss holds one `<term>_weight` per loss term of `jaxseg.tasks.detection`.
   """
   check_variant(arg)
@@ -212,7 +222,7 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
   d.crowd_max_area = 0
   d.augment = ml_collections.ConfigDict(dict(flip=True, min_scale=1.0, max_scale=1.0,
                                              min_visible_fraction=0.0))
-  d.generator = ml_collections.ConfigDict(dict(
+  d.generator = ml_collections.ConfigDict(dict(  # the shapes generator (other sets: unused)
       num_train=2000, num_validation=500, min_objects=1, max_objects=4,
       class_probs=placeholder(tuple)))
   c.dataset = d
@@ -223,6 +233,10 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
   c.optimizer = optimizer_config(lr=1e-3, warmup_steps=100, weight_decay=1e-4,
                                  grad_clip_norm=10.0)
   c.init_from = transfer.default_config()  # docs/transfer.md; only at a fresh start
+  c.dataset.update(dataset or {})
+  c.update(run or {})
+  c.optimizer.update(optimizer or {})
+  c.init_from.update(init_from or {})
 
   def merge(overrides):
     for key, value in (overrides or {}).items():
@@ -232,13 +246,40 @@ def detection_shapes(arg, model: dict, tiny_model: dict,
         c.model[key] = value
 
   if arg == "small":
-    c.num_steps = 600
-    c.eval_every = 600
-    c.checkpoint_every = 200
-    c.dataset.image_size = 64
+    if small is None:
+      c.num_steps = 600
+      c.eval_every = 600
+      c.checkpoint_every = 200
+      c.dataset.image_size = 64
+    else:
+      c.update(small)
     merge(small_model)
   elif arg == "tiny":  # a few seconds on CPU: tests and smoke runs
     shrink_to_tiny(c, num_steps=4, eval_every=4, warmup_steps=1)
     c.dataset.max_boxes = 4
     merge(tiny_model)
   return c
+
+
+def detection_shapes(arg, model: dict, tiny_model: dict,
+                     small_model: dict | None = None) -> ml_collections.ConfigDict:
+  """The detection config on the embedded shapes data (`detection` with its defaults)."""
+  return detection(arg, model, tiny_model, small_model)
+
+
+def torchvision_faster_rcnn() -> tuple[dict, dict]:
+  """(config.model, its `tiny` override) of torchvision's fasterrcnn_resnet50_fpn
+  (`jaxseg.weights.torchvision.FASTERRCNN_RESNET50_FPN`: ResNet-50 with frozen batch norm,
+  FPN P2-P6, anchors 32-512 px one size per level x 3 ratios, torchvision's conventions),
+  so converted torchvision weights load (docs/torchvision_weights.md). The tiny override
+  (tests) keeps its fields but shrinks widths, levels and top-k."""
+  from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+  tiny = dict(
+      backbone_args=dict(width=4, stage_sizes=(1, 1, 1, 1)),
+      backbone_levels=("stride_8", "stride_16"), fpn_channels=8,
+      rpn=dict(anchor_sizes=((8.0,), (16.0,), (32.0,)), pre_nms_top_n_train=64,
+               post_nms_top_n_train=32, pre_nms_top_n_test=32, post_nms_top_n_test=16,
+               batch_size_per_image=32),
+      roi_heads=dict(representation_size=16, batch_size_per_image=16,
+                     detections_per_image=10))
+  return copy.deepcopy(tvw.FASTERRCNN_RESNET50_FPN), tiny
