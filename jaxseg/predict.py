@@ -368,14 +368,18 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
   task, state = restore(config, workdir)
   variables = state.variables
   step = int(jax.device_get(state.step))
-  predict_fn = jax.jit(task.predict)
+  predict_fn = jax.jit(task.predict_batch)
+  # What the model reads besides the image (e.g. Fast R-CNN's proposals, made on the host).
+  inputs_of = getattr(task, "inference_inputs", lambda model_input: {})
   os.makedirs(output_dir, exist_ok=True)
   records = []
   for path, stem in zip(files, output_stems(files)):
     image = read_image(path)
     model_input, geometry = prepare(config, image)
+    batch = {k: np.asarray(v)[None] for k, v in
+             {"image": model_input, **inputs_of(model_input)}.items()}
     predictions = jax.tree.map(lambda a: np.asarray(a)[0],
-                               jax.device_get(predict_fn(variables, model_input[None])))
+                               jax.device_get(predict_fn(variables, batch)))
     record = predictions_to_json(task, predictions, geometry)
     picture = draw(task, image, record, score_threshold)
     out = {"input": os.path.abspath(path), "task": config.task, "checkpoint_step": step,
