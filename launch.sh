@@ -10,6 +10,8 @@
 #                          torchvision equivalence tests)
 #   bench [NAME] [flags]   benchmarks in bench/: train_step (default; U-Net, --suite adds
 #                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall
+#   hyperquest CONFIG[:tiny] [--port=8080] [--host=127.0.0.1] [--workdir=runs/hyperquest]
+#                          serve the HyperQuest game (page + JSON API; 127.0.0.1 by default)
 #   setup                  only create/refresh .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,7 +42,7 @@ setup() {
 }
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd=${1:-}
@@ -84,6 +86,14 @@ case "$cmd" in
     fi
     setup
     exec "$VENV/bin/python" "$script" "$@" ;;
+  hyperquest)
+    if [[ $# -lt 1 || "$1" == -* ]]; then
+      echo "usage: ./launch.sh hyperquest CONFIG[:tiny] [--port=8080] [--host=127.0.0.1] [--workdir=runs/hyperquest]" >&2
+      exit 2
+    fi
+    config=$1; shift
+    setup
+    exec "$VENV/bin/python" -m jaxseg.hyperquest.server --config="$config" "$@" ;;
   setup)
     setup ;;
   ""|-h|--help|help)
