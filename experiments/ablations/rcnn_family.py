@@ -1,6 +1,8 @@
 """The lecture's R-CNN family on the same data: sliding window, R-CNN, Fast R-CNN and
 Faster R-CNN (Object detection, 2-6), each from its shapes config at the `:small` scale
-(64 x 64 images, 600 steps of batch 8).
+(64 x 64 images, batch 8; 600 steps for Fast and Faster R-CNN, 1500 for the two crop
+classifiers, whose CNN learns shapes from scratch more slowly: R-CNN's paper starts it
+from ImageNet weights).
 
 ./launch.sh ablate experiments/ablations/rcnn_family.py
 
@@ -17,8 +19,9 @@ STUDY_SCALE = ":small"
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "rcnn_family"
-  a.description = ("Four detectors of the lecture trained on 64 x 64 shapes (600 steps, "
-                   "batch 8) and evaluated on its 500 validation images: a crop classifier "
+  a.description = ("Four detectors of the lecture trained on 64 x 64 shapes (batch 8; 1500 "
+                   "steps for the crop classifiers, 600 for Fast and Faster R-CNN) and "
+                   "evaluated on its 500 validation images: a crop classifier "
                    "over sliding windows; R-CNN (selective search, warped 32 x 32 crops, "
                    "softmax fine-tuning, then post-hoc SVMs with hard-negative mining and "
                    "ridge box regressors); Fast R-CNN (the same proposals RoI-pooled from "

@@ -3,7 +3,7 @@ paper's separate stages run by one command:
 
 1. selective search ('fast' mode) proposals, computed once per split and cached;
 2. each proposal grown by 16/227 of context and warped to 32 x 32 -> a CNN (ResNet-18,
-   width 8, pooled, fc 128) fine-tuned with softmax over C + 1 classes on 32 regions per
+   width 16, small stem, pooled, fc 128) fine-tuned with softmax over C + 1 classes on 32 regions per
    image (25% foreground at IoU >= 0.5);
 3. after the last step (`jaxseg.train.rcnn_stages`): the features of every training
    image's boxes and proposals cached on disk (its size is logged as
@@ -28,7 +28,7 @@ def get_config(arg=None):
   c = configs.detection_shapes(
       arg,
       model=dict(
-          name="rcnn", backbone="resnet18", backbone_args=dict(width=8),
+          name="rcnn", backbone="resnet18", backbone_args=dict(width=16, stem="small"),
           region_classifier=dict(
               crop_size=32, context_padding=32 * 16 / 227, representation_size=128,
               classifier="svm", box_regression=True, batch_size_per_image=32,
@@ -44,6 +44,9 @@ def get_config(arg=None):
   c.rcnn_stages = ml_collections.ConfigDict(rcnn_stages.DEFAULTS)
   if arg == "small":
     c.proposals.max_proposals = 200
+    # A crop CNN from scratch learns shapes slowly (chance at step 300): the paper starts
+    # from ImageNet weights instead (config.init_from, docs/transfer.md).
+    c.update(num_steps=1500, eval_every=1500, checkpoint_every=500)
   elif arg == "tiny":
     c.proposals = region_proposals.default_config(
         max_proposals=24, method="sliding_windows", scales=(8.0, 16.0),

@@ -17,7 +17,7 @@ def get_config(arg=None):
   c = configs.detection_shapes(
       arg,
       model=dict(
-          name="sliding_window", backbone="resnet18", backbone_args=dict(width=8),
+          name="sliding_window", backbone="resnet18", backbone_args=dict(width=16, stem="small"),
           region_classifier=dict(
               crop_size=32, representation_size=128, window_scales=(24.0, 40.0, 56.0),
               window_aspect_ratios=(0.5, 1.0, 2.0), window_stride_fraction=0.25,
@@ -33,4 +33,6 @@ def get_config(arg=None):
                                              detections_per_image=10)),
       small_model=dict(region_classifier=dict(window_scales=(12.0, 20.0, 28.0))))
   c.loss = ml_collections.ConfigDict(dict(roi_classifier_weight=1.0))
+  if arg == "small":  # a crop CNN from scratch learns shapes slowly (chance at step 300)
+    c.update(num_steps=1500, eval_every=1500, checkpoint_every=500)
   return c.lock()

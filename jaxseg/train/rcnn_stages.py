@@ -28,6 +28,7 @@ import numpy as np
 import scipy.optimize
 from absl import logging
 
+from jaxseg.errors import ConfigError
 from jaxseg.metrics.boxes import box_iou
 
 DEFAULTS = dict(cache_proposals=100, negative_iou=0.3, initial_negatives=2000,
@@ -43,7 +44,6 @@ def settings(config) -> dict:
     given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-      from jaxseg.errors import ConfigError  # pylint: disable=g-import-not-at-top
       raise ConfigError(f"config.rcnn_stages has no field {', '.join(unknown)}; it takes "
                         f"{', '.join(sorted(DEFAULTS))}")
     s.update(given)

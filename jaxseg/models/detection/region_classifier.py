@@ -121,8 +121,8 @@ class RegionClassifier(nn.Module):
     image_hw = tuple(images.shape[1:3])
     b = images.shape[0]
     if self.regions == "windows":
-      proposals = jnp.broadcast_to(jnp.asarray(self.windows(image_hw)),
-                                   (b,) + self.windows(image_hw).shape)
+      windows = self.windows(image_hw)
+      proposals = jnp.broadcast_to(jnp.asarray(windows), (b,) + windows.shape)
       proposal_valid = jnp.ones(proposals.shape[:2], bool)
     elif proposals is None or proposal_valid is None:
       raise ValueError("R-CNN (regions='proposals') needs `proposals` and `proposal_valid` "
