@@ -168,42 +168,54 @@ def test_stage1_violations(choices, match):
 
 # -- Net2Net ----------------------------------------------------------------------------
 def _trained_like(width, depth):
-  """Random parameters with non-zero biases (a trained network's, not an init's)."""
+  """Random variables with non-trivial BatchNorm parameters and statistics (a trained
+  network's, not an init's)."""
   x = jnp.zeros((1, 32, 32, 3))
-  params = jax.jit(net.QuestNet(width, depth, 0.0).init)(jax.random.key(0), x)["params"]
+  variables = jax.jit(net.QuestNet(width, depth, 0.0).init)(jax.random.key(0), x)
   rng = np.random.default_rng(1)
-  return jax.tree.map(lambda p: np.asarray(p) + 0.05 * rng.normal(size=p.shape), params)
+  noisy = jax.tree.map(lambda p: np.asarray(p) + 0.1 * rng.normal(size=p.shape), variables)
+  noisy["params"]["head"]["kernel"] *= 0.2  # logits of a few units, as after training
+  for stats in noisy["batch_stats"].values():
+    stats["var"] = rng.uniform(0.5, 1.5, stats["var"].shape)
+  return jax.tree.map(lambda a: a.astype(np.float32), noisy)
 
 
 @pytest.mark.parametrize("start, end", [((32, 2), (64, 2)), ((32, 2), (32, 4)),
                                         ((64, 4), (128, 8))])
 def test_net2net_up_preserves_outputs(start, end):
-  params = _trained_like(*start)
+  variables = _trained_like(*start)
   x = jax.random.uniform(jax.random.key(2), (4, 32, 32, 3))
-  before = jax.jit(net.QuestNet(*start, 0.0).apply)({"params": params}, x)
-  bigger = net.resize(params, *end, np.random.default_rng(0))
-  after = jax.jit(net.QuestNet(*end, 0.0).apply)({"params": bigger}, x)
-  assert jax.tree.map(np.shape, bigger)["conv_0"]["kernel"] == (3, 3, end[0], end[0])
+  before = jax.jit(net.QuestNet(*start, 0.0).apply)(variables, x)
+  bigger = net.resize(variables, *end, np.random.default_rng(0))
+  after = jax.jit(net.QuestNet(*end, 0.0).apply)(bigger, x)
+  shapes = jax.tree.map(np.shape, bigger)
+  assert shapes["params"]["conv_0"]["kernel"] == (3, 3, end[0], end[0])
+  assert shapes["batch_stats"][f"bn_{end[1] - 1}"]["var"] == (end[0],)
   np.testing.assert_allclose(after, before, atol=1e-5, rtol=0)
   assert float(jnp.abs(before).max()) > 0.1  # the check compares real outputs
   if end[0] > start[0]:  # the copies differ (symmetry broken) in their outgoing weights
-    head = np.asarray(bigger["head"]["kernel"])
+    head = np.asarray(bigger["params"]["head"]["kernel"])
     assert not np.allclose(head[start[0]:], head[:end[0] - start[0]])
 
 
 def test_down_keeps_strongest_units_and_every_second_layer():
-  params = _trained_like(64, 4)
-  norms = np.sqrt((np.asarray(params["stem"]["kernel"]).reshape(-1, 64) ** 2).sum(0)
-                  + np.asarray(params["stem"]["bias"]) ** 2)
-  small = net.resize(params, 32, 2, np.random.default_rng(0))
-  kept = np.sort(np.argsort(-norms)[:32])
-  np.testing.assert_array_equal(small["stem"]["bias"], np.asarray(params["stem"]["bias"])[kept])
-  assert sorted(small) == ["conv_0", "conv_1", "head", "stem"]
-  # conv_1 of the shallow net is conv_2 of the deep one (narrowed)
-  assert small["conv_1"]["kernel"].shape == (3, 3, 32, 32)
+  variables = _trained_like(64, 4)
+  scale = np.abs(np.asarray(variables["params"]["stem_bn"]["scale"]))
+  small = net.resize(variables, 32, 2, np.random.default_rng(0))
+  kept = np.sort(np.argsort(-scale)[:32])
+  np.testing.assert_array_equal(small["batch_stats"]["stem_bn"]["mean"],
+                                np.asarray(variables["batch_stats"]["stem_bn"]["mean"])[kept])
+  assert sorted(small["params"]) == ["bn_0", "bn_1", "conv_0", "conv_1", "head", "stem",
+                                     "stem_bn"]
+  # layer 1 of the shallow net is layer 2 of the deep one, narrowed: its inputs to the
+  # strongest units of layer 1, its outputs to its own strongest units
+  keep = [np.sort(np.argsort(-np.abs(variables["params"][f"bn_{i}"]["scale"]))[:32])
+          for i in (1, 2)]
+  np.testing.assert_array_equal(
+      small["params"]["conv_1"]["kernel"],
+      variables["params"]["conv_2"]["kernel"][:, :, keep[0]][..., keep[1]])
   # deepen then shallow gives the original layers back
-  back = net.shallow(net.deepen(params))
-  assert _equal_trees(back, params)
+  assert _equal_trees(net.shallow(net.deepen(variables)), variables)
 
 
 # -- the engine -------------------------------------------------------------------------
@@ -229,6 +241,7 @@ def test_revert_restores_the_previous_epoch_exactly(hq):
   state = hq.act(game_id, "revert")
   restored = hq.train_state(game_id)
   assert _equal_trees(restored.params, first.params)
+  assert _equal_trees(restored.model_state, first.model_state)
   assert _equal_trees(restored.opt_state, first.opt_state)
   assert int(restored.step) == int(first.step)
   assert state["config"] == before["config"] and state["epoch"] == 1
@@ -248,6 +261,7 @@ def test_up_keeps_accuracy_and_down_reports_it(hq, played):
   state = hq.act(game_id, "continue", {"depth": "down"})
   assert 0 <= state["history"][-1]["val_acc_after_change"] <= 1
   assert hq.train_state(game_id).params["conv_1"]["kernel"].shape == (3, 3, 64, 64)
+  assert hq.train_state(game_id).model_state["batch_stats"]["bn_1"]["var"].shape == (64,)
 
 
 def test_engine_violation_leaves_state_and_params(hq, played):

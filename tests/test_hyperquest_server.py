@@ -154,6 +154,25 @@ def test_progress_stream_of_an_idle_game(client, game):
   assert first == 'data: {"training": false, "fraction": 0.0}'
 
 
+def test_the_page_and_its_data(client):
+  page = client.get("/")
+  assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+  assert "<script src=\"/static/app.js\"></script>" in page.text
+  assert "http" not in page.text.replace("http-equiv", "")  # nothing from a CDN
+  script = client.get("/static/app.js")
+  assert script.status_code == 200 and "textContent" in script.text
+  for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
+    assert sink not in script.text  # names and answers are shown as text, never markup
+  assert client.get("/static/style.css").status_code == 200
+  summary = client.get("/api/datasets/shapes10").json()
+  assert summary["class_names"][:2] == ["circle", "ring"] and summary["num_train"] == 240
+  png = client.get("/api/datasets/shapes10/examples.png")
+  assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+  r = client.get("/api/datasets/cifar10")
+  assert r.status_code == 404 and "no dataset 'cifar10'" in r.json()["error"]
+  assert client.get("/api/choices").json()["lr"] == [0.1, 0.01, 0.001]
+
+
 def _listening_addresses(port: int) -> set[str]:
   """Local addresses (hex, /proc/net/tcp) of the sockets listening on `port`."""
   found = set()

@@ -17,7 +17,7 @@ def get_config(arg=None):
       # with 10 classes of 32x32x3 images; catalog sets must be prepared in data_dir).
       datasets=("shapes10",),
       dataset=dict(data_dir=placeholder(str), num_train=8500, num_validation=1500),
-      batch_size=100,
+      batch_size=32,
       eval_batch_size=500,
       stem_pool=4,  # the stem's max-pool: 32x32 -> 8x8 before the `depth` layers (speed)
       momentum=0.9,  # SGD with momentum; lr and weight decay are the game's

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 
 import ml_collections
 import numpy as np
 
+from jaxseg import viz
 from jaxseg.data import image_sources
 from jaxseg.errors import DataError
 
@@ -51,6 +53,15 @@ class QuestData:
       for i in np.flatnonzero(self.train_labels == label)[:per_class]:
         out.append((label, self.train_images[i]))
     return out
+
+  def examples_png(self, per_class: int, scale: int = 2) -> bytes:
+    """A PNG of `per_class` training images per class, one row per class, captioned."""
+    rows = [[] for _ in range(self.num_classes)]
+    for label, image in self.examples(per_class):
+      rows[label].append(viz.caption(viz.upscale(image, scale), self.class_names[label]))
+    buffer = io.BytesIO()
+    viz.Image.fromarray(viz.grid([r for r in rows if r])).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _read(dataset_config, which: str, cap: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from a game's last epoch. Actions on one game run one at a time (a lock per game
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import json
 import os
@@ -62,6 +63,19 @@ class HyperQuest:
   # -- datasets ---------------------------------------------------------------------
   def dataset(self, name: str) -> quest_data.QuestData:
     return quest_data.load(name, self.config.dataset)
+
+  def dataset_summary(self, name: str) -> dict:
+    """Statistics of one of the game's datasets (UnknownGameError for other names)."""
+    return self._game_dataset(name).summary()
+
+  def examples_png(self, name: str) -> bytes:
+    return self._game_dataset(name).examples_png(self.config.examples_per_class)
+
+  def _game_dataset(self, name: str) -> quest_data.QuestData:
+    if name not in tuple(self.config.datasets):
+      raise UnknownGameError(f"no dataset {name!r} in this game; expected one of "
+                             f"{list(self.config.datasets)}")
+    return self.dataset(name)
 
   def _trainer(self, name: str) -> Trainer:
     with self._lock:
@@ -137,38 +151,29 @@ class HyperQuest:
   def start(self, game_id: str, choices: dict,
             progress: Callable[[float], None] | None = None) -> dict:
     """Stage 1: the initial configuration; trains the first epoch."""
-    with self._game_locks[game_id]:
+    with self._game_lock(game_id):
       state = self._load(game_id)
       hp = rules.check_start(state, choices)
-      trainer = self._trainer(state["dataset"])
-      train_state = trainer.init_state(hp, state["seed"])
-      new = copy.deepcopy(state)
-      new["config"] = hp
-      self._train(new, train_state, hp, "start", {}, None, progress)
+      with self._training(game_id):
+        trainer = self._trainer(state["dataset"])
+        train_state = trainer.init_state(hp, state["seed"])
+        new = copy.deepcopy(state)
+        new["config"] = hp
+        self._train(new, train_state, hp, "start", {}, None, progress)
     self._extend_baseline(new)
     return self._public(new)
 
   def act(self, game_id: str, action: str, changes: dict | None = None,
           progress: Callable[[float], None] | None = None) -> dict:
     """Stage 2: "continue" (with Same/Up/Down `changes`), "revert" or "done"."""
-    with self._game_locks[game_id]:
+    with self._game_lock(game_id):
       state = self._load(game_id)
       hp = rules.check_action(state, action, changes)
       new = copy.deepcopy(state)
       new["actions_used"] += 1
       if action == "continue":
-        old = state["config"]
-        trainer = self._trainer(state["dataset"])
-        rng = np.random.default_rng([state["seed"], state["epochs_trained"]])
-        train_state = trainer.change(self._current(state), old, hp, rng)
-        after = None
-        if (old["width"], old["depth"]) != (hp["width"], hp["depth"]):
-          _, _, val_images, val_labels = self._device_data[state["dataset"]]
-          after = trainer.accuracy(train_state, hp, val_images, val_labels)
-        moved = {k: m for k, m in (changes or {}).items() if m != "same"}
-        new["config"] = hp
-        new["reverts_in_a_row"] = 0
-        self._train(new, train_state, hp, "continue", moved, after, progress)
+        with self._training(game_id):
+          self._continue(state, new, hp, changes, progress)
       else:
         dropped = None
         if action == "revert":
@@ -185,6 +190,34 @@ class HyperQuest:
     return self._public(new)
 
   # -- internals --------------------------------------------------------------------
+  def _game_lock(self, game_id: str) -> threading.Lock:
+    with self._lock:
+      return self._game_locks[game_id]
+
+  @contextlib.contextmanager
+  def _training(self, game_id: str):
+    """Marks the game as training (for `progress`) while the block runs."""
+    self._progress[game_id] = {"training": True, "fraction": 0.0}
+    try:
+      yield
+    finally:
+      self._progress.pop(game_id, None)
+
+  def _continue(self, state: dict, new: dict, hp: dict, changes, progress) -> None:
+    """Continue: apply the changes (Net2Net Up / documented Down), train one epoch."""
+    old = state["config"]
+    trainer = self._trainer(state["dataset"])
+    rng = np.random.default_rng([state["seed"], state["epochs_trained"]])
+    train_state = trainer.change(self._current(state), old, hp, rng)
+    after = None
+    if (old["width"], old["depth"]) != (hp["width"], hp["depth"]):
+      _, _, val_images, val_labels = self._device_data[state["dataset"]]
+      after = trainer.accuracy(train_state, hp, val_images, val_labels)
+    moved = {k: m for k, m in (changes or {}).items() if m != "same"}
+    new["config"] = hp
+    new["reverts_in_a_row"] = 0
+    self._train(new, train_state, hp, "continue", moved, after, progress)
+
   @staticmethod
   def _event(state: dict, action: str, **extra) -> dict:
     return {"epoch": state["epoch"], "config": dict(state["config"]),
@@ -220,14 +253,10 @@ class HyperQuest:
       if progress is not None:
         progress(fraction)
 
-    report(0.0)
-    try:
-      train_state, train_acc, _ = trainer.train_epoch(
-          train_state, hp, images, labels, epoch_seed(new["seed"], n), report)
-      val_acc = trainer.accuracy(train_state, hp, val_images, val_labels)
-      trainer.save(self._checkpoint_path(game_id, n), train_state)
-    finally:
-      self._progress[game_id] = {"training": False, "fraction": 0.0}
+    train_state, train_acc, _ = trainer.train_epoch(
+        train_state, hp, images, labels, epoch_seed(new["seed"], n), report)
+    val_acc = trainer.accuracy(train_state, hp, val_images, val_labels)
+    trainer.save(self._checkpoint_path(game_id, n), train_state)
     new["epochs_trained"] = n
     new["epoch"] += 1
     new["train_acc"], new["val_acc"] = train_acc, val_acc

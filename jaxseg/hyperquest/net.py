@@ -1,22 +1,28 @@
 """HyperQuest's CNN and the changes of its width and depth that keep what it has learned.
 
-`QuestNet(width, depth, dropout)`: a stem (3x3 conv to `width` channels, ReLU, max-pool
-by `stem_pool`), then `depth` 3x3 convolutions of `width` channels with ReLU and a 2x2
-max-pool after layer depth/2 - 1, global average pooling, dropout and a linear
-classifier. No normalization layers, so the transformations below are exact.
+`QuestNet(width, depth, dropout)`: a stem (3x3 conv to `width` channels, BatchNorm, ReLU,
+max-pool by `stem_pool`), then `depth` layers of 3x3 conv (`width` channels), BatchNorm
+(Ioffe & Szegedy 2015) and ReLU with a 2x2 max-pool after layer depth/2 - 1, global
+average pooling, dropout and a linear classifier (zero-initialized). The transformations
+below act on the variables (params and BatchNorm statistics) and are exact for the
+network in evaluation mode (BatchNorm with its running statistics), which is what the
+game's accuracies measure.
 
 Up (Chen, Goodfellow & Shlens, "Net2Net", ICLR 2016):
-- `widen` (Net2WiderNet): new unit j copies the incoming weights of unit g(j) (g(j) = j
-  for the old units, random old units for the new ones); the outgoing weights of the
-  copies of a unit are divided by its number of copies. The paper's symmetry-breaking
-  noise is added so that it sums to zero over the copies of each unit: the function is
-  unchanged (to float rounding) yet the copies get different gradients.
-- `deepen` (Net2DeeperNet): after each of the `depth` layers an identity 3x3 convolution
-  is inserted (centre tap = identity matrix, bias 0); ReLU(x) = x for x >= 0 so the
-  outputs are unchanged, and the pool keeps its place (after new layer 2*depth/2 - 1).
+- `widen` (Net2WiderNet): new unit j copies unit g(j) (its kernel, BatchNorm scale, bias,
+  mean and variance; g(j) = j for the old units, random old units for the new ones); the
+  next layer's weights from the copies of a unit are divided by its number of copies.
+  The paper's symmetry-breaking noise is added so that it sums to zero over the copies
+  of each unit: the function is unchanged (to float rounding), yet the copies get
+  different gradients.
+- `deepen` (Net2DeeperNet): after each of the `depth` layers an identity layer is
+  inserted: 3x3 conv with the identity matrix at its centre tap, BatchNorm with scale 1,
+  bias 0, mean 0 and variance 1 - eps (so it divides by exactly 1); ReLU(x) = x for the
+  non-negative inputs, and the pool keeps its place (after new layer 2*depth/2 - 1).
 Down (documented, not function-preserving; the game shows the accuracy right after):
-- `narrow`: every layer keeps the `width` units whose incoming weights (kernel and bias)
-  have the largest L2 norm, in their old order; the next layer keeps the matching inputs.
+- `narrow`: every layer keeps the `width` units with the largest |BatchNorm scale| (the
+  channel-importance measure of network slimming, Liu et al., ICCV 2017), in their old
+  order; the next layer keeps the matching inputs.
 - `shallow`: keeps layers 0, 2, 4, ... (drops every second layer: exactly the layers
   `deepen` inserted when the depth came from Up); the pool moves with the structure.
 """
@@ -43,6 +49,9 @@ def pool_after(depth: int) -> int:
   return depth // 2 - 1
 
 
+BN_EPSILON = 1e-5
+
+
 class QuestNet(nn.Module):
   """See module doc. Input: NHWC float images in [0, 1]; output: logits."""
   width: int
@@ -54,110 +63,125 @@ class QuestNet(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     he = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
-    x = (images - MEAN) / STD
-    x = nn.relu(nn.Conv(self.width, (3, 3), kernel_init=he, name="stem")(x))
-    x = max_pool(x, self.stem_pool)
+
+    def layer(x, conv, bn):
+      x = nn.Conv(self.width, (3, 3), use_bias=False, kernel_init=he, name=conv)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
+                       name=bn)(x)
+      return nn.relu(x)
+
+    x = max_pool(layer((images - MEAN) / STD, "stem", "stem_bn"), self.stem_pool)
     for i in range(self.depth):
-      x = nn.relu(nn.Conv(self.width, (3, 3), kernel_init=he, name=f"conv_{i}")(x))
+      x = layer(x, f"conv_{i}", f"bn_{i}")
       if i == pool_after(self.depth):
         x = max_pool(x, 2)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, name="head")(x)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x)
 
 
-def layer_names(depth: int) -> list[str]:
-  return ["stem"] + [f"conv_{i}" for i in range(depth)] + ["head"]
+def _layers(depth: int) -> list[tuple[str, str]]:
+  """(conv, BatchNorm) names of the hidden layers, input to output."""
+  return [("stem", "stem_bn")] + [(f"conv_{i}", f"bn_{i}") for i in range(depth)]
 
 
-def _depth(params) -> int:
-  return sum(1 for k in params if k.startswith("conv_"))
+def _depth(variables) -> int:
+  return sum(1 for k in variables["params"] if k.startswith("conv_"))
 
 
-def _np(params):
-  return jax.tree.map(np.asarray, params)
+def _copy(variables):
+  return jax.tree.map(lambda a: np.array(a, np.float32), dict(variables))
 
 
-def widen(params, width: int, rng: np.random.Generator, noise: float = 0.1):
+def _units(variables, conv: str, bn: str, index):
+  """Keep / copy the output units `index` of one layer (kernel and BatchNorm)."""
+  p, s = variables["params"], variables["batch_stats"]
+  p[conv]["kernel"] = p[conv]["kernel"][..., index]
+  p[bn] = {k: v[index] for k, v in p[bn].items()}
+  s[bn] = {k: v[index] for k, v in s[bn].items()}
+
+
+def _inputs(variables) -> list[tuple[dict, str]]:
+  """(params entry, kernel key) of each layer fed by a hidden layer, in order."""
+  p = variables["params"]
+  return [(p[conv], "kernel") for conv, _ in _layers(_depth(variables))[1:]] + [
+      (p["head"], "kernel")]
+
+
+def widen(variables, width: int, rng: np.random.Generator, noise: float = 0.1):
   """Net2WiderNet: the same function with `width` >= the current width units per layer."""
-  params = _np(params)
-  names = layer_names(_depth(params))
-  old = params["stem"]["bias"].shape[0]
+  v = _copy(variables)
+  old = v["params"]["stem"]["kernel"].shape[-1]
   if width < old:
     raise ValueError(f"widen: width {width} < current {old}")
-  out = {}
-  g = np.arange(old)  # mapping of the current layer's inputs
-  for name in names:
-    p = params[name]
-    kernel, bias = p["kernel"], p["bias"]
-    if name != "stem":  # inputs come from the previous layer's copies: split outgoing
-      kernel = np.moveaxis(kernel, -2, 0)[g]  # input axis first: [in, ...]
-      counts = np.bincount(g, minlength=old)[g].astype(np.float32)
-      counts = counts.reshape((-1,) + (1,) * (kernel.ndim - 1))
-      eps = rng.normal(0, noise, kernel.shape).astype(np.float32) * np.abs(kernel) / counts
-      per_unit = np.zeros((old,) + kernel.shape[1:], np.float32)
-      np.add.at(per_unit, g, eps)
-      kernel = kernel / counts + eps - per_unit[g] / counts  # noise sums to 0 per unit
-      kernel = np.moveaxis(kernel, 0, -2)
-    if name != "head":
-      g = np.concatenate([np.arange(old), rng.integers(0, old, width - old)])
-      kernel, bias = kernel[..., g], bias[g]
-    out[name] = {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
-  return out
+  for (conv, bn), (consumer, key) in zip(_layers(_depth(v)), _inputs(v)):
+    g = np.concatenate([np.arange(old), rng.integers(0, old, width - old)])
+    _units(v, conv, bn, g)
+    kernel = np.moveaxis(consumer[key], -2, 0)[g]  # input axis first: [in, ...]
+    counts = np.bincount(g, minlength=old)[g].astype(np.float32)
+    counts = counts.reshape((-1,) + (1,) * (kernel.ndim - 1))
+    eps = rng.normal(0, noise, kernel.shape).astype(np.float32) * np.abs(kernel) / counts
+    per_unit = np.zeros((old,) + kernel.shape[1:], np.float32)
+    np.add.at(per_unit, g, eps)
+    kernel = kernel / counts + eps - per_unit[g] / counts  # noise sums to 0 per unit
+    consumer[key] = np.moveaxis(kernel, 0, -2)
+  return v
 
 
-def deepen(params):
+def deepen(variables):
   """Net2DeeperNet: the same function with twice the depth (identity layers inserted)."""
-  params = _np(params)
-  depth = _depth(params)
-  width = params["stem"]["bias"].shape[0]
+  v = _copy(variables)
+  depth = _depth(v)
+  width = v["params"]["stem"]["kernel"].shape[-1]
   identity = np.zeros((3, 3, width, width), np.float32)
   identity[1, 1] = np.eye(width, dtype=np.float32)
-  out = {"stem": params["stem"], "head": params["head"]}
+  p, s = v["params"], v["batch_stats"]
+  new_p = {"stem": p["stem"], "stem_bn": p["stem_bn"], "head": p["head"]}
+  new_s = {"stem_bn": s["stem_bn"]}
   for i in range(depth):
-    out[f"conv_{2 * i}"] = params[f"conv_{i}"]
-    out[f"conv_{2 * i + 1}"] = {"kernel": identity.copy(), "bias": np.zeros(width, np.float32)}
-  return out
+    new_p[f"conv_{2 * i}"], new_p[f"bn_{2 * i}"] = p[f"conv_{i}"], p[f"bn_{i}"]
+    new_s[f"bn_{2 * i}"] = s[f"bn_{i}"]
+    new_p[f"conv_{2 * i + 1}"] = {"kernel": identity.copy()}
+    new_p[f"bn_{2 * i + 1}"] = {"scale": np.ones(width, np.float32),
+                                "bias": np.zeros(width, np.float32)}
+    new_s[f"bn_{2 * i + 1}"] = {"mean": np.zeros(width, np.float32),
+                                "var": np.full(width, 1 - BN_EPSILON, np.float32)}
+  return {"params": new_p, "batch_stats": new_s}
 
 
-def narrow(params, width: int):
-  """Down: keep the `width` units per layer with the strongest incoming weights."""
-  params = _np(params)
-  names = layer_names(_depth(params))
-  keep = None
-  out = {}
-  for name in names:
-    kernel, bias = params[name]["kernel"], params[name]["bias"]
-    if keep is not None:
-      kernel = kernel[..., keep, :]
-    if name != "head":
-      norms = np.sqrt((kernel.reshape(-1, kernel.shape[-1]) ** 2).sum(0) + bias**2)
-      keep = np.sort(np.argsort(-norms, kind="stable")[:width])
-      kernel, bias = kernel[..., keep], bias[keep]
-    out[name] = {"kernel": kernel, "bias": bias}
-  return out
+def narrow(variables, width: int):
+  """Down: keep the `width` units per layer with the largest |BatchNorm scale|."""
+  v = _copy(variables)
+  for (conv, bn), (consumer, key) in zip(_layers(_depth(v)), _inputs(v)):
+    strength = np.abs(v["params"][bn]["scale"])
+    keep = np.sort(np.argsort(-strength, kind="stable")[:width])
+    _units(v, conv, bn, keep)
+    consumer[key] = consumer[key][..., keep, :]
+  return v
 
 
-def shallow(params):
+def shallow(variables):
   """Down: half the depth, keeping layers 0, 2, 4, ... (see module doc)."""
-  params = _np(params)
-  depth = _depth(params)
-  out = {"stem": params["stem"], "head": params["head"]}
-  for i in range(depth // 2):
-    out[f"conv_{i}"] = params[f"conv_{2 * i}"]
-  return out
+  v = _copy(variables)
+  p, s = v["params"], v["batch_stats"]
+  new_p = {"stem": p["stem"], "stem_bn": p["stem_bn"], "head": p["head"]}
+  new_s = {"stem_bn": s["stem_bn"]}
+  for i in range(_depth(v) // 2):
+    new_p[f"conv_{i}"], new_p[f"bn_{i}"] = p[f"conv_{2 * i}"], p[f"bn_{2 * i}"]
+    new_s[f"bn_{i}"] = s[f"bn_{2 * i}"]
+  return {"params": new_p, "batch_stats": new_s}
 
 
-def resize(params, width: int, depth: int, rng: np.random.Generator):
-  """Params of a (width, depth) net from those of another: Up by Net2Net, Down as
-  documented (width first, then depth)."""
-  current_width = np.shape(params["stem"]["bias"])[0]
+def resize(variables, width: int, depth: int, rng: np.random.Generator):
+  """Variables ({"params", "batch_stats"}) of a (width, depth) net from another's: Up by
+  Net2Net, Down as documented (width first, then depth)."""
+  current_width = np.shape(variables["params"]["stem"]["kernel"])[-1]
   if width > current_width:
-    params = widen(params, width, rng)
+    variables = widen(variables, width, rng)
   elif width < current_width:
-    params = narrow(params, width)
-  while _depth(params) < depth:
-    params = deepen(params)
-  while _depth(params) > depth:
-    params = shallow(params)
-  return params
+    variables = narrow(variables, width)
+  while _depth(variables) < depth:
+    variables = deepen(variables)
+  while _depth(variables) > depth:
+    variables = shallow(variables)
+  return variables

@@ -11,24 +11,31 @@ and leaves the game unchanged; an unknown game is 404):
   GET  /api/games/{id}           -> state (epoch, actions_used, config, next_values, history, ...)
   GET  /api/games/{id}/progress  -> server-sent events {"training", "fraction"} of the running epoch
   GET  /api/leaderboard          -> [{"player", "kind", "best_val_acc", "epochs", "actions"}, ...]
+  GET  /api/choices              -> the stage-1 choices
+  GET  /api/datasets/{name}      -> the dataset's statistics; /examples.png: images per class
+The page (`/`, static/: HTML, CSS and JS, nothing from a CDN) plays through this API.
 Training runs in a worker thread; the server listens on 127.0.0.1 unless --host says otherwise.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from jaxseg.errors import JaxsegError, RuleError, UnknownGameError
+from jaxseg.hyperquest import rules
 from jaxseg.hyperquest.engine import HyperQuest
 
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKDIR = "127.0.0.1", 8080, "runs/hyperquest"
+STATIC = os.path.join(os.path.dirname(__file__), "static")
 _FIELDS = {"games": ("player", "background", "seed"),
            "start": ("width", "lr", "depth", "dropout"),
            "actions": ("action", "changes")}
@@ -85,7 +92,7 @@ def create_app(hq: HyperQuest) -> Starlette:
 
     async def events():
       seen_training, idle = False, 0
-      while idle < 8 and not await request.is_disconnected():
+      while idle < 40 and not await request.is_disconnected():
         p = hq.progress(game_id)
         yield f"data: {json.dumps(p)}\n\n"
         if p["training"]:
@@ -98,6 +105,22 @@ def create_app(hq: HyperQuest) -> Starlette:
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
+
+  async def dataset(request):
+    return JSONResponse(await run_in_threadpool(hq.dataset_summary,
+                                                request.path_params["name"]))
+
+  async def examples(request):
+    png = await run_in_threadpool(hq.examples_png, request.path_params["name"])
+    return Response(png, media_type="image/png")
+
+  async def choices(request):
+    del request
+    return JSONResponse({k: list(v) for k, v in rules.STAGE1_CHOICES.items()})
+
+  async def page(request):
+    del request
+    return FileResponse(os.path.join(STATIC, "index.html"))
 
   async def rule_error(request, exc):
     del request
@@ -122,6 +145,11 @@ def create_app(hq: HyperQuest) -> Starlette:
       Route("/api/games/{id}/progress", progress, methods=["GET"]),
       Route("/api/games/{id}", state, methods=["GET"]),
       Route("/api/leaderboard", leaderboard, methods=["GET"]),
+      Route("/api/choices", choices, methods=["GET"]),
+      Route("/api/datasets/{name}", dataset, methods=["GET"]),
+      Route("/api/datasets/{name}/examples.png", examples, methods=["GET"]),
+      Route("/", page, methods=["GET"]),
+      Mount("/static", StaticFiles(directory=STATIC), name="static"),
   ]
   return Starlette(routes=routes, exception_handlers={
       RuleError: rule_error, UnknownGameError: unknown_game, JaxsegError: jaxseg_error,

@@ -1,10 +1,11 @@
 """Training, evaluation and per-epoch orbax checkpoints of one HyperQuest network.
 
-State: jaxseg's `TrainState` (params, optimizer state, step, base PRNG key). Optimizer:
+State: jaxseg's `TrainState` (params, BatchNorm statistics, optimizer state, step, base
+PRNG key); accuracies are measured with the running statistics. Optimizer:
 SGD with momentum (`config.momentum`) and L2 weight decay, wrapped in
 `optax.inject_hyperparams`, so the game's learning rate and weight decay live in the
 optimizer state and change without touching the momentum. A width or depth change
-rebuilds the parameters (`net.resize`) and starts a fresh optimizer state (the momentum
+rebuilds the variables (`net.resize`) and starts a fresh optimizer state (the momentum
 of the old shapes does not fit). Each epoch is a fresh permutation of the training set,
 a function of (seed, epoch number); the last partial batch is dropped. Steps are jitted,
 one function per (width, depth, dropout).
@@ -70,9 +71,11 @@ class Trainer:
     """`state` moved from hyperparameters `old` to `new` (Net2Net Up / documented Down
     for width and depth; a fresh optimizer state when the shapes change)."""
     if (old["width"], old["depth"]) != (new["width"], new["depth"]):
-      params = net.resize(state.params, int(new["width"]), int(new["depth"]), rng)
-      params = jax.tree.map(jnp.asarray, params)
-      state = state.replace(params=params, opt_state=self.tx.init(params))
+      variables = net.resize(state.variables, int(new["width"]), int(new["depth"]), rng)
+      variables = jax.tree.map(jnp.asarray, variables)
+      params = variables.pop("params")
+      state = state.replace(params=params, model_state=variables,
+                            opt_state=self.tx.init(params))
     return self.with_hyperparams(state, new)
 
   # -- jitted functions, one per architecture ---------------------------------------
@@ -86,23 +89,25 @@ class Trainer:
       y = labels[index]
 
       def loss_fn(params):
-        logits = model.apply({"params": params}, x, train=True,
-                             rngs={"dropout": state.step_key()})
-        return jnp.mean(cross_entropy(logits, y)), logits
+        logits, model_state = model.apply(
+            {"params": params, **state.model_state}, x, train=True,
+            rngs={"dropout": state.step_key()}, mutable=["batch_stats"])
+        return jnp.mean(cross_entropy(logits, y)), (logits, model_state)
 
-      (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       correct = jnp.sum(jnp.argmax(logits, -1) == y)
       return (state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state), loss, correct)
+                            model_state=model_state, opt_state=opt_state), loss, correct)
 
     return jax.jit(step)
 
   @functools.lru_cache(maxsize=32)
   def _logits(self, arch) -> Callable:
     model = net.QuestNet(*arch, self.num_classes, self.config.stem_pool)
-    return jax.jit(lambda params, images: model.apply(
-        {"params": params}, images.astype(jnp.float32) / 255.0))
+    return jax.jit(lambda variables, images: model.apply(
+        variables, images.astype(jnp.float32) / 255.0))
 
   def train_epoch(self, state: TrainState, hp: dict, images, labels, seed: int,
                   progress: Callable[[float], None] | None = None):
@@ -124,7 +129,7 @@ class Trainer:
   def logits(self, state: TrainState, hp: dict, images) -> np.ndarray:
     fn = self._logits(_arch(hp))
     b = self.config.eval_batch_size
-    return np.concatenate([np.asarray(fn(state.params, images[i:i + b]))
+    return np.concatenate([np.asarray(fn(state.variables, images[i:i + b]))
                            for i in range(0, len(images), b)])
 
   def accuracy(self, state: TrainState, hp: dict, images, labels) -> float:
