@@ -9,7 +9,8 @@
 #   test [pytest args]     run the test suite (installs the torch extra for the
 #                          torchvision equivalence tests)
 #   bench [NAME] [flags]   benchmarks in bench/: train_step (default; U-Net, --suite adds
-#                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall
+#                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall,
+#                          detection (Faster R-CNN R50-FPN vs torchvision), faults
 #   hyperquest CONFIG[:tiny] [--port=8080] [--host=127.0.0.1] [--workdir=runs/hyperquest]
 #                          serve the HyperQuest game (page + JSON API; 127.0.0.1 by default)
 #   setup                  only create/refresh .venv
