@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from jaxseg import hyperquest
 from jaxseg.data import shapes10
 from jaxseg.errors import RuleError, UnknownGameError
-from jaxseg.hyperquest import net, rules
+from jaxseg.hyperquest import agents, net, rules
 from tests.conftest import REPO, load_config
 
 GAME_CONFIG = os.path.join(REPO, "experiments", "hyperquest", "game.py")
@@ -310,3 +310,12 @@ def test_restart_keeps_leaderboard_and_resumes_games(hq, quest_data_dir):
   assert state["epoch"] == 3 and state["epochs_trained"] == 3
   with pytest.raises(RuleError, match="rule 'done'"):
     again.act(done, "continue")
+
+
+def test_random_search_agent_plays_by_the_rules(hq):
+  space = {"width": (32,), "lr": (0.01, 0.001), "depth": (2,), "dropout": (0.0, 0.5)}
+  best = agents.random_search(hq, seed=0, trials=2, epochs=2, space=space)
+  board = [e for e in hq.leaderboard() if e["kind"] == "random_search"]
+  assert len(board) == 2 and all((e["epochs"], e["actions"]) == (2, 2) for e in board)
+  assert best["finished"] and best["best_val_acc"] == board[0]["best_val_acc"]
+  assert {best["config"][k] for k in space} <= {v for vs in space.values() for v in vs}

@@ -13,6 +13,7 @@ import io
 
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from jaxseg import viz
 from jaxseg.data import image_sources
@@ -60,7 +61,7 @@ class QuestData:
     for label, image in self.examples(per_class):
       rows[label].append(viz.caption(viz.upscale(image, scale), self.class_names[label]))
     buffer = io.BytesIO()
-    viz.Image.fromarray(viz.grid([r for r in rows if r])).save(buffer, format="PNG")
+    Image.fromarray(viz.grid([r for r in rows if r])).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
