@@ -1,7 +1,9 @@
 """HyperQuest's HTTP JSON API (Starlette's test client) and its server process (uvicorn
 on a free port, listening on 127.0.0.1 by default)."""
 import concurrent.futures
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -186,16 +188,90 @@ def _listening_addresses(port: int) -> set[str]:
   return found
 
 
-def test_server_process_listens_on_localhost_by_default(server_process):
-  proc, port, log = server_process
-  deadline = time.time() + 90
+def _wait_for_server(proc, port, log, seconds=90):
+  deadline = time.time() + seconds
   while True:
     try:
-      with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/leaderboard", timeout=2) as r:
-        assert r.read() == b"[]"
-      break
+      with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/leaderboard", timeout=2):
+        return
     except OSError:
       assert proc.poll() is None, (log.seek(0), log.read())[1]
-      assert time.time() < deadline, "the server did not answer within 90 s"
+      assert time.time() < deadline, f"the server did not answer within {seconds} s"
       time.sleep(0.5)
+
+
+def test_server_process_listens_on_localhost_by_default(server_process):
+  proc, port, log = server_process
+  _wait_for_server(proc, port, log)
+  with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/leaderboard", timeout=5) as r:
+    assert r.read() == b"[]"
   assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only
+
+
+# -- the page in a real browser (headless Chromium through Selenium) ---------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and "
+                    "chromium-driver (.ci/run installs them)")
+def test_a_whole_game_in_the_browser(server_process):
+  """Questionnaire, stage 1, three Continues (one with a learning-rate Down), a Revert and
+  Done through the page; the leaderboard then shows the player's name as text."""
+  webdriver = pytest.importorskip("selenium.webdriver")
+  from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import Select, WebDriverWait  # pylint: disable=g-import-not-at-top
+  proc, port, log = server_process
+  _wait_for_server(proc, port, log)
+  options = webdriver.ChromeOptions()
+  options.binary_location = CHROMIUM
+  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1100,1600"):
+    options.add_argument(arg)
+  driver = webdriver.Chrome(options=options,
+                            service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+  wait = WebDriverWait(driver, 120)
+  name = "<i>zoe</i> & co"
+  try:
+    driver.get(f"http://127.0.0.1:{port}/")
+    driver.find_element(By.ID, "player").send_keys(name)
+    Select(driver.find_element(By.ID, "education")).select_by_visible_text("master")
+    driver.find_element(By.ID, "years").send_keys("3")
+    Select(driver.find_element(By.ID, "experience")).select_by_value("4")
+    driver.find_element(By.CSS_SELECTOR, "input[name=kinds][value=cnn]").click()
+    driver.find_element(By.ID, "new-game").click()
+    wait.until(lambda d: d.find_element(By.ID, "stage1").is_displayed())
+    assert driver.find_element(By.ID, "dataset-name").text == "shapes10"
+    for key, value in (("width", "32"), ("lr", "0.01"), ("depth", "2"), ("dropout", "0")):
+      Select(driver.find_element(By.ID, f"choice-{key}")).select_by_value(value)
+    driver.find_element(By.ID, "start").click()
+
+    def epoch_is(text):
+      return lambda d: (d.find_element(By.ID, "epoch").text == text
+                        and d.find_element(By.ID, "continue").is_enabled())
+
+    wait.until(epoch_is("1"))
+    for epoch, lr_move in ((2, None), (3, "down"), (4, None)):
+      if lr_move:
+        driver.find_element(By.CSS_SELECTOR, f"input[name=move-lr][value={lr_move}]").click()
+      driver.find_element(By.ID, "continue").click()
+      wait.until(epoch_is(str(epoch)))
+    history = driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[4].text for r in history] == [
+        "0.01", "0.01", "0.003", "0.003"]
+    if os.environ.get("HYPERQUEST_SCREENSHOT"):  # the README's picture
+      driver.execute_script("window.scrollTo(0, document.getElementById('play').offsetTop)")
+      driver.save_screenshot(os.environ["HYPERQUEST_SCREENSHOT"])
+    driver.find_element(By.ID, "revert").click()
+    wait.until(epoch_is("3"))
+    driver.find_element(By.ID, "done").click()
+    wait.until(lambda d: d.find_element(By.ID, "epoch").text == "3 (finished)")
+    wait.until(lambda d: any(r.find_elements(By.TAG_NAME, "td")[1].text == name
+                             for r in d.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")))
+    assert not driver.find_elements(By.CSS_SELECTOR, "#leaderboard i")  # text, not markup
+    assert not driver.find_element(By.ID, "error").is_displayed()
+  finally:
+    driver.quit()
+  with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/leaderboard") as r:
+    board = json.loads(r.read())
+  assert [(e["player"], e["epochs"], e["actions"]) for e in board] == [(name, 4, 5)]
