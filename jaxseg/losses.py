@@ -85,3 +85,71 @@ def sampled_softmax_cross_entropy(logits, labels, mask):
   safe = jnp.where(mask, labels, 0).astype(jnp.int32)
   nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(mask, nll, 0.0)) / normalizer(mask)
+
+
+def softmax_nll(logits, labels):
+  """Elementwise softmax cross-entropy -log softmax(logits)[label]: logits [..., K], int
+  labels [...] in 0..K-1 -> [...] float32."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, labels.astype(jnp.int32)[..., None], axis=-1)[..., 0]
+
+
+def hard_negative_mask(loss, positive, negative, ratio: float = 3.0):
+  """SSD's hard negative mining (Liu et al. 2016, sec. 2.2): per image (rows of [B, N]),
+  the `negative` elements of highest `loss`, at most ratio x the image's positives
+  (argsort + rank mask; ties: the lower index). -> [B, N] bool."""
+  candidate = negative & ~positive
+  keyed = jnp.where(candidate, loss.astype(jnp.float32), -jnp.inf)
+  order = jnp.argsort(-keyed, axis=-1, stable=True)
+  rank = jnp.argsort(order, axis=-1, stable=True)
+  budget = jnp.floor(ratio * jnp.sum(positive, axis=-1, keepdims=True))
+  return candidate & (rank < budget)
+
+
+def ssd_multibox_terms(logits, deltas, classes, box_targets, positive, negative=None,
+                       neg_pos_ratio: float = 3.0, beta: float = 1.0):
+  """SSD's MultiBox loss (Liu et al. 2016, eq. 1, alpha = 1) as two terms, each divided
+  by N = the number of positive default boxes of the batch (0 when N = 0):
+  "ssd_classifier": softmax CE of `logits` [B, D, K] against `classes` [B, D] (0 =
+  background) over the positives and the hard negatives (`hard_negative_mask`, at most
+  neg_pos_ratio per positive, among `negative`, default every non-positive);
+  "ssd_box": smooth L1 of `deltas` [B, D, 4] against `box_targets` over the positives."""
+  nll = softmax_nll(logits, jnp.where(positive, classes, 0))
+  negative = ~positive if negative is None else negative
+  hard = hard_negative_mask(jax.lax.stop_gradient(nll), positive, negative, neg_pos_ratio)
+  n = normalizer(positive)
+  return {"ssd_classifier": jnp.sum(jnp.where(positive | hard, nll, 0.0)) / n,
+          "ssd_box": masked_box_loss(deltas, jax.lax.stop_gradient(box_targets), positive,
+                                     positive, beta),
+          "ssd_hard_negatives": jnp.sum(hard) / logits.shape[0]}
+
+
+def yolo_terms(coords, coord_targets, confidence, confidence_targets, responsible,
+               class_outputs, class_targets, has_object, class_loss: str = "sse"):
+  """YOLO's sum-squared error (Redmon et al. 2016, eq. 3) as unweighted terms, each a sum
+  per image averaged over the batch (the paper's lambda_coord = 5 and lambda_noobj = 0.5
+  are the weights config.loss.yolo_coord_weight / yolo_noobject_weight):
+  "yolo_coord": sum over responsible boxes of the squared error of the 4 coordinates
+  (`coords` / `coord_targets` [B, N, K, 4]; the paper's x, y, sqrt w, sqrt h);
+  "yolo_object": sum over responsible boxes of (confidence - target)^2 (target: the IoU
+  of the predicted box with its ground truth); "yolo_noobject": sum over the other boxes
+  of confidence^2 (`confidence` [B, N, K], `responsible` [B, N, K] bool);
+  "yolo_class": `class_loss` "sse": sum over cells with an object (`has_object` [B, N])
+  of the squared error of the class probabilities `class_outputs` [B, N, C] against the
+  one-hot of `class_targets` [B, N] (0..C-1); "softmax": softmax CE of the logits
+  `class_outputs` [B, N, C + 1] over every cell (target 0 = background where no object)."""
+  b = coords.shape[0]
+  sq = lambda x: jnp.square(x.astype(jnp.float32))
+  coord = jnp.sum(jnp.where(responsible[..., None], sq(coords - coord_targets), 0.0))
+  conf = confidence.astype(jnp.float32)
+  obj = jnp.sum(jnp.where(responsible, sq(conf - confidence_targets), 0.0))
+  noobj = jnp.sum(jnp.where(responsible, 0.0, sq(conf)))
+  if class_loss == "sse":
+    onehot = jax.nn.one_hot(jnp.maximum(class_targets, 0), class_outputs.shape[-1])
+    cls = jnp.sum(jnp.where(has_object[..., None], sq(class_outputs - onehot), 0.0))
+  elif class_loss == "softmax":
+    cls = jnp.sum(softmax_nll(class_outputs, jnp.where(has_object, class_targets, 0)))
+  else:
+    raise ValueError(f"class_loss={class_loss!r}; expected 'sse' or 'softmax'")
+  return {"yolo_coord": coord / b, "yolo_object": obj / b, "yolo_noobject": noobj / b,
+          "yolo_class": cls / b}

@@ -253,14 +253,25 @@ def ssd_scales(num_maps, s_min=0.2, s_max=0.9):
 
 
 def ssd_default_boxes(image_size, feature_sizes, s_min=0.2, s_max=0.9,
-                      aspect_ratios=(1.0, 2.0, 3.0, 1 / 2, 1 / 3), extra_box=True):
+                      aspect_ratios=(1.0, 2.0, 3.0, 1 / 2, 1 / 3), extra_box=True, *,
+                      scales=None, steps=None, clip=False, convention="jaxseg"):
   """SSD default boxes (Liu et al. 2016). Map k (of m, sizes `feature_sizes`, each an int
   or (h, w)) has scale s_k (`ssd_scales`); each cell (i, j) holds, centred at
   ((j + 0.5) / |f_k| W, (i + 0.5) / |f_k| H), a box of width s_k sqrt(a) W and height
   s_k / sqrt(a) H for each aspect ratio a (in order; shared, or one sequence per map),
   then, with `extra_box`, the square-ish box of scale sqrt(s_k s_{k+1}) (ratio 1).
   Returns [sum_k |f_k| A_k, 4] float32 xyxy in pixels, map by map, cell-major then box.
+
+  scales: the m + 1 scales s_1..s_{m+1} instead of `ssd_scales(m, s_min, s_max)`;
+  steps: one centre spacing in pixels per map (cell centres (j + 0.5) step);
+  clip: relative widths and heights clamped to [0, 1];
+  convention="torchvision" (its DefaultBoxGenerator, with scales / steps / clip as given):
+  `aspect_ratios` per map lists ratios r > 1 only, and a cell's boxes are (s_k, s_k),
+  (s'_k, s'_k), then (s_k sqrt(r), s_k / sqrt(r)), (s_k / sqrt(r), s_k sqrt(r)) per r
+  (`extra_box` ignored: always there). `ssd_boxes_per_cell` counts them.
   """
+  if convention not in SSD_CONVENTIONS:
+    raise ConfigError(f"convention={convention!r}; expected one of {SSD_CONVENTIONS}")
   height, width = _pair(image_size, "image_size")
   if isinstance(feature_sizes, (int, np.integer)):
     feature_sizes = [feature_sizes]
@@ -269,16 +280,46 @@ def ssd_default_boxes(image_size, feature_sizes, s_min=0.2, s_max=0.9,
     raise ConfigError("feature_sizes=[]; expected at least one feature map size")
   _, _, ratios = _levels(list(range(len(feature_sizes))), [1] * len(feature_sizes),
                          aspect_ratios)
-  scales = ssd_scales(len(feature_sizes), s_min, s_max)
+  m = len(feature_sizes)
+  if scales is None:
+    scales = ssd_scales(m, s_min, s_max)
+  scales = _positive_list(scales, "scales")
+  if len(scales) != m + 1:
+    raise ConfigError(f"scales={scales!r}; expected {m + 1} (one per map and one more)")
+  if steps is not None:
+    steps = _positive_list(steps, "steps")
+    if len(steps) != m:
+      raise ConfigError(f"steps={steps!r}; expected one per feature map ({m})")
   out = []
   for k, ((fh, fw), rs) in enumerate(zip(feature_sizes, ratios)):
-    rs = _positive_list(rs, "aspect_ratios")
-    rel_w = [scales[k] * math.sqrt(a) for a in rs]
-    rel_h = [scales[k] / math.sqrt(a) for a in rs]
-    if extra_box:
-      extra = math.sqrt(scales[k] * scales[k + 1])
-      rel_w.append(extra)
-      rel_h.append(extra)
-    out.append(_cell_boxes(fh, fw, height / fh, width / fw, 0.5,
+    rs = _positive_list(rs, "aspect_ratios") if len(rs) else []
+    extra = math.sqrt(scales[k] * scales[k + 1])
+    if convention == "torchvision":
+      rel_w, rel_h = [scales[k], extra], [scales[k], extra]
+      for a in rs:
+        rel_w += [scales[k] * math.sqrt(a), scales[k] / math.sqrt(a)]
+        rel_h += [scales[k] / math.sqrt(a), scales[k] * math.sqrt(a)]
+    else:
+      rel_w = [scales[k] * math.sqrt(a) for a in rs]
+      rel_h = [scales[k] / math.sqrt(a) for a in rs]
+      if extra_box:
+        rel_w.append(extra)
+        rel_h.append(extra)
+    if clip:
+      rel_w = [min(max(v, 0.0), 1.0) for v in rel_w]
+      rel_h = [min(max(v, 0.0), 1.0) for v in rel_h]
+    step_h, step_w = (steps[k], steps[k]) if steps is not None else (height / fh, width / fw)
+    out.append(_cell_boxes(fh, fw, step_h, step_w, 0.5,
                            [w * width for w in rel_w], [h * height for h in rel_h]))
   return np.concatenate(out, axis=0)
+
+
+SSD_CONVENTIONS = ("jaxseg", "torchvision")
+
+
+def ssd_boxes_per_cell(aspect_ratios, num_maps, extra_box=True, convention="jaxseg"):
+  """Default boxes per cell of each of `num_maps` maps of `ssd_default_boxes`."""
+  _, _, ratios = _levels(list(range(num_maps)), [1] * num_maps, aspect_ratios)
+  if convention == "torchvision":
+    return [2 + 2 * len(r) for r in ratios]
+  return [len(r) + int(bool(extra_box)) for r in ratios]

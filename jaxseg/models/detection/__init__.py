@@ -10,11 +10,14 @@
   Fast R-CNN (Girshick 2015) over given proposals;
 - `region_classifier.RegionClassifier`: one crop network pass per warped region: the
   sliding-window detector and R-CNN (Girshick et al. 2014), whose post-hoc SVMs and ridge
-  box regressors are fit by `jaxseg.train.rcnn_stages`.
+  box regressors are fit by `jaxseg.train.rcnn_stages`;
+- `yolo.YOLO` (Redmon et al. 2016; config.model.yolo) and `ssd.SSD` (Liu et al. 2016;
+  config.model.ssd): single-shot detectors, no proposals, one network from the image to
+  a tensor of scores and boxes.
 
 `build_detector(name, num_classes, dtype, **fields)` builds one from config.model:
-"faster_rcnn", "fast_rcnn" (no RPN: config.proposals), "rcnn" (config.proposals) or
-"sliding_window". Every detector has `loss_terms` (its named losses) and
+"faster_rcnn", "fast_rcnn" (no RPN: config.proposals), "rcnn" (config.proposals),
+"sliding_window", "yolo" or "ssd". Every detector has `loss_terms` (its named losses) and
 `needs_proposals` (whether batches must carry `proposals` / `proposal_valid`).
 Where torchvision computes differently from jaxseg's defaults, the parts have fields for
 it (anchors, RoIAlign offset, FPN level mapper); `jaxseg.weights.torchvision.
@@ -38,8 +41,11 @@ from jaxseg.models.detection.region_classifier import (CLASSIFIERS, REGION_SOURC
                                                        RegionClassifier)
 from jaxseg.models.detection.roi_heads import POOLERS, RoIHeads
 from jaxseg.models.detection.rpn import ANCHOR_CONVENTIONS, RPN, RPNHead
+from jaxseg.models.detection.ssd import SSD, build_ssd
+from jaxseg.models.detection.yolo import YOLO, build_yolo
 
-DETECTORS = ("faster_rcnn", "fast_rcnn", "rcnn", "sliding_window")
+SINGLE_SHOT = ("yolo", "ssd")
+DETECTORS = ("faster_rcnn", "fast_rcnn", "rcnn", "sliding_window") + SINGLE_SHOT
 REGION_CLASSIFIERS = {"rcnn": "proposals", "sliding_window": "windows"}
 
 
@@ -67,7 +73,7 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
                    backbone: str = "resnet50", backbone_args=None,
                    backbone_levels=("stride_16",), fpn: bool = False, fpn_channels: int = 256,
                    rpn=None, roi_heads=None, region_classifier=None, pixel_mean=None,
-                   pixel_std=None):
+                   pixel_std=None, yolo=None, ssd=None):
   """The detector `name` (DETECTORS) over `num_classes` classes including the background;
   `rpn` / `roi_heads` / `region_classifier`: fields of `RPN` / `RoIHeads` /
   `RegionClassifier` (config.model.rpn / .roi_heads / .region_classifier; the last also
@@ -82,6 +88,14 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
     extra["pixel_mean"] = tuple(pixel_mean)
   if pixel_std is not None:
     extra["pixel_std"] = tuple(pixel_std)
+  if name in SINGLE_SHOT:
+    return _single_shot(name, num_classes, dtype, backbone, backbone_args, backbone_levels,
+                        dict(_plain((yolo if name == "yolo" else ssd) or {})), extra,
+                        dict(rpn=rpn, roi_heads=roi_heads, region_classifier=region_classifier,
+                             fpn=fpn, yolo=yolo, ssd=ssd))
+  for key, value in (("yolo", yolo), ("ssd", ssd)):
+    if value:
+      raise ConfigError(f"config.model.{key} is set but detector {name!r} has none")
   if name in REGION_CLASSIFIERS:
     unused = [k for k, v in (("rpn", rpn), ("roi_heads", roi_heads), ("fpn", fpn)) if v]
     if unused:
@@ -143,5 +157,21 @@ def _region_classifier(name, num_classes, dtype, backbone, backbone_args, fields
   return RegionClassifier(crop_net=crop_net, num_classes=num_classes, dtype=dtype, **fields)
 
 
+def _single_shot(name, num_classes, dtype, backbone, backbone_args, backbone_levels, fields,
+                 extra, parts):
+  """YOLO or SSD: backbone + its own head (`yolo.build_yolo`, `ssd.build_ssd`)."""
+  unused = [k for k, v in parts.items() if v and k != name]
+  if unused:
+    raise ConfigError(f"config.model.{unused[0]} is set but detector {name!r} has none; "
+                      f"it takes config.model.{name}")
+  if name == "yolo":
+    body = get_backbone(backbone, **backbone_args)
+    return build_yolo(num_classes, dtype, body, _plain(backbone_levels),
+                      _fields(YOLO, fields, "config.model.yolo"), extra)
+  return build_ssd(num_classes, dtype, backbone, backbone_args, _plain(backbone_levels),
+                   _fields(SSD, fields, "config.model.ssd"), extra)
+
+
 __all__ = ["ANCHOR_CONVENTIONS", "CLASSIFIERS", "DETECTORS", "FPN", "FasterRCNN", "REGION_SOURCES",
-           "RPN", "RPNHead", "RegionClassifier", "RoIHeads", "build_detector"]
+           "RPN", "RPNHead", "RegionClassifier", "RoIHeads", "SINGLE_SHOT", "SSD", "YOLO",
+           "build_detector"]

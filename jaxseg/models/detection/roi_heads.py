@@ -206,12 +206,13 @@ def classifier_losses(logits, deltas, classes, box_targets, sampled, smooth_l1_b
 
 def postprocess(scores, deltas, proposals, proposal_valid, image_hw, box_weights,
                 score_threshold: float, nms_threshold: float, detections_per_image: int,
-                min_size: float):
+                min_size: float, candidates_per_class: int | None = None):
   """Per-class detections of scored proposals: `scores` [B, P, C] (background left out),
   class-specific `deltas` [B, P, C, 4] (None: the proposals themselves) decoded with
   `box_weights`, clipped to the image, kept where score > score_threshold and both sides
-  >= min_size, per-class NMS, the best `detections_per_image` -> boxes [B, D, 4], scores,
-  classes (1..C), valid (rows past the detections: -1 / 0 / -1 / False)."""
+  >= min_size, [only the best `candidates_per_class` kept boxes of each class (SSD's
+  top-k before NMS)], per-class NMS, the best `detections_per_image` -> boxes [B, D, 4],
+  scores, classes (1..C), valid (rows past the detections: -1 / 0 / -1 / False)."""
   b, p, c = scores.shape
   if deltas is None:
     boxes = jnp.broadcast_to(proposals[:, :, None, :], (b, p, c, 4))
@@ -223,6 +224,12 @@ def postprocess(scores, deltas, proposals, proposal_valid, image_hw, box_weights
   wh = boxes[..., 2:] - boxes[..., :2]
   ok = (proposal_valid[..., None] & (scores > score_threshold)
         & (wh[..., 0] >= min_size) & (wh[..., 1] >= min_size))
+  if candidates_per_class is not None and candidates_per_class < p:
+    keyed = jnp.swapaxes(jnp.where(ok, scores, -jnp.inf), 1, 2)  # [B, C, P]
+    _, top = jax.lax.top_k(keyed, candidates_per_class)
+    top = jnp.swapaxes(top, 1, 2)  # [B, K, C]: each class's best rows
+    boxes = jnp.take_along_axis(boxes, top[..., None], 1)
+    scores, classes, ok = (jnp.take_along_axis(x, top, 1) for x in (scores, classes, ok))
   boxes, scores = boxes.reshape(b, -1, 4), scores.reshape(b, -1)
   classes, ok = classes.reshape(b, -1), ok.reshape(b, -1)
   d = min(detections_per_image, boxes.shape[1])
