@@ -283,3 +283,19 @@ def torchvision_faster_rcnn() -> tuple[dict, dict]:
       roi_heads=dict(representation_size=16, batch_size_per_image=16,
                      detections_per_image=10))
   return copy.deepcopy(tvw.FASTERRCNN_RESNET50_FPN), tiny
+
+
+def torchvision_ssd300() -> tuple[dict, dict]:
+  """(config.model, its `tiny` override) of SSD300 (Liu et al. 2016) as torchvision's
+  ssd300_vgg16 (`jaxseg.weights.torchvision.SSD300_VGG16`: its VGG-16, conv4_3 L2 norm,
+  extra layers, default boxes and postprocessing), so converted torchvision weights load.
+  The tiny override (tests, 32 px) shrinks the VGG and keeps 3 maps (conv4_3, fc7, one
+  extra layer)."""
+  from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+  tiny = dict(
+      backbone_args=dict(stage_widths=(4, 4, 8, 8, 8), stage_convs=(1, 1, 1, 1, 1),
+                         fc_width=8),
+      ssd=dict(extra_layers=((8, 8, 2, 1),), aspect_ratios=((2.0,), (2.0, 3.0), (2.0,)),
+               scales=(0.1, 0.3, 0.6, 0.9), steps=(8.0, 16.0, 32.0),
+               candidates_per_class=20, detections_per_image=10))
+  return copy.deepcopy(tvw.SSD300_VGG16), tiny

@@ -254,3 +254,51 @@ def test_tiny_train_and_evaluate(name, data_dir, tmp_path):
   for term in tasks.get_task(config).loss_terms:
     assert all(np.isfinite(m[term]) for m in records), term
 
+
+# -- SSD300 on VOC / COCO -------------------------------------------------------------------
+def test_ssd300_voc_config_init_from_and_a_mocked_batch(tmp_path):
+  """The VOC config is the paper's SSD300 (torchvision's model); its init_from rules take a
+  torchvision vgg16 state dict onto conv1_1 .. conv5_3; on mocked VOC data (tiny variant)
+  the pipeline gives training batches the SSD loss takes (traced, not run: the shapes
+  test trains SSD end to end)."""
+  from test_detection_catalog import VOC_EXAMPLES  # pylint: disable=g-import-not-at-top
+  from test_detection_data import _mock  # pylint: disable=g-import-not-at-top
+  from jaxseg import config_schema  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import transfer  # pylint: disable=g-import-not-at-top
+  c = load_config(os.path.join(DETECTION, "ssd300_voc.py"), None)
+  config_schema.validate(c)
+  assert (c.dataset.image_size, c.dataset.resize, c.batch_size) == (300, "stretch", 32)
+  assert c.model.backbone == "ssd_vgg16" and c.model.ssd.l2_normalize
+  assert c.optimizer.decay_steps == (40_000, 50_000) and c.num_steps == 60_000
+  fields = {k: v for k, v in c.model.to_dict().items() if k not in ("name", "dtype")}
+  detector = build_detector("ssd", 21, **fields)
+  model = transfer.flatten(jax.eval_shape(
+      lambda: detector.init(jax.random.key(0), jnp.zeros((1, 300, 300, 3)))))
+  assert model["params/head_cls_0/kernel"].shape == (3, 3, 512, 4 * 21)
+  assert model["params/head_cls_1/kernel"].shape == (3, 3, 1024, 6 * 21)
+  state_dict, index, channels = {}, 0, 3
+  for width, n in zip((64, 128, 256, 512, 512), (2, 2, 3, 3, 3)):
+    for _ in range(n):
+      state_dict[f"features.{index}.weight"] = np.zeros((width, channels, 3, 3), np.float32)
+      state_dict[f"features.{index}.bias"] = np.full((width,), index, np.float32)
+      channels, index = width, index + 2
+    index += 1
+  state_dict["classifier.0.weight"] = np.zeros((4096, 1), np.float32)
+  mapped = transfer.map_names(state_dict, c.init_from)
+  assert len(mapped) == 26
+  for name, value in mapped.items():
+    assert model[name].shape == value.shape, name
+  np.testing.assert_array_equal(mapped["params/backbone/conv5_3/bias"], 28)
+  coco = load_config(os.path.join(DETECTION, "ssd300_coco.py"), None)
+  assert coco.model.to_dict() == c.model.to_dict() and coco.dataset.name == "coco/2017"
+
+  c = load_config(os.path.join(DETECTION, "ssd300_voc.py"), "tiny")
+  c.dataset.data_dir = str(tmp_path)
+  with _mock("voc/2007", VOC_EXAMPLES, []):
+    task = tasks.get_task(c)
+    batch = next(task.train_data(0))
+  assert task.num_classes == 21 and batch["valid"].sum() > 0
+  variables = jax.eval_shape(task.init, jax.random.key(0), batch)
+  loss, (terms, _) = jax.eval_shape(lambda v, b: task.loss_fn(v, b, jax.random.key(1), True),
+                                    variables, batch)
+  assert loss.shape == () and set(task.loss_terms) == {"ssd_classifier", "ssd_box"} <= set(terms)

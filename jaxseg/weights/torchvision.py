@@ -14,6 +14,8 @@ no rule knows, or a shape that does not fit, is a ConfigError naming that torchv
   convert_resnet50_fpn_backbone(sd)     the `backbone.body` + `backbone.fpn` part of a
                                         Faster R-CNN state dict -> backbone/..., fpn/...
   convert_fasterrcnn_resnet50_fpn(sd)   the whole fasterrcnn_resnet50_fpn (COCO or random)
+  convert_ssd300_vgg16(sd)              the whole ssd300_vgg16 (COCO or random) -> the SSD of
+                                        `SSD300_VGG16` (config.model fields)
 
 The jaxseg model that computes what torchvision computes is `FASTERRCNN_RESNET50_FPN`
 (config.model fields): ResNet-50 with PyTorch's padding and frozen batch norm, FPN on
@@ -159,6 +161,70 @@ FASTERRCNN_RESNET50_FPN = dict(
                    box_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.05,
                    nms_threshold=0.5, detections_per_image=100, min_size=1e-2,
                    **FASTERRCNN_RESNET50_FPN_CONVENTIONS["roi_heads"]),
+)
+
+
+# torchvision ssd300_vgg16 (Liu et al. 2016): `backbone.features.<i>` (VGG-16 to conv4_3),
+# `backbone.extra.0` (pool4, conv5_1..conv5_3, then fc6 / fc7 at .7.1 / .7.3),
+# `backbone.extra.<1-4>` (conv8..conv11: 1x1 at .0, 3x3 at .2), the L2 norm's
+# `backbone.scale_weight`, and the heads' per-map convs.
+_SSD_VGG_FEATURES = {0: "conv1_1", 2: "conv1_2", 5: "conv2_1", 7: "conv2_2", 10: "conv3_1",
+                     12: "conv3_2", 14: "conv3_3", 17: "conv4_1", 19: "conv4_2", 21: "conv4_3"}
+_SSD_VGG_EXTRA0 = {"1": "conv5_1", "3": "conv5_2", "5": "conv5_3", "7.1": "fc6", "7.3": "fc7"}
+
+
+def _ssd_named(table: dict, group: str, prefix: str = "backbone/") -> Callable:
+  def target(m):
+    key = m.group(group)
+    key = int(key) if isinstance(next(iter(table)), int) else key
+    if key not in table:
+      return f"params/unknown_{group}_{m.group(group)}/{m.group('leaf')}"
+    leaf = {"weight": "kernel", "bias": "bias"}[m.group("leaf")]
+    return f"params/{prefix}{table[key]}/{leaf}"
+  return target
+
+
+SSD300_VGG16_RULES: list[Rule] = [
+    (r"backbone\.scale_weight", "params/l2norm_scale"),
+    (r"backbone\.features\.(?P<i>\d+)\.(?P<leaf>weight|bias)", _ssd_named(_SSD_VGG_FEATURES, "i")),
+    (r"backbone\.extra\.0\.(?P<j>\d+(\.\d+)?)\.(?P<leaf>weight|bias)",
+     _ssd_named(_SSD_VGG_EXTRA0, "j")),
+    (r"backbone\.extra\.(?P<e>[1-9]\d*)\.(?P<c>[02])\.(?P<leaf>weight|bias)",
+     lambda m: (f"params/extra_{int(m.group('e')) - 1}_conv{int(m.group('c')) // 2 + 1}/"
+                f"{'kernel' if m.group('leaf') == 'weight' else 'bias'}")),
+    (r"head\.classification_head\.module_list\.(?P<k>\d+)\.(?P<leaf>weight|bias)",
+     _param("head_cls_{k}")),
+    (r"head\.regression_head\.module_list\.(?P<k>\d+)\.(?P<leaf>weight|bias)",
+     _param("head_box_{k}")),
+]
+
+# config.init_from.rename (layout "torch", target_prefix "backbone") of torchvision's
+# ImageNet `vgg16` state dict onto SSD300's VGG-16 (conv1_1 .. conv5_3; the classifier,
+# whose fc6 / fc7 the paper subsamples into its dilated convs, is dropped).
+SSD_VGG16_IMAGENET_RENAME = (r"^classifier\..*=>",) + tuple(
+    rf"^features\.{i}\.{torch}$=>params/{name}/{flax}"
+    for i, name in {**_SSD_VGG_FEATURES, 24: "conv5_1", 26: "conv5_2", 28: "conv5_3"}.items()
+    for torch, flax in (("weight", "kernel"), ("bias", "bias")))
+
+# config.model of the jaxseg SSD equal to torchvision's ssd300_vgg16 in eval mode: its
+# VGG-16 (`ssd.SSDVGG16`), conv4_3 L2-normalised (scale 20 at init), the extra layers
+# conv8_2 .. conv11_2, its DefaultBoxGenerator (ratios [[2], [2, 3], [2, 3], [2, 3], [2],
+# [2]], scales 0.07 .. 1.05, steps 8 .. 300, clipped), its normalisation (mean of
+# ImageNet in [0, 1], std 1 / 255) and postprocessing (score > 0.01, 400 candidates per
+# class, NMS 0.45, 200 detections; no minimum size). Images: 300 x 300 (torchvision
+# stretches every image to that size: config.dataset.resize="stretch").
+SSD300_VGG16 = dict(
+    name="ssd", backbone="ssd_vgg16", backbone_args={}, backbone_levels=("conv4_3", "fc7"),
+    pixel_mean=(0.48235, 0.45882, 0.40784), pixel_std=(1.0 / 255.0,) * 3,
+    ssd=dict(extra_layers=((256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0),
+                           (128, 256, 1, 0)),
+             l2_normalize=True, default_box_convention="torchvision",
+             aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,)),
+             scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
+             steps=(8.0, 16.0, 32.0, 64.0, 100.0, 300.0), clip=True, iou_threshold=0.5,
+             neg_pos_ratio=3.0, box_weights=(10.0, 10.0, 5.0, 5.0), smooth_l1_beta=1.0,
+             score_threshold=0.01, nms_threshold=0.45, candidates_per_class=400,
+             detections_per_image=200, min_size=0.0),
 )
 
 
@@ -382,7 +448,33 @@ def convert_fasterrcnn_resnet50_fpn(state_dict) -> dict:
                   detector_shapes(num_classes), fix=_fc6_chw_to_hwc)
 
 
+@functools.lru_cache(maxsize=4)
+def _ssd300_shapes(num_classes: int) -> tuple:
+  from jaxseg.models.detection import build_detector  # pylint: disable=g-import-not-at-top
+  fields = {k: v for k, v in SSD300_VGG16.items() if k != "name"}
+  return tuple(_abstract(build_detector("ssd", num_classes, **fields), (300, 300)).items())
+
+
+def convert_ssd300_vgg16(state_dict) -> dict:
+  """torchvision `ssd300_vgg16` state dict -> {'params': ...} of jaxseg's `SSD300_VGG16`
+  detector; num_classes (background included, 91 for COCO) is read from the first
+  classification conv (4 default boxes per cell there). The detector built from
+  `SSD300_VGG16` then gives torchvision's detections on 300 x 300 images (boxes within
+  0.01 px, scores within 1e-4; tests/test_torchvision_ssd.py):
+
+    variables = convert_ssd300_vgg16(load_state_dict("ssd300_vgg16_coco-b556d3b4.pth"))
+    fields = {k: v for k, v in SSD300_VGG16.items() if k != "name"}
+    model = build_detector("ssd", 91, **fields)
+    out = model.apply(variables, images)  # [B, 300, 300, 3] RGB in [0, 1]
+  """
+  key = "head.classification_head.module_list.0.weight"
+  num_classes = int(np.shape(state_dict[key])[0]) // 4 if key in state_dict else 91
+  return _convert(state_dict, SSD300_VGG16_RULES, "ssd300_vgg16",
+                  dict(_ssd300_shapes(num_classes)))
+
+
 CONVERTERS = {
+    "ssd300_vgg16": convert_ssd300_vgg16,
     "resnet50": convert_resnet50,
     "resnet50_fpn_backbone": convert_resnet50_fpn_backbone,
     "fasterrcnn_resnet50_fpn": convert_fasterrcnn_resnet50_fpn,
