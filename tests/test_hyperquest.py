@@ -319,3 +319,25 @@ def test_random_search_agent_plays_by_the_rules(hq):
   assert len(board) == 2 and all((e["epochs"], e["actions"]) == (2, 2) for e in board)
   assert best["finished"] and best["best_val_acc"] == board[0]["best_val_acc"]
   assert {best["config"][k] for k in space} <= {v for vs in space.values() for v in vs}
+
+
+def test_successive_halving_keeps_the_best_games(hq):
+  space = {"width": (32,), "lr": (0.01, 0.001), "depth": (2,), "dropout": (0.0, 0.5)}
+  best = agents.successive_halving(hq, seed=1, games=3, min_epochs=1, eta=2, space=space)
+  games = [hq.state(e["id"]) for e in hq.leaderboard() if e["kind"] == "successive_halving"]
+  assert sorted(g["epochs_trained"] for g in games) == [1, 1, 2]
+  survivor = next(g for g in games if g["epochs_trained"] == 2)
+  assert all(survivor["history"][0]["val_acc"] >= g["best_val_acc"] for g in games
+             if g["epochs_trained"] == 1)
+  assert best["best_val_acc"] == max(g["best_val_acc"] for g in games)
+  assert agents.hyperband_brackets(9, 3) == [(9, 1), (5, 3), (3, 9)]  # Li et al.'s table
+  assert agents.hyperband_brackets(2, 2) == [(2, 1), (2, 2)]
+
+
+def test_optuna_agent_prunes_and_plays_by_the_rules(hq):
+  pytest.importorskip("optuna")
+  space = {"width": (32,), "lr": (0.01, 0.001), "depth": (2,), "dropout": (0.0,)}
+  best = agents.optuna_tpe(hq, seed=0, trials=3, epochs=2, space=space)
+  games = [e for e in hq.leaderboard() if e["kind"] == "optuna_tpe"]
+  assert len(games) == 3 and all(1 <= e["epochs"] <= 2 for e in games)
+  assert best["finished"] and best["best_val_acc"] == games[0]["best_val_acc"]

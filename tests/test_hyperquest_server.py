@@ -1,6 +1,8 @@
 """HyperQuest's HTTP JSON API (Starlette's test client) and its server process (uvicorn
 on a free port, listening on 127.0.0.1 by default)."""
 import concurrent.futures
+import csv
+import io
 import json
 import os
 import shutil
@@ -88,6 +90,21 @@ def test_a_game_through_the_api(client, game):
                     "epochs": 2, "actions": 3}]
   # the name is data, never markup: returned verbatim inside JSON only
   assert "<img" not in board.text.replace(NAME, "")
+
+
+def test_export_csv_has_finished_games_and_answers(client, game):
+  formula = client.post("/api/games", json={"player": "=HYPERLINK(1)"}).json()["id"]
+  client.post(f"/api/games/{formula}/start", json=START)
+  client.post(f"/api/games/{formula}/actions", json={"action": "done"})
+  r = client.get("/api/export.csv")
+  assert r.headers["content-type"].startswith("text/csv")
+  rows = {row["id"]: row for row in csv.DictReader(io.StringIO(r.text))}
+  assert game in rows and formula in rows
+  row = rows[game]
+  assert (row["player"], row["kind"], row["epochs"], row["actions"]) == (NAME, "human", "2", "3")
+  assert row["background_years"] == "3" and row["background_education"] == ""
+  assert float(row["best_val_acc"]) == client.get(f"/api/games/{game}").json()["best_val_acc"]
+  assert rows[formula]["player"] == "'=HYPERLINK(1)"  # no spreadsheet formulas
 
 
 def test_new_game_answers_dataset_and_choices(client):

@@ -21,6 +21,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import csv
+import io
 import json
 import os
 import random
@@ -40,6 +42,10 @@ from jaxseg.hyperquest.store import Store
 from jaxseg.hyperquest.trainer import Trainer
 
 BASELINE_KIND = "baseline"
+BACKGROUND_FIELDS = ("education", "years", "experience", "kinds")  # the page's questionnaire
+EXPORT_COLUMNS = ("id", "player", "kind", "seed", "dataset", "epochs", "actions",
+                  "best_val_acc", "best_train_acc", "baseline_val_acc") + tuple(
+                      f"background_{k}" for k in BACKGROUND_FIELDS) + ("background_other",)
 MAX_BACKGROUND_CHARS = 4000
 _PUBLIC = ("id", "player", "kind", "background", "seed", "dataset", "config", "epoch",
            "epochs_trained", "actions_used", "reverts_in_a_row", "finished", "history",
@@ -135,6 +141,33 @@ class HyperQuest:
 
   def leaderboard(self) -> list[dict]:
     return self.store.leaderboard(exclude_kinds=(BASELINE_KIND,))
+
+  def export_csv(self) -> str:
+    """Every finished game with its player's questionnaire answers, epochs, actions and
+    scores, one row each (for studies such as Anand et al. 2020, "Black Magic in Deep
+    Learning"). Cells starting with = + - @ are prefixed with ' (no spreadsheet formulas)."""
+    def cell(value):
+      if isinstance(value, (list, tuple)):
+        value = ";".join(map(str, value))
+      text = "" if value is None else str(value)
+      return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    for g in self.store.finished_games(exclude_kinds=(BASELINE_KIND,)):
+      answers = g.get("background") or {}
+      other = {k: v for k, v in answers.items() if k not in BACKGROUND_FIELDS}
+      curve = self._baseline_curve(g)[:max(g["epochs_trained"], 1)]
+      row = {**{f"background_{k}": answers.get(k) for k in BACKGROUND_FIELDS},
+             "background_other": json.dumps(other) if other else None,
+             "id": g["id"], "player": g["player"], "kind": g["kind"], "seed": g["seed"],
+             "dataset": g["dataset"], "epochs": g["epochs_trained"],
+             "actions": g["actions_used"], "best_val_acc": g["best_val_acc"],
+             "best_train_acc": g["best_train_acc"],
+             "baseline_val_acc": max(curve) if curve else None}
+      writer.writerow([cell(row[c]) for c in EXPORT_COLUMNS])
+    return out.getvalue()
 
   def progress(self, game_id: str) -> dict:
     """{"training": bool, "fraction": float} of the game's running epoch."""

@@ -11,6 +11,7 @@ and leaves the game unchanged; an unknown game is 404):
   GET  /api/games/{id}           -> state (epoch, actions_used, config, next_values, history, ...)
   GET  /api/games/{id}/progress  -> server-sent events {"training", "fraction"} of the running epoch
   GET  /api/leaderboard          -> [{"player", "kind", "best_val_acc", "epochs", "actions"}, ...]
+  GET  /api/export.csv           -> every finished game with questionnaire answers and scores
   GET  /api/choices              -> the stage-1 choices
   GET  /api/datasets/{name}      -> the dataset's statistics; /examples.png: images per class
 The page (`/`, static/: HTML, CSS and JS, nothing from a CDN) plays through this API.
@@ -86,6 +87,11 @@ def create_app(hq: HyperQuest) -> Starlette:
     return JSONResponse([{k: e[k] for k in ("player", "kind", "best_val_acc", "epochs",
                                             "actions")} for e in board])
 
+  async def export(request):
+    del request
+    return Response(await run_in_threadpool(hq.export_csv), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="hyperquest.csv"'})
+
   async def progress(request):
     game_id = request.path_params["id"]
     await run_in_threadpool(hq.state, game_id)  # 404 for an unknown game
@@ -146,6 +152,7 @@ def create_app(hq: HyperQuest) -> Starlette:
       Route("/api/games/{id}", state, methods=["GET"]),
       Route("/api/leaderboard", leaderboard, methods=["GET"]),
       Route("/api/choices", choices, methods=["GET"]),
+      Route("/api/export.csv", export, methods=["GET"]),
       Route("/api/datasets/{name}", dataset, methods=["GET"]),
       Route("/api/datasets/{name}/examples.png", examples, methods=["GET"]),
       Route("/", page, methods=["GET"]),

@@ -68,3 +68,11 @@ class Store:
           f"created ASC", tuple(exclude_kinds)).fetchall()
     return [dict(zip(("id", "player", "kind", "best_val_acc", "epochs", "actions"), r))
             for r in rows]
+
+  def finished_games(self, exclude_kinds=("baseline",)) -> list[dict]:
+    """The stored state of every finished game, oldest first."""
+    marks = ",".join("?" * len(exclude_kinds))
+    with self._connect() as db:
+      rows = db.execute(f"SELECT state FROM games WHERE finished = 1 AND kind NOT IN "
+                        f"({marks}) ORDER BY created ASC", tuple(exclude_kinds)).fetchall()
+    return [json.loads(r[0]) for r in rows]
