@@ -1,6 +1,7 @@
 """Ablations: train a list or grid of config overrides, then tabulate and plot them.
 
-  ./launch.sh ablate experiments/ablations/<name>.py [--workdir=DIR] [--report_dir=DIR]
+  ./launch.sh ablate experiments/ablations/<name>.py [--seeds=N] [--workdir=DIR]
+      [--report_dir=DIR] [--only=RUN,...]
 
 An ablation file's `get_config()` returns a ConfigDict with
   base      experiment config every run starts from ("path.py" or "path.py:variant")
@@ -18,12 +19,20 @@ An ablation file's `get_config()` returns a ConfigDict with
   receptive_field_scale  the receptive field is measured on inputs this many times the
             image size (default 4): it can be no larger
   claims    list of {"text", "check"}: `check` is a Python expression over `r`, the
-            dict run name -> {metric: value}; the table says whether each claim held.
-Every run is an ordinary, resumable workdir `<workdir>/<run name>`; a run whose
-`result.json` exists is not repeated. A run with `evaluate_checkpoint_of` trains nothing:
-it evaluates that run's final checkpoint under its own overrides (e.g. the same weights
-with a different inference mode). The report (results.md, results.csv, plot.png) goes
-into the workdir and into `--report_dir` (default docs/ablations/<name>).
+            dict run name -> {metric: value}; the report says whether each claim
+            holds, does not hold or is inconclusive by CLAIM_RULE (over the seeds)
+  seeds     how many seeds each run is trained with (default 1; `--seeds` overrides it):
+            config.seed = the base config's seed + k, k = 0..N-1, which changes the
+            initialisation and the data order
+Every (run, seed) is an ordinary, resumable workdir `<workdir>/<run name>/seed_<seed>`; one
+whose `result.json` exists is not repeated. A single-seed run of the older layout
+(`<workdir>/<run name>/result.json` or `checkpoints/` directly in it) is still read and
+resumed there as the base seed. A run with `evaluate_checkpoint_of` trains nothing: it
+evaluates that run's final checkpoint (of the same seed) under its own overrides (e.g.
+the same weights with a different inference mode). The report (results.md with per-metric
+mean, std, min and max, claims and provenance; results.csv, one row per run and seed;
+plot.png with std error bars) goes into the workdir and into `--report_dir` (default
+docs/ablations/<name>).
 """
 from __future__ import annotations
 
@@ -34,17 +43,21 @@ if __name__ == "__main__":
 
 import csv
 import datetime
+import hashlib
 import importlib.util
 import itertools
 import json
 import math
+import operator
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
 
 from absl import flags
+import numpy as np
 
 from jaxseg import cli
 from jaxseg.errors import ConfigError, JaxsegError, NonFiniteLossError
@@ -57,6 +70,7 @@ flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also 
                     "(default docs/ablations/<name> when --workdir is the default, else "
                     "nowhere; '' to skip).")
 flags.DEFINE_list("only", [], "Run only these runs (names); the report covers all done.")
+flags.DEFINE_integer("seeds", None, "Seeds per run (default: the ablation's `seeds`, else 1).")
 flags.mark_flags_as_required(["ablation"])
 FLAGS = flags.FLAGS
 
@@ -142,10 +156,42 @@ def expand_runs(ablation) -> list[dict]:
   return runs
 
 
-def run_config(ablation, run: dict):
+def run_config(ablation, run: dict, seed_index: int = 0):
+  """The config of `run` (its seed: the base config's seed + `seed_index`)."""
   config = load_config(run.get("base") or ablation.base)
   apply_overrides(config, ablation.get("overrides", None))
-  return apply_overrides(config, run["overrides"])
+  config = apply_overrides(config, run["overrides"])
+  config.seed = int(config.seed) + seed_index
+  return config
+
+
+def load_ablation(path: str):
+  """An ablation file's ConfigDict (its `get_config()`, as --ablation reads it)."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"ablation file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location("jaxseg_ablation", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+    return module.get_config()
+  except (AttributeError, ValueError, TypeError, SyntaxError) as e:
+    raise ConfigError(f"cannot load ablation {path!r}: {e}") from None
+
+
+def num_seeds(ablation, seeds=None) -> int:
+  """`seeds` (the flag) if given, else the ablation's `seeds`, else 1."""
+  n = ablation.get("seeds", 1) if seeds is None else seeds
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise ConfigError(f"seeds={n!r}: expected a whole number of seeds, at least 1")
+  return n
+
+
+def seed_dir(workdir: str, run_name: str, seed: int, base_seed: int) -> str:
+  """`<workdir>/<run>/seed_<seed>`; the base seed of a run made in the older single-seed
+  layout (result.json or checkpoints directly in `<workdir>/<run>`) stays there."""
+  run_dir = os.path.join(workdir, _safe(run_name))
+  legacy = any(os.path.exists(os.path.join(run_dir, f)) for f in ("result.json", "checkpoints"))
+  return run_dir if seed == base_seed and legacy else os.path.join(run_dir, f"seed_{seed}")
 
 
 # -- profile ------------------------------------------------------------------------------
@@ -159,7 +205,6 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
 
   variables = state.variables
   batch = task.example_batch(config.batch_size)
-  params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
 
   def loss_of(params, batch):
     return task.loss_fn({**variables, "params": params}, batch, jax.random.key(0), True)[0]
@@ -169,7 +214,6 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
   # Timed on real eval inputs: a detector's proposals are part of them.
   sample = next(iter(task.eval_data()), None) or batch
   sample = {k: np.asarray(v)[:config.eval_batch_size] for k, v in sample.items()}
-  one = predict.lower(variables, {k: v[:1] for k, v in sample.items()}).compile()
   jax.block_until_ready(predict(variables, sample))
   times = []
   for _ in range(5):
@@ -182,8 +226,8 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
   rates = rates[1:] or rates  # the first window includes compilation
   images = sample["image"]
   figures = {
-      "params": params,
-      "gflops_per_image": _flops(one) / 1e9,
+      "params": param_count(state.params),
+      "gflops_per_image": inference_gflops(task, variables, sample),
       "train_gflops": _flops(train) / 1e9,
       "train_memory_mb": train.memory_analysis().temp_size_in_bytes / 2**20,
       "ms_per_step": 1e3 / float(np.median(rates)) if rates else math.nan,
@@ -199,6 +243,42 @@ def profile(task, config, state, workdir: str, field_scale: int = 4) -> dict:
     size = tuple(field_scale * n for n in images.shape[1:3])
     figures["receptive_field"] = receptive_field(model, variables, size)
   return figures
+
+
+def param_count(params) -> int:
+  """The number of parameters (arrays or their abstract shapes)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def inference_gflops(task, variables, batch) -> float:
+  """XLA's FLOP count (GFLOP) of the compiled `task.predict_batch` on the first image of
+  `batch` (and its other inputs, e.g. proposals); `variables` may be abstract
+  (ShapeDtypeStructs): only the compiled program's cost analysis is read."""
+  import jax  # pylint: disable=g-import-not-at-top
+  one = {k: np.asarray(v)[:1] for k, v in batch.items()}
+  lowered = jax.jit(task.predict_batch).lower(variables, one)
+  key = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+  if key not in _GFLOPS:  # the same program (e.g. runs that differ in the loss) compiles once
+    _GFLOPS[key] = _flops(lowered.compile()) / 1e9
+  return _GFLOPS[key]
+
+
+_GFLOPS = {}  # sha256 of the lowered program -> its GFLOP
+
+
+def code_figures(config) -> dict:
+  """`params` and `gflops_per_image` of `config` as today's code gives them, without
+  training or data: the trainer's abstract initial state and `inference_gflops` on an
+  example image, i.e. what `profile` records for a run of this config."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxseg import tasks  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
+  task = tasks.get_task(config)
+  _, _, _, abstract = loop.build_state(config, task, loop.make_mesh(jax.devices()[:1]))
+  return {"params": param_count(abstract.params),
+          "gflops_per_image": inference_gflops(task, abstract.variables,
+                                               task.example_batch(1))}
 
 
 def detection_costs(task, config, figures, records) -> dict:
@@ -245,8 +325,9 @@ def _flops(compiled) -> float:
 
 
 # -- running ------------------------------------------------------------------------------
-def run_all(ablation, workdir: str, only=()) -> list[dict]:
-  """Train and profile every run not yet done; return all results in run order.
+def run_all(ablation, workdir: str, only=(), seeds=None) -> list[dict]:
+  """Train and profile every (run, seed) not yet done; return all results (each with its
+  `seed`) in run order, seeds ascending.
 
   A run that fails with a user-level error (e.g. a non-finite loss) is recorded as
   failed and the ablation goes on. A finished run whose recorded config differs from
@@ -256,49 +337,57 @@ def run_all(ablation, workdir: str, only=()) -> list[dict]:
   from jaxseg.train import checkpoint as ckpt_lib, loop  # pylint: disable=g-import-not-at-top
 
   runs = expand_runs(ablation)
+  n_seeds = num_seeds(ablation, seeds)
   unknown = set(only) - {r["name"] for r in runs}
   if unknown:
     raise ConfigError(f"--only names runs the ablation does not have: {sorted(unknown)}")
   results = []
   for i, run in enumerate(runs, 1):
-    run_dir = os.path.join(workdir, _safe(run["name"]))
-    result_path = os.path.join(run_dir, "result.json")
-    config = run_config(ablation, run)
-    if os.path.exists(result_path):
-      with open(result_path) as f:
-        result = json.load(f)
-      if result.get("config") != _jsonable(config.to_dict()):
-        raise ConfigError(f"run {run['name']!r} in {run_dir} was made with another config "
-                          "than the ablation now gives; delete that directory to re-run it")
+    base_seed = run_config(ablation, run).seed
+    for k in range(n_seeds):
+      config = run_config(ablation, run, k)
+      label = f"run {i}/{len(runs)} {run['name']!r}" + (
+          f" seed {config.seed} ({k + 1}/{n_seeds})" if n_seeds > 1 else "")
+      run_dir = seed_dir(workdir, run["name"], config.seed, base_seed)
+      result_path = os.path.join(run_dir, "result.json")
+      if os.path.exists(result_path):
+        with open(result_path) as f:
+          result = json.load(f)
+        if result.get("config") != _jsonable(config.to_dict()):
+          raise ConfigError(f"run {run['name']!r} in {run_dir} was made with another config "
+                            "than the ablation now gives; delete that directory to re-run it")
+        result.setdefault("seed", config.seed)  # the older single-seed layout
+        results.append(result)
+        _progress(f"{label}: done before, not repeated")
+        continue
+      if only and run["name"] not in only:
+        continue
+      _progress(f"{label}: {run['overrides'] or 'base config'}")
+      source = run.get("evaluate_checkpoint_of")
+      if source is not None:
+        _copy_checkpoints(seed_dir(workdir, source, config.seed, base_seed), run_dir)
+      t0 = time.time()
+      origin = provenance()
+      result = {"name": run["name"], "seed": config.seed, "overrides": run["overrides"],
+                "evaluated_checkpoint_of": source, "commit": origin["commit"],
+                "provenance": origin, "config": config.to_dict()}
+      try:
+        summary = loop.train_and_evaluate(config, run_dir, train=source is None)
+      except NonFiniteLossError as e:
+        result.update(error=" ".join(str(e).split()), wall_seconds=time.time() - t0)
+        _progress(f"{label} FAILED: {result['error']}")
+      else:
+        if summary["interrupted"]:
+          raise AblationInterrupted()
+        task = tasks.get_task(config)
+        result.update(final_step=summary["final_step"], **summary["eval"],
+                      **profile(task, config, summary["state"], run_dir,
+                                ablation.get("receptive_field_scale", 4)))
+        result["wall_seconds"] = time.time() - t0
+        _progress(f"{label} finished in {time.time() - t0:.0f} s")
+      result = _jsonable(result)
+      ckpt_lib.write_json_atomic(result_path, result)
       results.append(result)
-      _progress(f"run {i}/{len(runs)} {run['name']!r}: done before, not repeated")
-      continue
-    if only and run["name"] not in only:
-      continue
-    _progress(f"run {i}/{len(runs)} {run['name']!r}: {run['overrides'] or 'base config'}")
-    source = run.get("evaluate_checkpoint_of")
-    if source is not None:
-      _copy_checkpoints(os.path.join(workdir, _safe(source)), run_dir)
-    t0 = time.time()
-    result = {"name": run["name"], "overrides": run["overrides"],
-              "evaluated_checkpoint_of": source, "commit": _commit(),
-              "config": config.to_dict()}
-    try:
-      summary = loop.train_and_evaluate(config, run_dir, train=source is None)
-    except NonFiniteLossError as e:
-      result.update(error=" ".join(str(e).split()), wall_seconds=time.time() - t0)
-      _progress(f"run {i}/{len(runs)} {run['name']!r} FAILED: {result['error']}")
-    else:
-      if summary["interrupted"]:
-        raise AblationInterrupted()
-      task = tasks.get_task(config)
-      result.update(wall_seconds=time.time() - t0, final_step=summary["final_step"],
-                    **summary["eval"], **profile(task, config, summary["state"], run_dir,
-                                                      ablation.get("receptive_field_scale", 4)))
-      _progress(f"run {i}/{len(runs)} {run['name']!r} finished in {time.time() - t0:.0f} s")
-    result = _jsonable(result)
-    ckpt_lib.write_json_atomic(result_path, result)
-    results.append(result)
   return results
 
 
@@ -353,18 +442,154 @@ def _progress(message: str):
 
 
 # -- report -------------------------------------------------------------------------------
+CLAIM_RULE = (
+    "Each claim's check is evaluated with every r[run][metric] standing for that metric's "
+    "values over the seeds, paired by seed (seed s of every run has the same "
+    "config.seed); arithmetic is per seed. Each comparison is decided on the per-seed "
+    "differences d of its two sides: with mean m and standard error SE = std(d) / sqrt(n) "
+    "(0 with one seed), `a > b` is true when m - 2 SE > 0, false when m + 2 SE <= 0 and "
+    "undecided in between (likewise <, >=, <=); `a == b` is true when every d is 0, false "
+    "when 0 lies outside m +- 2 SE, else undecided. A claim **holds** or **does not "
+    "hold** when its check comes out true or false with every comparison decided; it is "
+    "**inconclusive** when a comparison it needs is undecided. With one seed this is the "
+    "plain comparison of the values.")
+CSV_FIGURES = ("params", "gflops_per_image")  # in every results.csv: the staleness test
+
+
+class _Inconclusive(Exception):
+  """A comparison in a claim's check is within two standard errors."""
+
+
+class _Seeds:
+  """A metric's values over seeds {seed: value} in a claim check (see CLAIM_RULE)."""
+
+  def __init__(self, values: dict):
+    self.values = values
+
+  def _map(self, other, op):
+    if isinstance(other, _Seeds):
+      seeds = sorted(self.values.keys() & other.values.keys())
+      if not seeds:
+        raise ValueError("the compared runs share no seed")
+      return _Seeds({s: op(self.values[s], other.values[s]) for s in seeds})
+    return _Seeds({s: op(v, other) for s, v in self.values.items()})
+
+  def _interval(self, other):
+    d = np.asarray(list(self._map(other, lambda a, b: a - b).values.values()), float)
+    if not np.all(np.isfinite(d)):
+      raise ValueError("a compared value is not finite")
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    m = float(np.mean(d))
+    return d, m - 2 * se, m + 2 * se
+
+  def _decide(self, other, op):
+    _, lo, hi = self._interval(other)
+    if op(lo, 0) and op(hi, 0):
+      return True
+    if not op(lo, 0) and not op(hi, 0):
+      return False
+    raise _Inconclusive()
+
+  def __gt__(self, other):
+    return self._decide(other, operator.gt)
+
+  def __ge__(self, other):
+    return self._decide(other, operator.ge)
+
+  def __lt__(self, other):
+    return self._decide(other, operator.lt)
+
+  def __le__(self, other):
+    return self._decide(other, operator.le)
+
+  def __eq__(self, other):
+    d, lo, hi = self._interval(other)
+    if np.all(d == 0):
+      return True
+    if lo > 0 or hi < 0:
+      return False
+    raise _Inconclusive()
+
+  def __ne__(self, other):
+    return not self.__eq__(other)
+
+  __hash__ = None
+
+  def __add__(self, other):
+    return self._map(other, operator.add)
+
+  def __radd__(self, other):
+    return self._map(other, lambda a, b: b + a)
+
+  def __sub__(self, other):
+    return self._map(other, operator.sub)
+
+  def __rsub__(self, other):
+    return self._map(other, lambda a, b: b - a)
+
+  def __mul__(self, other):
+    return self._map(other, operator.mul)
+
+  def __rmul__(self, other):
+    return self._map(other, lambda a, b: b * a)
+
+  def __truediv__(self, other):
+    return self._map(other, operator.truediv)
+
+  def __rtruediv__(self, other):
+    return self._map(other, lambda a, b: b / a)
+
+  def __pow__(self, other):
+    return self._map(other, operator.pow)
+
+  def __neg__(self):
+    return _Seeds({s: -v for s, v in self.values.items()})
+
+  def __abs__(self):
+    return _Seeds({s: abs(v) for s, v in self.values.items()})
+
+
+def _number(value):
+  """A metric value as a float (JSON's "nan"/"inf" strings too), else None."""
+  if isinstance(value, bool):
+    return None
+  if isinstance(value, (int, float)):
+    return float(value)
+  if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+    return float(value)
+  return None
+
+
+def _by_run(results) -> dict:
+  """run name -> its results (seeds ascending), in run order."""
+  groups = {}
+  for res in results:
+    groups.setdefault(res["name"], []).append(res)
+  return {k: sorted(v, key=lambda res: res.get("seed", 0)) for k, v in groups.items()}
+
+
 def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
-  """(claim text, verdict) per claim; verdict 'holds', 'does NOT reproduce' or why it
-  could not be checked."""
-  r = {res["name"]: res for res in results}
+  """(claim text, verdict) per claim: 'holds', 'does not hold', 'inconclusive' (CLAIM_RULE)
+  or why it could not be checked."""
+  r = {}
+  for name, group in _by_run(results).items():
+    values = {}
+    for res in group:
+      for key, value in res.items():
+        v = _number(value)
+        if v is not None and key not in ("seed", "wall_seconds"):
+          values.setdefault(key, {})[res.get("seed", 0)] = v
+    r[name] = {k: _Seeds(v) for k, v in values.items()}
   verdicts = []
   for claim in ablation.get("claims", None) or []:
     try:
       # One namespace (globals) so that comprehensions inside a check also see `r`.
       namespace = {"__builtins__": {}, "min": min, "max": max, "abs": abs, "all": all,
-                   "any": any, "r": r}
+                   "any": any, "sum": sum, "r": r}
       held = bool(eval(claim["check"], namespace))  # pylint: disable=eval-used
-      verdicts.append((claim["text"], "holds" if held else "does NOT reproduce"))
+      verdicts.append((claim["text"], "holds" if held else "does not hold"))
+    except _Inconclusive:
+      verdicts.append((claim["text"], "inconclusive"))
     except KeyError as e:
       verdicts.append((claim["text"], f"not checked: run or metric {e} missing"))
     except Exception as e:  # pylint: disable=broad-except  (e.g. a failed run's "nan")
@@ -372,37 +597,147 @@ def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
   return verdicts
 
 
+def spread(values: list) -> dict:
+  """n, mean, std (sample, n - 1; nan for one value), min and max of numbers; a figure
+  equal in every seed (e.g. params) keeps its type."""
+  n = len(values)
+  if n == 0:
+    return {"n": 0, "mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
+  if all(v == values[0] for v in values):
+    return {"n": n, "mean": values[0], "std": 0.0 if n > 1 else math.nan,
+            "min": values[0], "max": values[0]}
+  a = np.asarray(values, float)
+  return {"n": n, "mean": float(a.mean()), "std": float(a.std(ddof=1)) if n > 1 else math.nan,
+          "min": float(a.min()), "max": float(a.max())}
+
+
+def run_spread(group: list[dict], metric: str) -> dict:
+  """`spread` of a metric over a run's seeds (those that recorded it)."""
+  values = []
+  for res in group:
+    v = res.get(metric)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+      values.append(v)
+    elif _number(v) is not None:
+      values.append(_number(v))
+  return spread(values)
+
+
 def _cell(value) -> str:
   if isinstance(value, float):
+    if math.isnan(value):
+      return "nan"
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
   return "" if value is None else str(value)
 
 
-def write_report(ablation, results: list[dict], out_dir: str, command: str) -> str:
-  """results.md (with command, machine and claim verdicts), results.csv and plot.png."""
+def _mean_cell(s: dict) -> str:
+  if s["n"] == 0:
+    return ""
+  if s["n"] == 1 or s["std"] == 0:
+    return _cell(s["mean"])
+  return f"{_cell(s['mean'])} ± {_cell(s['std'])}"
+
+
+def _commit_text(commit: str) -> str:
+  if commit == "unrecorded":
+    return "commit unrecorded (made by older code)"
+  if commit.endswith("+dirty"):
+    return f"commit {commit[:-6]} with uncommitted changes"
+  return f"commit {commit} (clean tree)"
+
+
+def _grouped(results, what) -> list[tuple[str, list[str]]]:
+  """(value, ["run@seed", ...]) for each distinct `what(result)`, first seen first."""
+  out = {}
+  for res in results:
+    out.setdefault(what(res), []).append(f"{res['name']}@seed {res.get('seed', 0)}")
+  return list(out.items())
+
+
+def _provenance_lines(results, command: str, seconds) -> list[str]:
+  def commit(res):
+    return _commit_text(res.get("provenance", {}).get("commit") or res.get("commit")
+                        or "unrecorded")
+
+  def versions(res):
+    v = res.get("provenance", {}).get("versions")
+    return ", ".join(f"{k} {x}" for k, x in v.items()) if v else "unrecorded"
+
+  def where(res):
+    return res.get("provenance", {}).get("machine") or "unrecorded"
+
+  lines = ["", "## Provenance", ""]
+  for title, what in (("Code", commit), ("Versions", versions), ("Machine", where)):
+    groups = _grouped(results, what)
+    if len(groups) == 1:
+      lines.append(f"- {title}: {groups[0][0]}")
+    else:
+      lines.append(f"- {title}:")
+      lines += [f"  - {value}: {', '.join(runs)}" for value, runs in groups]
+  lines.append(f"- Command: `{command}`")
+  total = sum(_number(res.get("wall_seconds")) or 0.0 for res in results)
+  lines.append(f"- Wall time: {total:.0f} s over all runs and seeds (training, evaluation "
+               "and profiling as each run recorded it; a resumed run: its last part)"
+               + (f"; this command took {seconds:.0f} s" if seconds is not None else ""))
+  lines += ["", "| run | wall time per seed (s) | total (s) |", "|---|---|---|"]
+  for name, group in _by_run(results).items():
+    walls = [(res.get("seed", 0), _number(res.get("wall_seconds"))) for res in group]
+    per = ", ".join(f"seed {s}: {w:.0f}" if w is not None else f"seed {s}: unrecorded"
+                    for s, w in walls)
+    lines.append(f"| {name} | {per} | {sum(w or 0.0 for _, w in walls):.0f} |")
+  return lines
+
+
+def write_report(ablation, results: list[dict], out_dir: str, command: str,
+                 seconds: float | None = None) -> str:
+  """results.md (mean ± std per metric, spread, claim verdicts, provenance), results.csv
+  (one row per run and seed, with params, GFLOP per image, wall time and commit) and
+  plot.png (std error bars with several seeds)."""
   os.makedirs(out_dir, exist_ok=True)
-  columns = ["run", *ablation.metrics]
-  rows = [[res["name"], *(res.get(m) for m in ablation.metrics)] for res in results]
+  metrics = list(ablation.metrics)
+  figures = [m for m in CSV_FIGURES if m not in metrics]
+  columns = ["run", "seed", *metrics, *figures, "wall_seconds", "commit", "error"]
   with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(columns)
-    writer.writerows(rows)
+    for res in results:
+      writer.writerow([res["name"], res.get("seed", 0),
+                       *(res.get(m) for m in [*metrics, *figures, "wall_seconds"]),
+                       res.get("provenance", {}).get("commit") or res.get("commit"),
+                       res.get("error")])
+  groups = _by_run(results)
+  seeds = sorted({res.get("seed", 0) for res in results})
   lines = [f"# Ablation: {ablation.name}", "", ablation.get("description", "") or "", "",
-           f"Command: `{command}`  ", f"Machine: {machine()}  ",
-           f"Date: {datetime.date.today().isoformat()}  ", f"Base config: `{ablation.base}` "
-           f"with {flatten(ablation.get('overrides', None)) or 'no overrides'}", "",
-           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+           f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ", f"Base config: `{ablation.base}` "
+           f"with {flatten(ablation.get('overrides', None)) or 'no overrides'}  ",
+           f"Seeds: {len(seeds)} (config.seed {', '.join(map(str, seeds))}; the seed sets "
+           "initialisation and data order); cells are mean ± std over the seeds", "",
+           "| run | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+  for name, group in groups.items():
+    ok = [res for res in group if "error" not in res]
+    lines.append(f"| {name} | {len(ok)} | "
+                 + " | ".join(_mean_cell(run_spread(ok, m)) for m in metrics) + " |")
+  if any(len(g) > 1 for g in groups.values()):
+    lines += ["", "## Spread over seeds", "", "| run | metric | n | mean | std | min | max |",
+              "|---|---|---|---|---|---|---|"]
+    for name, group in groups.items():
+      for m in metrics:
+        s = run_spread(group, m)
+        if s["n"]:
+          lines.append(f"| {name} | {m} | {s['n']} | " + " | ".join(
+              _cell(s[k]) for k in ("mean", "std", "min", "max")) + " |")
   failed = [res for res in results if "error" in res]
   if failed:
     lines += ["", "## Failed runs", ""]
-    lines += [f"- {res['name']}: {res['error']}" for res in failed]
-  commits = sorted({res.get("commit", "unrecorded") for res in results})
-  lines += ["", f"Code: commit {', '.join(commits)}."]
+    lines += [f"- {res['name']} (seed {res.get('seed', 0)}): {res['error']}" for res in failed]
   verdicts = check_claims(ablation, results)
   if verdicts:
-    lines += ["", "## Claims", ""]
-    lines += [f"- {text}: **{verdict}**" for text, verdict in verdicts]
+    lines += ["", "## Claims", "", f"Rule: {CLAIM_RULE}", ""]
+    checks = [c["check"] for c in ablation.claims]
+    lines += [f"- {text}: **{verdict}** (`{check}`)"
+              for (text, verdict), check in zip(verdicts, checks)]
+  lines += _provenance_lines(results, command, seconds)
   notes = ablation.get("notes", None)
   if notes:
     lines += ["", "## Notes", "", notes]
@@ -419,29 +754,43 @@ def _plot(ablation, results, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   plot = dict(ablation.get("plot", None) or {})
+  kind = plot.get("kind", "bar")
   ys = list(plot.get("y", ablation.metrics[:1]))
   fig, axes = plt.subplots(1, len(ys), figsize=(4.5 * len(ys), 3.6), squeeze=False)
   x_key = plot.get("x", "run")
-  xs = [res["name"] if x_key == "run" else res["overrides"].get(x_key, res.get(x_key))
-        for res in results]
+  groups = {k: [res for res in g if "error" not in res] or g
+            for k, g in _by_run(results).items()}
+  several = any(len(g) > 1 for g in groups.values())
+
+  def stats(key):
+    s = [run_spread(g, key) for g in groups.values()]
+    return ([v["mean"] if v["n"] else math.nan for v in s],
+            [v["std"] if v["n"] > 1 else 0.0 for v in s])
+
+  if x_key == "run":
+    xs, xerr = list(groups), None
+  elif all(x_key in g[0]["overrides"] for g in groups.values()):
+    xs, xerr = [g[0]["overrides"][x_key] for g in groups.values()], None
+  else:  # a metric on x (e.g. test time): its mean, with its spread
+    xs, xerr = stats(x_key)
   for ax, y in zip(axes[0], ys):
-    values = [res.get(y, math.nan) for res in results]
-    values = [v if isinstance(v, (int, float)) else math.nan for v in values]
-    if plot.get("kind", "bar") == "line":
-      ax.plot(xs, values, marker="o")
+    values, err = stats(y)
+    yerr = err if several else None
+    if kind == "line":
+      ax.errorbar(xs, values, yerr=yerr, marker="o", capsize=3)
       ax.set_xlabel(x_key)
-    elif plot["kind"] == "scatter":  # e.g. speed vs accuracy, each run a labelled point
-      ax.scatter(xs, values)
-      for x, v, res in zip(xs, values, results):
-        ax.annotate(res["name"], (x, v), fontsize=8, textcoords="offset points",
-                    xytext=(4, 4))
+    elif kind == "scatter":  # e.g. speed vs accuracy, each run a labelled point
+      ax.errorbar(xs, values, xerr=xerr if several else None, yerr=yerr, fmt="o",
+                  capsize=3)
+      for x, v, name in zip(xs, values, groups):
+        ax.annotate(name, (x, v), fontsize=8, textcoords="offset points", xytext=(4, 4))
       ax.set_xscale("log")
       ax.set_xlabel(f"{x_key} (log scale)")
     else:
-      ax.bar(range(len(xs)), values)
+      ax.bar(range(len(xs)), values, yerr=yerr, capsize=3)
       ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30, ha="right",
                     fontsize=8)
-    ax.set_title(y)
+    ax.set_title(y + (" (mean ± std)" if several else ""))
     ax.grid(alpha=0.3)
   fig.suptitle(ablation.name)
   fig.tight_layout()
@@ -449,12 +798,75 @@ def _plot(ablation, results, path):
   plt.close(fig)
 
 
+def provenance() -> dict:
+  """Where a result comes from: the code's commit, the package versions, the machine."""
+  return {"commit": _commit(), "versions": versions(), "machine": machine()}
+
+
+def versions() -> dict:
+  """The installed versions of jax, jaxlib, flax, optax and Python."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name in ("jax", "jaxlib", "flax", "optax"):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = "not installed"
+  out["Python"] = platform.python_version()
+  return out
+
+
 def machine() -> str:
+  """The CPU model and core count, the accelerator kind and the device count."""
   import jax  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
-  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"{device.platform.upper()} ({device.device_kind}) x{jax.device_count()}, "
-          f"jax {jax.__version__}, Python {platform.python_version()}")
+  return (f"{_cpu_model()}, {os.cpu_count()} CPU cores; {device.platform.upper()} "
+          f"({device.device_kind}) x{jax.device_count()}")
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+# -- staleness ----------------------------------------------------------------------------
+def is_provenance_csv(path: str) -> bool:
+  """Whether a results.csv has this runner's format (run, seed, ..., commit): made by the
+  code that records seeds and provenance, so its figures must match today's code."""
+  with open(path, newline="") as f:
+    header = next(csv.reader(f), [])
+  return header[:2] == ["run", "seed"] and "commit" in header
+
+
+def table_mismatches(ablation, csv_path: str, rtol: float = 1e-4) -> list[str]:
+  """Where a results.csv's params (exactly) and GFLOP per image (to `rtol`) differ from
+  what the code gives now for the ablation's runs (`code_figures`, nothing trained)."""
+  runs = {r["name"]: r for r in expand_runs(ablation)}
+  figures, wrong = {}, []
+  with open(csv_path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    name = row["run"]
+    if name not in runs:
+      wrong.append(f"{name!r}: not a run of the ablation")
+      continue
+    if name not in figures:
+      figures[name] = code_figures(run_config(ablation, runs[name]))
+    now = figures[name]
+    params, gflops = row.get("params") or "", row.get("gflops_per_image") or ""
+    if params and int(float(params)) != now["params"]:
+      wrong.append(f"{name!r} seed {row['seed']}: params {params} recorded, "
+                   f"{now['params']} now")
+    if gflops and not math.isclose(float(gflops), now["gflops_per_image"], rel_tol=rtol):
+      wrong.append(f"{name!r} seed {row['seed']}: gflops_per_image {gflops} recorded, "
+                   f"{now['gflops_per_image']:.9g} now")
+  return wrong
 
 
 # -- command line -------------------------------------------------------------------------
@@ -471,9 +883,11 @@ def main(argv):
   if report_dir is None:  # the committed tables only come from the default workdir
     report_dir = "" if FLAGS.workdir else os.path.join("docs", "ablations", name)
   flags_given = [a for a in sys.argv[1:] if not a.startswith("--ablation=")]
-  command = " ".join(["./launch.sh ablate", FLAGS["ablation"].config_filename, *flags_given])
+  command = " ".join(shlex.quote(a) for a in [FLAGS["ablation"].config_filename, *flags_given])
+  command = f"./launch.sh ablate {command}"
+  t0 = time.time()
   try:
-    results = run_all(ablation, workdir, FLAGS.only)
+    results = run_all(ablation, workdir, FLAGS.only, FLAGS.seeds)
   except JaxsegError as e:
     cli.fail(str(e))
   except AblationInterrupted:
@@ -481,7 +895,7 @@ def main(argv):
           "same command to resume", file=sys.stderr)
     sys.exit(128 + 15)
   for out in [workdir] + ([report_dir] if report_dir else []):
-    path = write_report(ablation, results, out, command)
+    path = write_report(ablation, results, out, command, time.time() - t0)
     print(f"report: {path}")
 
 

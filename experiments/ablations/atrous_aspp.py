@@ -10,6 +10,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "atrous_aspp"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("DeepLab v3+ (ResNet-10-like backbone of width 8 at output stride 8, "
                    "dilated last stages, identical in every run), 64x64 shapes, 1000 "
                    "steps. 'ASPP': rates 2-4-6 plus image pooling (the paper's); 'atrous "

@@ -11,6 +11,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "deeppose_cascade"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("DeepPose on 64x64 stick figures: VGG-style stage-1 regressor (widths "
                    "8-16-32-64, 4x4 map flattened), ResNet refiners (width 8) on 24x24 crops "
                    "of 1.5 torso diameters, 500 steps of batch 32; all stages trained "

@@ -9,6 +9,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "fcn_skips"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("FCN on a 5-stage VGG-style backbone (widths 8-16-32-64-64), 64x64 "
                    "shapes, 1000 steps. 32s: pool5 scores upsampled 32x; 16s: + pool4 "
                    "scores; 8s: + pool3 scores (2x fusions: bilinear-initialised transpose "

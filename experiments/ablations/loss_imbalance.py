@@ -10,6 +10,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "loss_imbalance"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("U-Net, 64x64 shapes with object classes drawn 90/8/2% "
                    "(circle/square/triangle), 1000 steps; loss = ce_weight * CE + "
                    "dice_weight * soft Dice.")

@@ -10,6 +10,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "refinement"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("Recurrent refinement network (3 shared 3x3 convs of width 24 on the "
                    "image at scales 1, 1/2, 1/4 plus the previous class probabilities), "
                    "trained separately for each number of steps with a loss on every step "

@@ -10,6 +10,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "separable_conv"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = "U-Net (width 8, depth 3), 64x64 shapes, 1000 steps; conv_type of every block."
   a.base = "experiments/segmentation/unet_shapes.py:small"
   a.overrides = {}

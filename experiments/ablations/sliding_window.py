@@ -10,6 +10,7 @@ import ml_collections
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "sliding_window"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("A 15x15-patch centre-pixel classifier trained 1000 steps on 64x64 "
                    "shapes (in its fully convolutional form), then evaluated both ways: "
                    "'sliding window' cuts out the 4096 patches of every image and "

@@ -13,6 +13,7 @@ METHODS = ("nearest", "bed_of_nails", "max_unpool", "transpose", "bilinear", "re
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "upsampling"
+  a.seeds = 3  # config.seed = base seed + 0, 1, 2: mean, spread and verdicts over seeds
   a.description = ("Encoder-decoder without skips, 64x64 shapes, 1000 steps, each decoder "
                    "stage upsampled 2x by the method named; 'transpose k3' is the classic "
                    "3x3 stride-2 transpose conv (uneven overlap), 'transpose' the 2x2 "
