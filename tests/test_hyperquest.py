@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from jaxseg import hyperquest
 from jaxseg.data import shapes10
 from jaxseg.errors import RuleError, UnknownGameError
-from jaxseg.hyperquest import agents, net, rules
+from jaxseg.hyperquest import agents, net, rules, study
 from tests.conftest import REPO, load_config
 
 GAME_CONFIG = os.path.join(REPO, "experiments", "hyperquest", "game.py")
@@ -341,3 +341,21 @@ def test_optuna_agent_prunes_and_plays_by_the_rules(hq):
   games = [e for e in hq.leaderboard() if e["kind"] == "optuna_tpe"]
   assert len(games) == 3 and all(1 <= e["epochs"] <= 2 for e in games)
   assert best["finished"] and best["best_val_acc"] == games[0]["best_val_acc"]
+
+
+def test_experience_study_reads_the_export(tmp_path):
+  header = ("id,player,kind,seed,dataset,epochs,actions,best_val_acc,best_train_acc,"
+            "baseline_val_acc,background_education,background_years,background_experience,"
+            "background_kinds,background_other\n")
+  rows = [f"g{i},p{i},human,0,shapes10,3,4,{acc},0.5,0.3,,1,{exp},cnn,\n"
+          for i, (exp, acc) in enumerate([(1, 0.2), (2, 0.3), (4, 0.5), (5, 0.6), (5, 0.7)])]
+  rows.append("a,random_search,random_search,0,shapes10,3,4,0.9,0.5,0.3,,,,,\n")
+  rows.append("b,q,human,0,shapes10,3,4,0.8,0.5,0.3,,,,,\n")  # no experience: left out
+  xs, ys = study.experience_vs_accuracy(header + "".join(rows))
+  assert xs.tolist() == [1, 2, 4, 5, 5] and ys.tolist() == [0.2, 0.3, 0.5, 0.6, 0.7]
+  summary = study.summarize(xs, ys)
+  assert summary["games"] == 5  # rho below 1 only through the tie at 5
+  assert summary["spearman_rho"] == pytest.approx(0.974679, abs=1e-6)
+  assert summary["mean_best_val_acc_by_experience"][5] == pytest.approx(0.65)
+  path = study.plot(xs, ys, summary, str(tmp_path / "experience.png"))
+  assert open(path, "rb").read(4) == b"\x89PNG"
