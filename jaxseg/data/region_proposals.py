@@ -135,7 +135,7 @@ def load_or_compute(dataset_config, split_name: str, ds, num_examples: int, sett
                settings["method"], num_examples, dataset_config.name, split_name, path)
   boxes, counts, seconds = compute(ds, num_examples, settings)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp.npz"
+  tmp = f"{path}.{os.getpid()}.tmp.npz"  # two processes computing at once never mix
   np.savez(tmp, boxes=boxes, counts=counts, seconds=np.float64(seconds))
   os.replace(tmp, path)
   return boxes, counts, seconds
