@@ -359,3 +359,22 @@ def test_experience_study_reads_the_export(tmp_path):
   assert summary["mean_best_val_acc_by_experience"][5] == pytest.approx(0.65)
   path = study.plot(xs, ys, summary, str(tmp_path / "experience.png"))
   assert open(path, "rb").read(4) == b"\x89PNG"
+
+
+def test_pbt_exploits_the_better_games_checkpoint(hq):
+  space = {"width": (32,), "lr": (0.01, 0.001), "depth": (2,), "dropout": (0.0,)}
+  best = agents.population_based_training(hq, seed=0, population=2, epochs=3, ready=1,
+                                          fraction=0.5, space=space)
+  games = [hq.state(e["id"]) for e in hq.leaderboard() if e["kind"] == "pbt"]
+  assert len(games) == 2 and all(g["epochs_trained"] == 3 for g in games)
+  exploits = [(g, h) for g in games for h in g["history"] if h["action"] == "exploit"]
+  assert len(exploits) == 1  # after epoch 2, the worse of the two copies the better
+  game, event = exploits[0]
+  source = next(g for g in games if g["id"] == event["source"])
+  source_epoch2 = [h for h in source["history"] if h["epoch"] == 2][-1]
+  assert (event["config"], event["val_acc"]) == (source_epoch2["config"], source_epoch2["val_acc"])
+  after = game["history"][game["history"].index(event) + 1]
+  assert after["changes"].keys() == {"lr", "weight_decay"}  # explore
+  assert best["best_val_acc"] == max(g["best_val_acc"] for g in games)
+  with pytest.raises(RuleError, match="rule 'exploit'"):
+    hq.exploit(game["id"], game["id"])

@@ -15,11 +15,17 @@ agent returns the state of its best game.
   choices and the epoch of one learning-rate Down, its median pruner ends trials whose
   validation accuracy falls below the median of earlier trials at the same epoch.
 
-Not built yet (issue 16): population-based training and the agents' study.
+- `pbt`, population-based training (Jaderberg et al. 2017): `population` parallel
+  games with random stage-1 choices; every `ready` epochs the worst `fraction` exploit
+  (`HyperQuest.exploit`: copy the checkpoint and configuration of a random game of the
+  best `fraction`) and explore (learning rate and weight decay each Up or Down, applied
+  with the next Continue).
+
+Not built yet (issue 16): the agents' study (`./launch.sh ablate hyperquest_agents`).
 
 Command line (next to a running server, the same workdir: its leaderboard shows them):
   python -m jaxseg.hyperquest.agents --config=experiments/hyperquest/game.py[:tiny]
-      --agent=random_search|successive_halving|hyperband|optuna_tpe --seed=0 [--trials=4]
+      --agent=random_search|successive_halving|hyperband|optuna_tpe|pbt --seed=0 [--trials=4]
       [--epochs=5] [--workdir=runs/hyperquest]
 """
 from __future__ import annotations
@@ -133,8 +139,38 @@ def optuna_tpe(hq: HyperQuest, seed: int, trials: int = 8, epochs: int = 5,
   return _best(finished)
 
 
+def population_based_training(hq: HyperQuest, seed: int, population: int = 4,
+                              epochs: int = 8, ready: int = 2, fraction: float = 0.25,
+                              space: dict | None = None, name: str = "pbt") -> dict:
+  """PBT over `population` parallel games (see module doc)."""
+  space = rules.STAGE1_CHOICES if space is None else space
+  draw = random.Random(seed)
+  states = {}
+  for i in range(population):
+    game_id = hq.new_game(name, seed=(seed * 1009 + i) % 2**31, kind=name)["id"]
+    states[game_id] = hq.start(game_id, _choices(draw, space))
+  moves = {g: None for g in states}
+  for epoch in range(2, epochs + 1):
+    for game_id in states:
+      states[game_id] = hq.act(game_id, "continue", moves[game_id])
+      moves[game_id] = None
+    if (epoch - 1) % ready or epoch == epochs:
+      continue
+    ranked = sorted(states, key=lambda g: states[g]["val_acc"], reverse=True)
+    k = max(1, int(len(ranked) * fraction))
+    for game_id in ranked[-k:]:
+      states[game_id] = hq.exploit(game_id, draw.choice(ranked[:k]))  # exploit
+      nxt = states[game_id]["next_values"]  # explore: lr and weight decay Up or Down
+      moves[game_id] = {h: draw.choice([m for m in ("up", "down") if nxt[h][m] is not None])
+                        for h in EXPLORED}
+  return _best([hq.act(g, "done") for g in states])
+
+
+EXPLORED = ("lr", "weight_decay")  # the hyperparameters PBT's explore step perturbs
+
+
 AGENTS = {"random_search": random_search, "successive_halving": successive_halving,
-          "hyperband": hyperband, "optuna_tpe": optuna_tpe}
+          "hyperband": hyperband, "optuna_tpe": optuna_tpe, "pbt": population_based_training}
 
 
 def main(argv):
@@ -148,7 +184,8 @@ def main(argv):
     budget = {"random_search": dict(trials=f.trials, epochs=f.epochs),
               "optuna_tpe": dict(trials=f.trials, epochs=f.epochs),
               "successive_halving": dict(games=f.trials),
-              "hyperband": dict(max_epochs=f.epochs)}[f.agent]
+              "hyperband": dict(max_epochs=f.epochs),
+              "pbt": dict(population=f.trials, epochs=f.epochs)}[f.agent]
     best = AGENTS[f.agent](hq, f.seed, **budget)
   except JaxsegError as e:
     cli.fail(str(e))

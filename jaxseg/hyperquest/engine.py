@@ -10,6 +10,9 @@ API (in-process, the rules the HTTP API enforces, for scripts and agents):
   hq.act(game["id"], "revert"); hq.act(game["id"], "done")
   hq.state(game["id"]); hq.leaderboard()
 
+`exploit(game, source)` (population-based training's copy of another game's checkpoint)
+is for agents only; the HTTP API does not offer it.
+
 A rule violation raises `jaxseg.errors.RuleError` naming the rule, before anything
 changes. Each trained epoch is saved as an orbax checkpoint (model and optimizer state)
 under `<workdir>/games/<id>/checkpoints/<n>`; Revert restores the previous one exactly.
@@ -220,6 +223,40 @@ class HyperQuest:
         if dropped is not None:  # never needed again: Revert only goes further back
           shutil.rmtree(dropped, ignore_errors=True)
     self._extend_baseline(new)
+    return self._public(new)
+
+  def exploit(self, game_id: str, source_id: str) -> dict:
+    """Population-based training's exploit (agents only; Jaderberg et al. 2017): the game
+    takes over the source game's current model, BatchNorm statistics, optimizer state
+    and configuration (its checkpoint is copied). Costs one action and trains nothing;
+    the accuracies the source reached do not count as this game's best until it trains
+    on. Revert goes back to the game's own previous epoch. Both games must have started,
+    be of the same kind and dataset, and this one must be unfinished."""
+    if game_id == source_id:
+      raise RuleError("rule 'exploit': a game cannot exploit itself")
+    first, second = sorted((game_id, source_id))
+    with self._game_lock(first), self._game_lock(second):
+      state, source = self._load(game_id), self._load(source_id)
+      rules.check_action(state, "done", None)  # started, unfinished, actions left
+      if not source["lineage"]:
+        raise RuleError("rule 'exploit': the source game has not started")
+      if (source["kind"], source["dataset"]) != (state["kind"], state["dataset"]):
+        raise RuleError(f"rule 'exploit': only games of the same kind and dataset; "
+                        f"{source_id!r} is {source['kind']!r} on {source['dataset']!r}")
+      top = source["lineage"][-1]
+      new = copy.deepcopy(state)
+      new["actions_used"] += 1
+      ckpt = f"{new['epochs_trained']}x{new['actions_used']}"
+      shutil.copytree(self._checkpoint_path(source_id, top["ckpt"]),
+                      self._checkpoint_path(game_id, ckpt))
+      new["lineage"].append({**copy.deepcopy(top), "ckpt": ckpt})
+      new["epoch"], new["config"] = top["epoch"], dict(top["config"])
+      new["train_acc"], new["val_acc"] = top["train_acc"], top["val_acc"]
+      new["reverts_in_a_row"] = 0
+      new["history"].append(self._event(new, "exploit", source=source_id))
+      new["finished"] |= new["actions_used"] >= rules.MAX_ACTIONS
+      self.store.update(new)
+      self._runs.pop(game_id, None)
     return self._public(new)
 
   # -- internals --------------------------------------------------------------------
