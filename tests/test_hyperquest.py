@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from jaxseg import hyperquest
 from jaxseg.data import shapes10
-from jaxseg.errors import RuleError, UnknownGameError
+from jaxseg.errors import ConfigError, RuleError, UnknownGameError
 from jaxseg.hyperquest import agents, net, rules, study
 from tests.conftest import REPO, load_config
 
@@ -86,7 +86,9 @@ def test_game_dataset_from_the_tfds_builder(hq):
   assert summary["num_train"] == 240 and sum(summary["train_class_counts"]) == 240
 
 
-def test_cifar10_by_name_from_mock_data(tmp_path):
+@pytest.mark.parametrize("name, first_class", [("cifar10", "airplane"),
+                                               ("svhn_cropped", "0")])
+def test_catalog_sets_by_name_from_mock_data(tmp_path, name, first_class):
   rng = np.random.default_rng(0)
   examples = [{"image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
                "label": np.int64(i % 10)} for i in range(30)]
@@ -99,13 +101,22 @@ def test_cifar10_by_name_from_mock_data(tmp_path):
 
   config = game_config(str(tmp_path))
   with config.unlocked():
-    config.datasets = ("cifar10",)
+    config.datasets = (name,)
     config.dataset.num_train, config.dataset.num_validation = 25, 12
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
     game = hyperquest.HyperQuest(config, str(tmp_path / "run")).new_game("bo", seed=0)
-  assert game["dataset"]["name"] == "cifar10"
-  assert game["dataset"]["class_names"][0] == "airplane"
+  assert game["dataset"]["name"] == name
+  assert game["dataset"]["class_names"][0] == first_class
+  assert len(game["dataset"]["class_names"]) == 10
   assert (game["dataset"]["num_train"], game["dataset"]["num_validation"]) == (25, 12)
+
+
+def test_unknown_dataset_name(tmp_path):
+  config = game_config(str(tmp_path))
+  with config.unlocked():
+    config.datasets = ("no_such_set",)
+  with pytest.raises(ConfigError, match="unknown dataset 'no_such_set' in config.datasets"):
+    hyperquest.HyperQuest(config, str(tmp_path / "run")).new_game("bo", seed=0)
 
 
 # -- the rules (pure) -------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """A HyperQuest dataset in memory: 32 x 32 x 3 uint8 images and int32 labels.
 
 Read through jaxseg's image sources (`jaxseg.data.image_sources`: `shapes10`, generated
-offline, or a prepared TFDS classification set such as `cifar10`), then capped at
+offline, or a prepared TFDS classification set such as `cifar10`); any other TFDS name
+with an `image` and a ClassLabel `label` feature (e.g. `svhn_cropped`) is read from its
+`train` and `test` (else `validation`) splits, prepared in data_dir. Then capped at
 `num_train` / `num_validation` examples by a fixed random subset (seed 0), so every game
 and the baseline on a dataset see the same examples.
 """
@@ -10,14 +12,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import os
 
 import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxseg import viz
-from jaxseg.data import image_sources
-from jaxseg.errors import DataError
+from jaxseg.data import image_sources, sources
+from jaxseg.errors import ConfigError, DataError
 
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -65,23 +69,47 @@ class QuestData:
     return buffer.getvalue()
 
 
-def _read(dataset_config, which: str, cap: int) -> tuple[np.ndarray, np.ndarray]:
-  ds, n = image_sources.load_split(dataset_config, which, require=("label",))
+def _read(name: str, ds, which: str, cap: int) -> tuple[np.ndarray, np.ndarray]:
+  """All of `ds` ({image, label}) as arrays, capped at `cap` by a fixed random subset."""
   images, labels = [], []
   for batch in ds.batch(1024).as_numpy_iterator():
     images.append(batch["image"])
     labels.append(batch["label"])
   if not images:
-    raise DataError(f"dataset {dataset_config.name!r} has no {which} examples")
+    raise DataError(f"dataset {name!r} has no {which} examples")
   images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
   if images.shape[1:] != IMAGE_SHAPE:
-    raise DataError(f"dataset {dataset_config.name!r} has {images.shape[1:]} images; "
+    raise DataError(f"dataset {name!r} has {images.shape[1:]} images; "
                     f"HyperQuest expects {IMAGE_SHAPE}")
-  del n
   if len(labels) > cap:
     keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:cap])
     images, labels = images[keep], labels[keep]
   return images, labels
+
+
+def _catalog_splits(name: str, data_dir):
+  """(class names, {"train": ds, "eval": ds}) of a TFDS classification set jaxseg has no
+  source for (see module doc)."""
+  try:
+    builder = sources.tfds_builder(name, data_dir if data_dir and os.path.isdir(data_dir)
+                                   else None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ConfigError(f"unknown dataset {name!r} in config.datasets; expected one of "
+                      f"{sorted(image_sources.IMAGE_SOURCES)} or a TFDS classification "
+                      f"dataset name") from None
+  features = builder.info.features
+  if ("image" not in features or "label" not in features
+      or not isinstance(features["label"], tfds.features.ClassLabel)):
+    raise ConfigError(f"dataset {name!r} has no `image` and ClassLabel `label` features")
+  eval_split = "validation" if "validation" in builder.info.splits and \
+      "test" not in builder.info.splits else "test"
+  prepare = f"tfds build {name} --data_dir=..."
+
+  def read(split):
+    ds, _ = sources.read_split(name, split, data_dir, prepare=prepare)
+    return ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+
+  return tuple(features["label"].names), {"train": read("train"), "eval": read(eval_split)}
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,10 +117,15 @@ def _load(name: str, data_dir, num_train: int, num_validation: int) -> QuestData
   config = ml_collections.ConfigDict(dict(
       name=name, data_dir=data_dir, image_size=IMAGE_SHAPE[0],
       generator=dict(num_train=num_train, num_validation=num_validation)))
-  source = image_sources.get_source(name, config)
-  train = _read(config, "train", num_train)
-  val = _read(config, "eval", num_validation)
-  return QuestData(name, tuple(source.class_names), *train, *val)
+  if name in image_sources.IMAGE_SOURCES:
+    class_names = image_sources.get_source(name, config).class_names
+    splits = {w: image_sources.load_split(config, w, require=("label",))[0]
+              for w in ("train", "eval")}
+  else:
+    class_names, splits = _catalog_splits(name, data_dir)
+  train = _read(name, splits["train"], "train", num_train)
+  val = _read(name, splits["eval"], "eval", num_validation)
+  return QuestData(name, tuple(class_names), *train, *val)
 
 
 def load(name: str, dataset_config) -> QuestData:
