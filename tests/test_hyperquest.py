@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from jaxseg import hyperquest
 from jaxseg.data import shapes10
 from jaxseg.errors import ConfigError, RuleError, UnknownGameError
-from jaxseg.hyperquest import agents, net, rules, study
+from jaxseg.hyperquest import agents, agents_study, net, rules, study
 from tests.conftest import REPO, load_config
 
 GAME_CONFIG = os.path.join(REPO, "experiments", "hyperquest", "game.py")
@@ -389,3 +389,22 @@ def test_pbt_exploits_the_better_games_checkpoint(hq):
   assert best["best_val_acc"] == max(g["best_val_acc"] for g in games)
   with pytest.raises(RuleError, match="rule 'exploit'"):
     hq.exploit(game["id"], game["id"])
+
+
+def test_agents_study_runs_resumes_and_reports(hq, tmp_path, monkeypatch):
+  space = {"width": (32,), "lr": (0.01,), "depth": (2,), "dropout": (0.0,)}
+  budgets = {"random_search": dict(trials=1, epochs=2, space=space),
+             "pbt": dict(population=2, epochs=2, ready=1, space=space)}
+  workdir = str(tmp_path / "study")
+  results = agents_study.run_all(hq, workdir, ["random_search", "pbt"], 2, budgets)
+  assert [(r["agent"], r["seed"], r["epochs"], r["games"]) for r in results] == [
+      ("random_search", 0, 2, 1), ("random_search", 1, 2, 1), ("pbt", 0, 4, 2),
+      ("pbt", 1, 4, 2)]
+  assert all(0 <= r["best_val_acc"] <= 1 and r["baseline_val_acc"] is not None
+             for r in results)
+  monkeypatch.setattr(agents_study, "run_one", lambda *a: pytest.fail("repeated a run"))
+  assert agents_study.run_all(hq, workdir, ["random_search", "pbt"], 2, budgets) == results
+  csv_path, md_path, plot_path = agents_study.report(results, str(tmp_path / "report"))
+  assert len(open(csv_path).read().splitlines()) == 5
+  assert "| pbt | 2 |" in open(md_path).read()
+  assert open(plot_path, "rb").read(4) == b"\x89PNG"
