@@ -15,8 +15,8 @@ is for agents only; the HTTP API does not offer it.
 
 A rule violation raises `jaxseg.errors.RuleError` naming the rule, before anything
 changes. Each trained epoch is saved as an orbax checkpoint (params, BatchNorm statistics,
-optimizer state)
-under `<workdir>/games/<id>/checkpoints/<n>`; Revert restores the previous one exactly.
+optimizer state) under `<workdir>/games/<id>/checkpoints/<n>`; Revert restores the
+previous one exactly.
 The game's row in SQLite is written after its checkpoint, so a restarted server goes on
 from a game's last epoch. Actions on one game run one at a time (a lock per game).
 """
