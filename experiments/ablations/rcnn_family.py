@@ -1,8 +1,7 @@
 """The lecture's R-CNN family on the same data: sliding window, R-CNN, Fast R-CNN and
 Faster R-CNN (Object detection, 2-6), each from its shapes config at the `:small` scale
-(64 x 64 images, batch 8; 600 steps for Fast and Faster R-CNN, 1500 for the two crop
-classifiers, whose CNN learns shapes from scratch more slowly: R-CNN's paper starts it
-from ImageNet weights).
+(64 x 64 images, batch 8), each trained 1500 steps (the crop classifiers' CNN learns
+shapes from scratch slowly: R-CNN's paper starts it from ImageNet weights).
 
 ./launch.sh ablate experiments/ablations/rcnn_family.py
 
@@ -19,14 +18,14 @@ STUDY_SCALE = ":small"
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "rcnn_family"
-  a.description = ("Four detectors of the lecture trained on 64 x 64 shapes (batch 8; 1500 "
-                   "steps for the crop classifiers, 600 for Fast and Faster R-CNN) and "
-                   "evaluated on its 500 validation images: a crop classifier "
+  a.description = ("Four detectors of the lecture trained on 64 x 64 shapes (1500 steps of "
+                   "batch 8) and evaluated on its 500 validation images: a crop classifier "
                    "over sliding windows; R-CNN (selective search, warped 32 x 32 crops, "
                    "softmax fine-tuning, then post-hoc SVMs with hard-negative mining and "
                    "ridge box regressors); Fast R-CNN (the same proposals RoI-pooled from "
                    "one backbone pass); Faster R-CNN (an RPN instead, with FPN).")
   a.base = f"experiments/detection/faster_rcnn_shapes.py{STUDY_SCALE}"
+  a.overrides = {"num_steps": 1500, "eval_every": 1500, "checkpoint_every": 500}
   a.runs = [
       dict(name="sliding window",
            base=f"experiments/detection/sliding_window_shapes.py{STUDY_SCALE}", overrides={}),
