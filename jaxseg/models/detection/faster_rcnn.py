@@ -48,11 +48,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models.detection.body import backbone_maps
 from jaxseg.models.detection.rpn import RPN
+from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
 from jaxseg.models.detection.roi_heads import RoIHeads
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FasterRCNN(nn.Module):
@@ -67,13 +67,8 @@ class FasterRCNN(nn.Module):
 
   def features(self, images, train: bool):
     """(RPN maps, their strides, RoI maps, their strides)."""
-    x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    maps = self.backbone(x, train=train)
-    missing = [k for k in self.backbone_levels if k not in maps]
-    if missing:
-      raise ValueError(f"backbone_levels {list(self.backbone_levels)}: the backbone has no "
-                       f"{missing}; it gives {sorted(maps)}")
-    maps = [maps[k] for k in self.backbone_levels]
+    maps = backbone_maps(self.backbone, images, self.backbone_levels, self.pixel_mean,
+                         self.pixel_std, train)
     height = images.shape[1]
     if self.fpn is not None:
       pyramid = self.fpn(maps)

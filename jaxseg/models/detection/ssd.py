@@ -42,11 +42,11 @@ from jaxseg import losses, ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.backbones import get_backbone
 from jaxseg.models.backbones.vgg import VGG16_CONVS, VGG16_WIDTHS
+from jaxseg.models.detection.body import backbone_maps
 from jaxseg.models.detection.roi_heads import postprocess
+from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
 
 LOSS_TERMS = ("ssd_classifier", "ssd_box")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # SSD300's extra layers (conv8_2 .. conv11_2): (1x1 width, 3x3 width, stride, padding)
 SSD300_EXTRAS = ((256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0))
 
@@ -126,13 +126,8 @@ class SSD(nn.Module):
         convention=self.default_box_convention))
 
   def features(self, images, train: bool):
-    x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    maps = self.backbone(x, train=train)
-    missing = [k for k in self.backbone_levels if k not in maps]
-    if missing:
-      raise ValueError(f"config.model.backbone_levels {list(self.backbone_levels)}: the "
-                       f"backbone has no {missing}; it gives {sorted(maps)}")
-    sources = [maps[k].astype(self.dtype) for k in self.backbone_levels]
+    sources = [m.astype(self.dtype) for m in backbone_maps(
+        self.backbone, images, self.backbone_levels, self.pixel_mean, self.pixel_std, train)]
     if self.l2_normalize:
       first = sources[0].astype(jnp.float32)
       scale = self.param("l2norm_scale", nn.initializers.constant(20.0), (first.shape[-1],))

@@ -46,13 +46,13 @@ import jax.numpy as jnp
 
 from jaxseg import losses, ops
 from jaxseg.errors import ConfigError
+from jaxseg.models.detection.body import backbone_maps
 from jaxseg.models.detection.roi_heads import postprocess
+from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
 
 PARAMETRIZATIONS = ("paper", "lecture")
 HEADS = ("fc", "conv")
 LOSS_TERMS = ("yolo_coord", "yolo_object", "yolo_noobject", "yolo_class")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def assign_cells(gt_boxes, gt_valid, image_hw, grid_size: int):
@@ -118,12 +118,9 @@ class YOLO(nn.Module):
 
   def outputs(self, images, train: bool):
     """Raw head outputs [B, S * S, 5B + C']."""
-    x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    maps = self.backbone(x, train=train)
-    if self.backbone_level not in maps:
-      raise ValueError(f"config.model.backbone_levels: the backbone has no "
-                       f"{self.backbone_level!r}; it gives {sorted(maps)}")
-    x = maps[self.backbone_level].astype(self.dtype)
+    x, = backbone_maps(self.backbone, images, (self.backbone_level,), self.pixel_mean,
+                       self.pixel_std, train)
+    x = x.astype(self.dtype)
     s, depth = self.grid_size, 5 * self.boxes_per_cell + self.class_outputs
     x = nn.leaky_relu(nn.Conv(self.conv_width, (3, 3), dtype=self.dtype, name="conv")(x), 0.1)
     if self.head == "conv":
