@@ -68,8 +68,8 @@ def cache_features(task, variables, directory: str, cache_proposals: int):
     valid = np.concatenate([gt_ok, batch["proposal_valid"][:, :k]], 1)
     feats = np.asarray(features_of(variables, batch["image"], regions), np.float16)
     real = np.asarray(batch["example_mask"]) > 0
-    if features is None:  # sized for the whole split at the first batch
-      total = _split_size(task)
+    if features is None:  # sized for the whole split (loaded by now) at the first batch
+      total = task.proposal_time("train")[1]
       features = np.lib.format.open_memmap(path, "w+", np.float16,
                                            (total,) + feats.shape[1:])
     m = int(real.sum())
@@ -83,11 +83,6 @@ def cache_features(task, variables, directory: str, cache_proposals: int):
   features.flush()
   cat = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
   return features[:n], cat
-
-
-def _split_size(task) -> int:
-  from jaxseg.data import detection as det_data  # pylint: disable=g-import-not-at-top
-  return det_data.load_split(task.config.dataset, "train", require=())[1]
 
 
 # -- 2. SVMs with hard-negative mining ------------------------------------------------------

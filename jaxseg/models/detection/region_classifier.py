@@ -100,12 +100,13 @@ class RegionClassifier(nn.Module):
                               aligned=True)
     return crops.reshape(regions.shape[:2] + (s, s, images.shape[-1]))
 
-  def features(self, images, regions):
-    """Region features [B, R, D] (the crop network's hidden fc, "fc7")."""
+  def features(self, images, regions, train: bool = False):
+    """Region features [B, R, D] (the crop network's hidden fc, "fc7"); `train`: batch
+    norm's mode."""
     crops = self.warp(images, regions)
     b, r = crops.shape[:2]
     return self.crop_net.embed(crops.reshape((b * r,) + crops.shape[2:]),
-                               train=False).reshape(b, r, -1)
+                               train=train).reshape(b, r, -1)
 
   def setup(self):
     self.cls_score = nn.Dense(self.num_classes, name="cls_score", dtype=self.dtype)
@@ -135,10 +136,7 @@ class RegionClassifier(nn.Module):
           targets["valid"].astype(bool), self.make_rng("sampling"), self.batch_size_per_image,
           self.positive_fraction, self.fg_iou_threshold, self.bg_iou_threshold,
           self.BOX_WEIGHTS)
-      crops = self.warp(images, rois)
-      n, r = crops.shape[:2]
-      feats = self.crop_net.embed(crops.reshape((n * r,) + crops.shape[2:]), train=train)
-      logits = self.cls_score(feats).astype(jnp.float32).reshape(n, r, -1)
+      logits = self.cls_score(self.features(images, rois, train)).astype(jnp.float32)
       return classifier_losses(logits, None, classes, None, sampled, 1.0)
     feats = self.features(images, proposals)
     scores = jax.nn.softmax(self.cls_score(feats).astype(jnp.float32), -1)[..., 1:]
