@@ -141,7 +141,7 @@ def test_roi_sampling_by_hand():
   gt = jnp.array([[[0.0, 0, 10, 10], [-1, -1, -1, -1]]])
   labels = jnp.array([[3, -1]])
   gt_valid = jnp.array([[True, False]])
-  rois, classes, targets, sampled = heads.sample(proposals, valid, gt, labels, gt_valid,
+  rois, classes, targets, sampled, _ = heads.sample(proposals, valid, gt, labels, gt_valid,
                                                  jax.random.key(0))
   assert rois.shape == (1, 5, 4) and int(sampled.sum()) == 3
   got = {tuple(np.asarray(r).tolist()): int(c) for r, c, s in

@@ -569,3 +569,53 @@ def _multilevel_roi_align(maps, boxes, box_indices, output_size, strides, levels
       o = _separable(m.reshape(b * height, width, c), wy, wx, precision)
     out = out + o
   return out.astype(maps[0].dtype).reshape(*prefix, oh, ow, c)
+
+
+# -- paste-back (host side) -----------------------------------------------------------------
+PASTE_CONVENTIONS = ("jaxseg", "torchvision")
+
+
+def _paste_axis(lo: float, hi: float, cells: int, pixels: int, convention: str) -> np.ndarray:
+  """[pixels, cells]: how much each cell of a mask row spread over [lo, hi] gives each
+  image pixel along that axis (see `paste_masks`)."""
+  out = np.zeros((pixels, cells))
+  if convention == "jaxseg":
+    index = np.arange(pixels)
+    src = (index + 0.5 - lo) * cells / max(hi - lo, 1e-6) - 0.5
+  else:  # torchvision: padded mask of cells + 2, box widened by that, truncated to ints
+    half = (hi - lo) * 0.5 * (cells + 2) / cells
+    centre = (hi + lo) * 0.5
+    start, stop = int(centre - half), int(centre + half)  # .to(int64): toward zero
+    side = max(stop - start + 1, 1)
+    index = np.arange(max(start, 0), min(stop + 1, pixels))
+    src = np.maximum((index - start + 0.5) * (cells + 2) / side - 0.5, 0.0) - 1.0
+  base = np.floor(src).astype(np.int64)
+  frac = src - base
+  if convention == "torchvision":  # the padded mask's last tap is clamped, not past it
+    frac = np.where(base + 1 > cells, 0.0, frac)
+  for tap, weight in ((base, 1 - frac), (base + 1, frac)):
+    ok = (tap >= 0) & (tap < cells)  # taps on the zero border (or past it) add nothing
+    np.add.at(out, (index[ok], tap[ok]), weight[ok])
+  return out
+
+
+def paste_masks(masks, boxes, height: int, width: int, convention: str = "jaxseg"):
+  """Mask R-CNN's paste-back, host side (numpy): RoI masks [D, S, S] (probabilities) laid
+  over their boxes [D, 4] (pixel xyxy) in a height x width image -> [D, height, width]
+  float (threshold at 0.5 for binary masks).
+  - "jaxseg": bilinear at every pixel centre, cell (i, j) of the mask centred at
+    (x1 + (j + 0.5) w / S, ...) as RoIAlign (aligned) sampled it, zero beyond the
+    outer cell centres' half cell (Detectron2's grid_sample paste);
+  - "torchvision": its paste_masks_in_image: the mask padded by one zero cell per side,
+    the box widened by (S + 2) / S and truncated to ints, the padded mask resized
+    bilinearly (align_corners=False) to (y2 - y1 + 1) x (x2 - x1 + 1) pixels there."""
+  if convention not in PASTE_CONVENTIONS:
+    raise ConfigError(f"paste convention {convention!r}; expected one of {PASTE_CONVENTIONS}")
+  masks = np.asarray(masks, np.float64)
+  boxes = np.asarray(boxes, np.float64)
+  out = np.zeros((len(masks), height, width), np.float32)
+  for d, (mask, (x1, y1, x2, y2)) in enumerate(zip(masks, boxes)):
+    wy = _paste_axis(y1, y2, mask.shape[0], height, convention)
+    wx = _paste_axis(x1, x2, mask.shape[1], width, convention)
+    out[d] = wy @ mask @ wx.T
+  return out

@@ -6,6 +6,8 @@
 - `roi_heads.RoIHeads`: Fast R-CNN's box branch (Girshick 2015) with a pooler chosen by a
   string and slots for mask / keypoint heads; `aligned`, `level_mapper` "detectron2"
   (default) | "torchvision";
+- `instance_heads.MaskHead` / `KeypointHead`: Mask R-CNN's mask and keypoint branches
+  (He et al. 2017) in RoIHeads' slots (config.model.mask_head / .keypoint_head);
 - `faster_rcnn.FasterRCNN`: backbone + [FPN] + RPN + RoI heads; without the RPN it is
   Fast R-CNN (Girshick 2015) over given proposals;
 - `region_classifier.RegionClassifier`: one crop network pass per warped region: the
@@ -37,6 +39,7 @@ from jaxseg.models.backbones import get_backbone
 from jaxseg.models.heads import BackboneWithHeads
 from jaxseg.models.detection.faster_rcnn import FasterRCNN
 from jaxseg.models.detection.fpn import FPN
+from jaxseg.models.detection.instance_heads import KeypointHead, MaskHead
 from jaxseg.models.detection.region_classifier import (CLASSIFIERS, REGION_SOURCES,
                                                        RegionClassifier)
 from jaxseg.models.detection.roi_heads import POOLERS, RoIHeads
@@ -73,11 +76,15 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
                    backbone: str = "resnet50", backbone_args=None,
                    backbone_levels=("stride_16",), fpn: bool = False, fpn_channels: int = 256,
                    rpn=None, roi_heads=None, region_classifier=None, pixel_mean=None,
-                   pixel_std=None, yolo=None, ssd=None):
+                   pixel_std=None, yolo=None, ssd=None, mask_head=None, keypoint_head=None,
+                   num_keypoints: int = 0):
   """The detector `name` (DETECTORS) over `num_classes` classes including the background;
   `rpn` / `roi_heads` / `region_classifier`: fields of `RPN` / `RoIHeads` /
   `RegionClassifier` (config.model.rpn / .roi_heads / .region_classifier; the last also
-  takes `representation_size`, the crop network's hidden fc width)."""
+  takes `representation_size`, the crop network's hidden fc width). `mask_head` /
+  `keypoint_head` (fields of `MaskHead` / `KeypointHead`, {} for the defaults; None: off)
+  make Faster R-CNN a Mask R-CNN / keypoint R-CNN (He et al. 2017) predicting
+  `num_keypoints` keypoints."""
   if name not in DETECTORS:
     raise ConfigError(f"unknown detector {name!r} in config.model.name; expected one of "
                       f"{DETECTORS}")
@@ -96,6 +103,11 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
   for key, value in (("yolo", yolo), ("ssd", ssd)):
     if value:
       raise ConfigError(f"config.model.{key} is set but detector {name!r} has none")
+  heads = {k: v for k, v in (("mask_head", mask_head), ("keypoint_head", keypoint_head))
+           if v is not None}
+  if heads and name not in ("faster_rcnn", "fast_rcnn"):
+    raise ConfigError(f"config.model.{next(iter(heads))} is set but detector {name!r} has "
+                      "no RoI heads; Mask R-CNN is faster_rcnn (or fast_rcnn) with it")
   if name in REGION_CLASSIFIERS:
     unused = [k for k, v in (("rpn", rpn), ("roi_heads", roi_heads), ("fpn", fpn)) if v]
     if unused:
@@ -132,8 +144,27 @@ def build_detector(name: str, num_classes: int, dtype: Any = jnp.float32, *,
       backbone=body,
       fpn=FPN(fpn_channels, extra_pool=True, dtype=dtype) if fpn else None,
       rpn=RPN(dtype=dtype, **rpn) if name == "faster_rcnn" else None,
-      roi_heads=RoIHeads(num_classes=num_classes, dtype=dtype, **roi_heads),
+      roi_heads=RoIHeads(num_classes=num_classes, dtype=dtype,
+                         **_instance_heads(heads, num_classes, num_keypoints, dtype),
+                         **roi_heads),
       backbone_levels=levels, **extra)
+
+
+def _instance_heads(heads: dict, num_classes: int, num_keypoints: int, dtype) -> dict:
+  """RoIHeads' mask_head / keypoint_head modules from their config.model fields."""
+  out = {}
+  if "mask_head" in heads:
+    fields = _fields(MaskHead, dict(_plain(heads["mask_head"])), "config.model.mask_head")
+    out["mask_head"] = MaskHead(num_classes=num_classes, dtype=dtype, **fields)
+  if "keypoint_head" in heads:
+    fields = _fields(KeypointHead, dict(_plain(heads["keypoint_head"])),
+                     "config.model.keypoint_head")
+    if num_keypoints < 1:
+      raise ConfigError("config.model.keypoint_head is set but the dataset has no keypoints "
+                        "(its source names none)")
+    fields.pop("num_keypoints", None)
+    out["keypoint_head"] = KeypointHead(num_keypoints=num_keypoints, dtype=dtype, **fields)
+  return out
 
 
 def _region_classifier(name, num_classes, dtype, backbone, backbone_args, fields, extra):
@@ -172,6 +203,7 @@ def _single_shot(name, num_classes, dtype, backbone, backbone_args, backbone_lev
                    _fields(SSD, fields, "config.model.ssd"), extra)
 
 
-__all__ = ["ANCHOR_CONVENTIONS", "CLASSIFIERS", "DETECTORS", "FPN", "FasterRCNN", "REGION_SOURCES",
+__all__ = ["ANCHOR_CONVENTIONS", "CLASSIFIERS", "DETECTORS", "FPN", "FasterRCNN", "KeypointHead",
+           "MaskHead", "REGION_SOURCES",
            "RPN", "RPNHead", "RegionClassifier", "RoIHeads", "SINGLE_SHOT", "SSD", "YOLO",
            "build_detector"]

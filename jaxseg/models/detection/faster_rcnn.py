@@ -15,10 +15,13 @@ Detectron2's meta_arch/rcnn.py.
 `__call__(images, train=False, targets=None, proposals=None, proposal_valid=None)`:
 - targets None: detections {"boxes" [B, D, 4] pixel xyxy, "scores" [B, D], "classes"
   [B, D] int32 in 1..C, "valid" [B, D]} (rows past the detections: -1 / 0 / -1 / False),
-  plus "proposals" [B, P, 4] and "proposal_valid";
+  plus "proposals" [B, P, 4] and "proposal_valid"; with a mask head "masks" [B, D, 28, 28]
+  (each detection's class mask, probabilities: paste with `ops.roi.paste_masks`), with a
+  keypoint head "keypoints" [B, D, K, 2] (image pixels) and "keypoint_scores" [B, D, K];
 - with targets {"boxes" [B, M, 4], "labels" [B, M] (1..C), "valid" [B, M]}:
   the named loss terms {"rpn_objectness", "rpn_box", "roi_classifier", "roi_box"} (the
-  RoI ones only without an RPN: `loss_terms`) and
+  RoI ones only without an RPN: `loss_terms`; Mask R-CNN adds "roi_mask" with targets'
+  "masks" [B, M, H, W], keypoint R-CNN "roi_keypoint" with "keypoints" [B, M, K, 3]) and
   diagnostics ("roi_accuracy", "rpn_positives", "roi_positives"); the RoI sampling draws
   from the "sampling" rng collection. The RPN uses its training top-k settings then.
 `train` only sets batch norm's mode (batch statistics, updated running averages).
@@ -78,9 +81,16 @@ class FasterRCNN(nn.Module):
     return maps, strides, maps, strides
 
   @property
+  def instance_outputs(self) -> tuple[str, ...]:
+    """"masks" / "keypoints" when the RoI heads have those branches (Mask R-CNN)."""
+    return self.roi_heads.instance_outputs
+
+  @property
   def loss_terms(self) -> tuple[str, ...]:
     rpn = ("rpn_objectness", "rpn_box") if self.rpn is not None else ()
-    return rpn + ("roi_classifier", "roi_box")
+    instance = tuple({"masks": "roi_mask", "keypoints": "roi_keypoint"}[k]
+                     for k in self.instance_outputs)
+    return rpn + ("roi_classifier", "roi_box") + instance
 
   @property
   def needs_proposals(self) -> bool:

@@ -131,7 +131,7 @@ class RegionClassifier(nn.Module):
     proposals = proposals.astype(jnp.float32)
     proposal_valid = proposal_valid.astype(bool)
     if targets is not None:
-      rois, classes, _, sampled = sample_rois(
+      rois, classes, _, sampled, _ = sample_rois(
           proposals, proposal_valid, targets["boxes"].astype(jnp.float32), targets["labels"],
           targets["valid"].astype(bool), self.make_rng("sampling"), self.batch_size_per_image,
           self.positive_fraction, self.fg_iou_threshold, self.bg_iou_threshold,

@@ -25,8 +25,10 @@ with static shapes.
 - inference: softmax scores and per-class decoded boxes of every proposal, clipped,
   score > score_threshold and size >= min_size, per-class NMS, the best
   `detections_per_image` -> boxes [B, D, 4], scores, classes (1..C), valid.
-`mask_head` / `keypoint_head` are slots for Mask R-CNN / keypoint R-CNN heads (None =
-off), so those detectors are table entries, not subclasses.
+`mask_head` / `keypoint_head` hold Mask R-CNN's branches (`instance_heads`; None = off),
+so those detectors are table entries, not subclasses: they pool their own resolution
+(14) with the same pooler, train on the sampled foreground RoIs (targets "masks" /
+"keypoints"), and run on the final detections at test time.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg import losses, ops
+from jaxseg.models.detection import instance_heads
 
 POOLERS = ("roi_pool", "roi_align", "multilevel")
 
@@ -112,19 +115,27 @@ class RoIHeads(nn.Module):
   nms_threshold: float = 0.5
   detections_per_image: int = 100
   min_size: float = 1e-2
-  mask_head: Any = None  # Mask R-CNN's head (future)
-  keypoint_head: Any = None  # keypoint R-CNN's head (future)
+  mask_head: Any = None  # instance_heads.MaskHead (Mask R-CNN) or None
+  keypoint_head: Any = None  # instance_heads.KeypointHead (keypoint R-CNN) or None
   dtype: Any = jnp.float32
 
   def setup(self):
     self.box_head = TwoMLPHead(self.representation_size, self.dtype)
     self.box_predictor = FastRCNNPredictor(self.num_classes, self.dtype)
 
+  def _pool(self, features, strides, rois, resolution: int):
+    return pool(self.pooler, features, strides, rois, resolution, self.sampling_ratio,
+                self.canonical_level, self.canonical_size, self.aligned, self.level_mapper)
+
   def _predict(self, features, strides, rois):
-    pooled = pool(self.pooler, features, strides, rois, self.pooler_resolution,
-                  self.sampling_ratio, self.canonical_level, self.canonical_size, self.aligned,
-                  self.level_mapper)
+    pooled = self._pool(features, strides, rois, self.pooler_resolution)
     return self.box_predictor(self.box_head(pooled.astype(self.dtype)))
+
+  @property
+  def instance_outputs(self) -> tuple[str, ...]:
+    """The per-object outputs beyond boxes: "masks" and / or "keypoints"."""
+    return tuple(k for k, head in (("masks", self.mask_head),
+                                   ("keypoints", self.keypoint_head)) if head is not None)
 
   def __call__(self, features, strides, proposals, proposal_valid, image_hw, train=False,
                targets=None, rng=None):
@@ -139,18 +150,55 @@ class RoIHeads(nn.Module):
                        self.fg_iou_threshold, self.bg_iou_threshold, self.box_weights)
 
   def losses(self, features, strides, proposals, proposal_valid, targets, rng):
-    rois, classes, box_targets, sampled = self.sample(
+    rois, classes, box_targets, sampled, matched = self.sample(
         proposals, proposal_valid, targets["boxes"], targets["labels"], targets["valid"], rng)
     logits, deltas = self._predict(features, strides, rois)
-    return classifier_losses(logits, deltas, classes, box_targets, sampled,
-                             self.smooth_l1_beta)
+    terms = classifier_losses(logits, deltas, classes, box_targets, sampled,
+                              self.smooth_l1_beta)
+    if self.instance_outputs:
+      terms.update(self.instance_losses(features, strides, rois, classes, sampled, matched,
+                                        targets))
+    return terms
+
+  def instance_losses(self, features, strides, rois, classes, sampled, matched, targets):
+    """Mask / keypoint losses over the foreground RoIs (at most the sampler's foreground
+    quota per image, so the heads see a static, small number of rows)."""
+    positive = sampled & (classes > 0)
+    quota = min(rois.shape[1], max(1, int(self.batch_size_per_image * self.positive_fraction)))
+    _, rows = jax.lax.top_k(positive.astype(jnp.float32), quota)
+    take = lambda x: jnp.take_along_axis(x, rows.reshape(rows.shape + (1,) * (x.ndim - 2)), 1)
+    rois, classes, positive, matched = take(rois), take(classes), take(positive), take(matched)
+    terms = {}
+    if self.mask_head is not None:
+      size = 2 * self.mask_head.resolution
+      logits = self.mask_head(self._pool(features, strides, rois, self.mask_head.resolution))
+      gt = instance_heads.mask_targets(targets["masks"], rois, matched, size)
+      terms["roi_mask"] = instance_heads.mask_loss(logits, classes, gt, positive)
+    if self.keypoint_head is not None:
+      heatmaps = self.keypoint_head(self._pool(features, strides, rois,
+                                               self.keypoint_head.resolution))
+      cells, labelled = instance_heads.keypoint_targets(targets["keypoints"], rois, matched,
+                                                        heatmaps.shape[2])
+      terms["roi_keypoint"] = instance_heads.keypoint_loss(heatmaps, cells,
+                                                           labelled & positive[..., None])
+    return terms
 
   # -- inference -----------------------------------------------------------------------
   def detect(self, features, strides, proposals, proposal_valid, image_hw):
     logits, deltas = self._predict(features, strides, proposals)
-    return postprocess(jax.nn.softmax(logits, -1)[..., 1:], deltas[..., 1:, :], proposals,
-                       proposal_valid, image_hw, self.box_weights, self.score_threshold,
-                       self.nms_threshold, self.detections_per_image, self.min_size)
+    out = postprocess(jax.nn.softmax(logits, -1)[..., 1:], deltas[..., 1:, :], proposals,
+                      proposal_valid, image_hw, self.box_weights, self.score_threshold,
+                      self.nms_threshold, self.detections_per_image, self.min_size)
+    boxes = jnp.maximum(out["boxes"], 0.0)  # padded rows (-1) pool a harmless corner
+    if self.mask_head is not None:
+      logits = self.mask_head(self._pool(features, strides, boxes, self.mask_head.resolution))
+      out["masks"] = instance_heads.mask_probabilities(logits, out["classes"])
+    if self.keypoint_head is not None:
+      heatmaps = self.keypoint_head(self._pool(features, strides, boxes,
+                                               self.keypoint_head.resolution))
+      out["keypoints"], out["keypoint_scores"] = instance_heads.heatmaps_to_keypoints(
+          heatmaps, out["boxes"], self.keypoint_head.max_size)
+    return out
 
 
 def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng,
@@ -161,7 +209,8 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng,
   background < bg_iou_threshold, no low-quality matches), `batch_size_per_image` sampled
   with up to `positive_fraction` foreground, sampled rows first (a static top_k).
   -> RoIs [B, R, 4], class targets [B, R] (0 = background), box targets [B, R, 4]
-  (encoded with `box_weights`), sampled mask [B, R]."""
+  (encoded with `box_weights`), sampled mask [B, R], matched gt index [B, R] (0 for
+  background rows)."""
   rois = jnp.concatenate([jax.lax.stop_gradient(proposals), gt_boxes], 1)
   roi_valid = jnp.concatenate([proposal_valid, gt_valid], 1)
   iou = ops.boxes.pairwise_iou(rois, gt_boxes)
@@ -185,7 +234,7 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rng,
   classes = jnp.where(positive, jnp.take_along_axis(gt_labels, safe, 1), 0)
   matched_boxes = jnp.take_along_axis(gt_boxes, safe[..., None], 1)
   box_targets = ops.boxes.encode(matched_boxes, rois, box_weights)
-  return rois, classes, box_targets, sampled & (labels != ops.matching.IGNORED)
+  return rois, classes, box_targets, sampled & (labels != ops.matching.IGNORED), safe
 
 
 def classifier_losses(logits, deltas, classes, box_targets, sampled, smooth_l1_beta: float):
