@@ -35,6 +35,13 @@ def test_skeleton_tables():
   edges = {(a, b) for _, a, b in skeleton.SKELETON_EDGES}
   assert {(a, b) for _, a, b in skeleton.LIMBS} <= edges
   assert {j for e in edges for j in e} == set(range(14))  # every joint is drawn
+  # OKS sigmas: COCO's for the limb joints, .079 for neck and head_top (CrowdPose)
+  sigma = dict(zip(skeleton.JOINT_NAMES, skeleton.OKS_SIGMAS))
+  assert len(skeleton.OKS_SIGMAS) == 14
+  assert sigma['left_hip'] == sigma['right_hip'] == .107
+  assert sigma['right_wrist'] == .062 and sigma['neck'] == sigma['head_top'] == .079
+  assert all(skeleton.OKS_SIGMAS[k] == skeleton.OKS_SIGMAS[p]
+             for k, p in enumerate(skeleton.FLIP_PERMUTATION))
 
 
 # ----------------------------------------------------------------------------
@@ -122,6 +129,12 @@ def test_joint_visibility_constructed_case():
 def test_rendered_visibility_matches_part_map():
   for i in range(20):
     ex, part_map = _render(TINY, i)
+    # mask = the painted pixels, box = their tight extent (x2 = last column + 1)
+    np.testing.assert_array_equal(ex['mask'][..., 0], part_map > 0)
+    assert ex['mask'].dtype == np.uint8 and ex['box'].dtype == np.float32
+    rows, cols = np.nonzero(part_map)
+    np.testing.assert_array_equal(
+        ex['box'], [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
     col, row = np.floor(ex['joints'][:, :2]).astype(int).T
     parts = part_map[row, col]
     assert (parts > 0).all()  # every joint sits on the figure
@@ -181,7 +194,9 @@ def test_tfds_build_and_read_back(tmp_path):
     for ex in ds.as_numpy_iterator():
       assert ex['image'].shape == (32, 32, 3) and ex['image'].dtype == np.uint8
       assert ex['joints'].shape == (14, 3) and ex['joints'].dtype == np.float32
-      np.testing.assert_array_equal(ex['joints'], expected.pop(ex['image'].tobytes())['joints'])
+      want = expected.pop(ex['image'].tobytes())
+      for key in ('joints', 'box', 'mask'):
+        np.testing.assert_array_equal(ex[key], want[key])
     assert not expected
   by_name = tfds.load(f'stick_figures/{TINY.name}', split='validation', data_dir=data_dir,
                       download=False)

@@ -29,20 +29,24 @@ What is stored per image (features):
 - `masks` uint8 [N, H, W] (zlib-compressed), when any annotation has a `segmentation`:
   polygons and RLE (compressed or not) decoded with `jaxseg.formats.rle`
   (`to_rle(segmentation, height, width)`, `decode(rle)`); an annotation without one gets
-  the pixels whose centres lie in its box.
+  the pixels whose centres lie in its box (those it overlaps where it is too thin).
 Metadata (`builder.info.metadata`): `category_ids`, `category_names` (label order),
 `keypoint_names`, `skeleton` (0-based edges), `flip_permutation` (left/right keypoint
-swap: a name with "left" <-> the same name with "right").
+swap: a name with "left" <-> the same name with "right"), `keypoint_sigmas` (the
+keypoint category's `kpt_oks_sigmas` if it has them, else empty).
 
 Rules: the JSON must hold `images` (id, file_name, width, height), `annotations` (id,
 image_id, category_id, bbox) and `categories` (id, name); a missing key, an annotation
 whose image_id is not an image or whose category_id is not a category, a bbox that is
-not 4 finite numbers or has a negative w or h, keypoints that are not 3K numbers, a
-duplicate id, an image file that is missing or whose size differs from the JSON's
-width / height: each is one DataError naming the file and the entry. Repair: an
-annotation with w == 0 or h == 0 (degenerate box) is dropped, with one logged warning
-per split counting them. Images without annotations are kept (no objects). Split JSONs
-must agree on the categories.
+not 4 finite numbers or has a negative w or h, keypoints that are not 3K numbers or
+have a visibility outside {0, 1, 2}, a segmentation polygon of fewer than 3 points, an
+RLE whose size is not its image's, a non-crowd annotation whose segmentation sets no
+pixel although its box overlaps the image (empty mask), `kpt_oks_sigmas` that are not
+K positive numbers, a duplicate id, an image file that is missing or whose size differs
+from the JSON's width / height: each is one DataError naming the file and the entry.
+Repair: an annotation with w == 0 or h == 0 (degenerate box) is dropped, with one logged
+warning per split counting them. Images without annotations are kept (no objects).
+Split JSONs must agree on the categories.
 """
 from __future__ import annotations
 
@@ -166,12 +170,32 @@ def _load(path: str, mtime: float) -> _Index:
       raise DataError(f"{where} has {len(keypoints) if isinstance(keypoints, list) else 0} "
                       f"keypoint values; expected {3 * num_keypoints} numbers (x, y, v for "
                       f"each of the categories' {num_keypoints} keypoints)")
+    for k, v in enumerate((keypoints or [])[2::3]):
+      if v not in (0, 1, 2):
+        raise DataError(f"{where} has keypoint {k} with visibility {v!r}; expected 0 (not "
+                        f"labelled), 1 (occluded) or 2 (visible)")
+    _check_segmentation(ann.get("segmentation"), images[ann["image_id"]], where)
     if bbox[2] == 0 or bbox[3] == 0:
       dropped.append(ann["id"])
       continue
     per_image[ann["image_id"]].append(ann)
   return _Index(path, tuple(categories), tuple(sorted(images.values(), key=lambda m: m["id"])),
                 {k: tuple(v) for k, v in per_image.items()}, len(dropped), tuple(dropped))
+
+
+def _check_segmentation(segmentation, image: dict, where: str):
+  """Polygons of at least 3 (x, y) points; an RLE of its image's size."""
+  if isinstance(segmentation, dict):
+    size, expected = segmentation.get("size"), [image["height"], image["width"]]
+    if "size" in segmentation and size != expected:
+      raise DataError(f"{where} has an RLE segmentation of size {size!r}; expected "
+                      f"{expected} (its image's height, width)")
+  elif isinstance(segmentation, list):
+    for j, polygon in enumerate(segmentation):
+      if isinstance(polygon, list) and (len(polygon) < 6 or len(polygon) % 2):
+        raise DataError(f"{where} has segmentation polygon {j} of {len(polygon)} "
+                        f"coordinates; expected at least 3 (x, y) points (an even count "
+                        f">= 6)")
 
 
 def load_annotations(path: str) -> _Index:
@@ -201,6 +225,21 @@ def _skeleton(categories, num_keypoints: int, path) -> tuple[tuple[int, int], ..
                           f"{edge!r}; expected two 1-based keypoint indices")
         edges.append((edge[0] - 1, edge[1] - 1))
       return tuple(edges)
+  return ()
+
+
+def _keypoint_sigmas(categories, num_keypoints: int, path) -> tuple[float, ...]:
+  """The OKS sigmas a keypoint category carries as `kpt_oks_sigmas` (as jaxseg's exported
+  ground truth does); () if none does."""
+  for c in categories:
+    sigmas = c.get("kpt_oks_sigmas") if c.get("keypoints") else None
+    if sigmas is not None:
+      if not (isinstance(sigmas, list) and len(sigmas) == num_keypoints
+              and all(_is_number(v) and v > 0 for v in sigmas)):
+        raise DataError(f"annotations {path!r}: category {c['id']} kpt_oks_sigmas "
+                        f"{sigmas!r}; expected {num_keypoints} positive numbers (one per "
+                        f"keypoint)")
+      return tuple(float(v) for v in sigmas)
   return ()
 
 
@@ -263,7 +302,8 @@ class CocoFormat(tfds.core.GeneratorBasedBuilder):
             for split, path in self.builder_config.annotations.items()}
 
   def _summary(self):
-    """(categories, keypoint names, skeleton, has masks), checked across splits."""
+    """(categories, keypoint names, skeleton, OKS sigmas, has masks), checked across
+    splits."""
     indexes = self._indexes()
     first = next(iter(indexes.values()))
     cats = [(c["id"], str(c["name"])) for c in first.categories]
@@ -274,13 +314,14 @@ class CocoFormat(tfds.core.GeneratorBasedBuilder):
                         f"categories; expected the same (id, name) list in every split")
     names = _keypoint_names(first.categories, first.path)
     skeleton = _skeleton(first.categories, len(names), first.path)
+    sigmas = _keypoint_sigmas(first.categories, len(names), first.path)
     has_masks = any(a.get("segmentation") for index in indexes.values()
                     for anns in index.annotations.values() for a in anns)
-    return cats, names, skeleton, has_masks
+    return cats, names, skeleton, sigmas, has_masks
 
   def _info(self) -> tfds.core.DatasetInfo:
     _check_config(self.builder_config)
-    cats, keypoint_names, skeleton, has_masks = self._summary()
+    cats, keypoint_names, skeleton, sigmas, has_masks = self._summary()
     objects = {
         "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
         "label": tfds.features.ClassLabel(names=[n for _, n in cats]),
@@ -304,7 +345,8 @@ class CocoFormat(tfds.core.GeneratorBasedBuilder):
     metadata = tfds.core.MetadataDict(
         category_ids=[i for i, _ in cats], category_names=[n for _, n in cats],
         keypoint_names=list(keypoint_names), skeleton=[list(e) for e in skeleton],
-        flip_permutation=list(flip_permutation(keypoint_names)))
+        flip_permutation=list(flip_permutation(keypoint_names)),
+        keypoint_sigmas=list(sigmas))
     return tfds.core.DatasetInfo(
         builder=self, description="A COCO-format instances dataset (jaxseg.data.coco_format).",
         features=tfds.features.FeaturesDict(features), metadata=metadata)
@@ -337,6 +379,12 @@ class CocoFormat(tfds.core.GeneratorBasedBuilder):
       for n, ann in enumerate(anns):
         if has_masks:
           masks[n] = _instance_mask(ann, height, width)
+          if not masks[n].any() and not ann.get("iscrowd") and _inside(ann["bbox"], height,
+                                                                         width):
+            raise DataError(f"annotations {index.path!r}: annotation id {ann['id']} has an "
+                            f"empty mask (its segmentation sets no pixel) but the bbox "
+                            f"{ann['bbox']}; expected a segmentation covering a pixel "
+                            f"(or iscrowd 1)")
       objects = {
           "bbox": np.array([_xyxy(a["bbox"]) for a in anns], np.float32).reshape(-1, 4),
           "label": [cats[a["category_id"]] for a in anns],
@@ -400,11 +448,24 @@ def _keypoints(ann, num_keypoints: int) -> np.ndarray:
   return np.where(kp[:, 2:] > 0, kp, 0.0).astype(np.float32)
 
 
-def _box_mask(bbox, height: int, width: int) -> np.ndarray:
-  """The pixels whose centres lie inside the [x, y, w, h] box."""
+def _inside(bbox, height: int, width: int) -> bool:
+  """Whether the [x, y, w, h] box keeps a non-empty part inside the image."""
   x1, y1, x2, y2 = _xyxy(bbox)
-  cols = (np.arange(width) + 0.5 >= x1) & (np.arange(width) + 0.5 <= x2)
-  rows = (np.arange(height) + 0.5 >= y1) & (np.arange(height) + 0.5 <= y2)
+  return min(x2, width) > max(x1, 0) and min(y2, height) > max(y1, 0)
+
+
+def _box_mask(bbox, height: int, width: int) -> np.ndarray:
+  """The pixels whose centres lie inside the [x, y, w, h] box; for a box too thin to hold
+  a pixel centre on an axis, the pixels it overlaps on that axis (so a box inside the
+  image never gets an empty mask)."""
+  x1, y1, x2, y2 = _xyxy(bbox)
+
+  def axis(lo, hi, n):
+    c = np.arange(n) + 0.5
+    centres = (c >= lo) & (c <= hi)
+    return centres if centres.any() else (c + 0.5 > lo) & (c - 0.5 < hi)
+
+  rows, cols = axis(y1, y2, height), axis(x1, x2, width)
   return (rows[:, None] & cols[None, :]).astype(np.uint8)
 
 

@@ -27,24 +27,37 @@ Sources (config.dataset.name: TFDS name; default train / eval splits):
   no crowd; image_id = the digits of `image/filename` (2008_000008.jpg -> 2008000008).
   Splits: 2007 train+validation / test (the usual trainval / test protocol), 2012
   train / validation (TFDS's 2012 test split has no boxes).
+- `stick_figures` (built offline from config.dataset.image_size and
+  .generator.{num_train, num_validation}, the pose task's builder config): one person
+  per image (label 1, class names background / person, never crowd or difficult), box
+  = the builder's `box` (the figure's tight pixel extent), mask = `mask`, keypoints =
+  `joints` (the 14 LSP joints of `jaxseg.data.skeleton`, v kept: 1 occluded, 2 visible),
+  skeleton = its SKELETON_EDGES, OKS sigmas `skeleton.OKS_SIGMAS`, image_id = position
+  in the split; train / validation. Its flip_permutation
+  is LSP's left/right swap, but a flipped figure is NOT from the data's distribution
+  (its darker limbs become the left ones; see `jaxseg.data.stick_figures`).
 - `coco/2017` (TFDS catalog; 80 classes `COCO_CLASS_NAMES`, original ids
   `COCO_CATEGORY_IDS`): boxes from the normalized `objects/bbox`, is_crowd, image_id =
   `image/id`; train / validation. TFDS's coco/2017 has NO masks (nor keypoints): for
   instance segmentation build COCO's JSON with `jaxseg.data.coco_format` instead.
 - `coco_format/<name>`: any dataset built by `jaxseg.data.coco_format` in data_dir:
   boxes (stored absolute), labels, is_crowd, image_id, masks and keypoints if it has
-  them (`flip_permutation` from its keypoint names); splits train / validation.
+  them (`flip_permutation` from its keypoint names; OKS sigmas from its metadata, else
+  COCO's 17 when it has 17 keypoints, else none); splits train / validation.
 Catalog and coco_format datasets are read only from a prepared config.dataset.data_dir
 (required): nothing is downloaded; a missing one is a DataError saying how to prepare it.
 
 Rules for bad input (`load_split`), the same for every source:
-- a box with x2 < x1, y2 < y1 or a non-finite coordinate (degenerate), or a label
-  outside 1..C, stops the pipeline with an error naming the dataset (a DataError once
-  `jaxseg.data.pipeline` reads it);
+- a box with x2 < x1, y2 < y1 or a non-finite coordinate (degenerate), a label
+  outside 1..C, masks that are not [N, H, W] for the N objects of the H x W image, an
+  empty mask (no pixel set) of a non-crowd object whose clipped box is not empty, or a
+  keypoint visibility outside {0, 1, 2} stops the pipeline with a one-line error naming
+  the dataset and the bad value (and for masks and keypoints the image and object) (a
+  DataError once `jaxseg.data.pipeline` reads it);
 - boxes partly outside the image are clipped to it; boxes left empty by clipping (zero
   width or height, e.g. wholly outside the image) are dropped with their masks and
   keypoints;
-- keypoints with v <= 0, a non-finite coordinate or outside the image become (0, 0, 0);
+- keypoints with v = 0, a non-finite coordinate or outside the image become (0, 0, 0);
 - images without objects are fine (after padding, `valid` is all False).
 
 Preprocessing (`make_train_preprocess` / `make_eval_preprocess`, tf graph, every draw a
@@ -62,7 +75,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from jaxseg.data import coco_format, image_preprocess, shapes, sources
+from jaxseg.data import coco_format, image_preprocess, image_sources, shapes, skeleton, sources
 from jaxseg.errors import ConfigError, DataError
 
 OPTIONAL_FEATURES = ("masks", "keypoints")
@@ -118,6 +131,7 @@ class DetectionSource:
   prepare: str = ""  # how to prepare the dataset, for the "not prepared" error
   mask_feature: str | None = None  # raw feature to skip decoding when masks are unused
   read_builder: Callable[[Any], Any] | None = None  # data_dir -> TFDS builder (coco_format)
+  keypoint_sigmas: tuple[float, ...] = ()  # OKS sigma per keypoint (keypoint AP); () unknown
 
   @property
   def num_classes(self) -> int:
@@ -192,8 +206,27 @@ def _coco_format_example(raw, dataset_config, features):
   return out
 
 
+def _stick_figures_example(raw, dataset_config, features):
+  del dataset_config
+  image = raw["image"]
+  labels = tf.ones([1], tf.int32)  # one person per image
+  out = {"image": image, "boxes": tf.reshape(raw["box"], [1, 4]), "labels": labels,
+         "is_crowd": _false(labels), "difficult": _false(labels)}
+  if "masks" in features:
+    out["masks"] = tf.cast(raw["mask"], tf.uint8)[None, :, :, 0]
+  if "keypoints" in features:
+    out["keypoints"] = tf.reshape(raw["joints"], [1, skeleton.NUM_JOINTS, 3])
+  return out
+
+
 def _shapes_builder_config(dataset_config):
   return sources.shapes_builder_config(dataset_config)
+
+
+def _stick_figures_builder_config(dataset_config):
+  """The pose task's stick_figures config (config.dataset.image_size and
+  .generator.{num_train, num_validation}), taken from `image_sources`."""
+  return image_sources.IMAGE_SOURCES["stick_figures"].builder_config(dataset_config)
 
 
 def _voc(year: int, train_split: str, eval_split: str) -> DetectionSource:
@@ -207,6 +240,16 @@ DETECTION_SOURCES = {
         "shapes", "shapes", shapes.CLASS_NAMES, "train", "validation", _shapes_example,
         provides=("masks",), generated_offline=True, builder_config=_shapes_builder_config,
         mask_feature="instance_mask"),
+    "stick_figures": DetectionSource(
+        "stick_figures", "stick_figures", ("background", "person"), "train", "validation",
+        _stick_figures_example, provides=("masks", "keypoints"),
+        keypoint_names=skeleton.JOINT_NAMES,
+        skeleton=tuple((a, b) for _, a, b in skeleton.SKELETON_EDGES),
+        # (a flipped figure is NOT from the data's distribution: its darker limbs are the
+        # left ones; see jaxseg.data.stick_figures)
+        flip_permutation=skeleton.FLIP_PERMUTATION, keypoint_sigmas=skeleton.OKS_SIGMAS,
+        generated_offline=True, builder_config=_stick_figures_builder_config,
+        mask_feature="mask"),
     "voc/2007": _voc(2007, "train+validation", "test"),
     "voc/2012": _voc(2012, "train", "validation"),
     "coco/2017": DetectionSource(
@@ -228,6 +271,12 @@ def _coco_format_source(name: str, dataset_config) -> DetectionSource:
   provides = tuple(f for f, present in (("masks", "masks" in info.features),
                                         ("keypoints", "keypoints" in objects)) if present)
   keypoint_names = tuple(meta.get("keypoint_names", ()))
+  sigmas = tuple(float(v) for v in meta.get("keypoint_sigmas", ()))
+  if len(sigmas) != len(keypoint_names):
+    sigmas = ()
+  if not sigmas and len(keypoint_names) == 17:
+    from jaxseg.metrics.coco import COCO_KEYPOINT_SIGMAS  # pylint: disable=g-import-not-at-top
+    sigmas = tuple(float(v) for v in COCO_KEYPOINT_SIGMAS)
   return DetectionSource(
       name, name, ("background",) + tuple(objects["label"].names), "train", "validation",
       _coco_format_example, provides=provides,
@@ -236,6 +285,7 @@ def _coco_format_source(name: str, dataset_config) -> DetectionSource:
       skeleton=tuple(tuple(int(a) for a in e) for e in meta.get("skeleton", ())),
       flip_permutation=(tuple(int(i) for i in meta["flip_permutation"])
                         if keypoint_names and "flip_permutation" in meta else None),
+      keypoint_sigmas=sigmas,
       prepare=coco_format.prepare_command(dataset), mask_feature="masks",
       read_builder=lambda data_dir: coco_format.read_builder(dataset, data_dir))
 
@@ -279,9 +329,11 @@ def _first(bad, values):
 
 
 def _checked(example, name: str, num_classes: int):
-  """The module docstring's rules: degenerate boxes and bad labels fail; boxes clipped,
-  those left empty dropped; bad keypoints missing."""
+  """The module docstring's rules: degenerate boxes, bad labels, masks not of the
+  image's size, empty masks in non-empty boxes and keypoint visibilities outside
+  {0, 1, 2} fail; boxes clipped, those left empty dropped; bad keypoints missing."""
   image = example["image"]
+  image_id = tf.cast(example["image_id"], tf.int64)
   height, width = _hw(image)
   boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
   labels = tf.reshape(tf.cast(example["labels"], tf.int32), [-1])
@@ -298,23 +350,50 @@ def _checked(example, name: str, num_classes: int):
       ~tf.reduce_any(bad_label),
       [tf.strings.format(f"{name}: label {{}} outside 1..{num_classes - 1}",
                          _first(bad_label, labels)[1])])
-  out = {"image": image, "image_id": tf.cast(example["image_id"], tf.int64)}
+  out = {"image": image, "image_id": image_id}
   with tf.control_dependencies([box_check, label_check]):
     out["boxes"] = tf.clip_by_value(boxes, 0.0, tf.stack([width, height, width, height]))
     out["labels"] = tf.identity(labels)
   out["is_crowd"] = tf.cast(example.get("is_crowd", _false(labels)), tf.bool)
   out["difficult"] = tf.cast(example.get("difficult", _false(labels)), tf.bool)
+  b = out["boxes"]
+  non_empty = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
   if "masks" in example:
     masks = tf.cast(example["masks"], tf.uint8)
-    check = tf.debugging.assert_equal(
-        tf.shape(masks), tf.concat([tf.shape(labels), tf.shape(image)[:2]], 0),
-        message=f"{name}: masks are not [N, H, W] for the N objects of the H x W image")
-    with tf.control_dependencies([check]):
+    expected = tf.concat([tf.shape(labels), tf.shape(image)[:2]], 0)
+    shape = tf.shape(masks)
+    size_check = tf.debugging.Assert(
+        tf.equal(tf.size(shape), 3)
+        & tf.reduce_all(tf.equal(tf.concat([shape, [-1, -1, -1]], 0)[:3], expected)),
+        [tf.strings.format(f"{name}: image {{}} has masks of shape {{}}; expected [N, H, W] "
+                           f"= {{}} (one mask per object, as high and wide as the image)",
+                           (image_id, shape, expected))])
+    with tf.control_dependencies([size_check]):
+      masks = tf.identity(masks)
+    empty = ((tf.reduce_max(masks, axis=[1, 2]) == 0) & non_empty & ~out["is_crowd"])
+    first, first_box = _first(empty, b)
+    empty_check = tf.debugging.Assert(
+        ~tf.reduce_any(empty),
+        [tf.strings.format(f"{name}: image {{}} object {{}} has an empty mask (no pixel "
+                           f"set) but the box {{}}; expected a mask with a pixel set in "
+                           f"every non-crowd object", (image_id, first, first_box),
+                           summarize=4)])
+    with tf.control_dependencies([empty_check]):
       out["masks"] = tf.identity(masks)
   if "keypoints" in example:
-    out["keypoints"] = _clean_keypoints(example["keypoints"], width, height)
-  b = out["boxes"]
-  return _select(out, (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+    keypoints = tf.cast(example["keypoints"], tf.float32)
+    v = keypoints[..., 2]
+    bad_v = ~((v == 0) | (v == 1) | (v == 2))
+    bad_object = tf.reduce_any(bad_v, axis=1)
+    first, first_v = _first(bad_object, v)
+    v_check = tf.debugging.Assert(
+        ~tf.reduce_any(bad_v),
+        [tf.strings.format(f"{name}: image {{}} object {{}} has keypoint visibilities {{}}; "
+                           f"expected each 0, 1 or 2", (image_id, first, first_v),
+                           summarize=64)])
+    with tf.control_dependencies([v_check]):
+      out["keypoints"] = _clean_keypoints(keypoints, width, height)
+  return _select(out, non_empty)
 
 
 def check_provides(source: DetectionSource, require: Sequence[str]) -> tuple[str, ...]:

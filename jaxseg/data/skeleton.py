@@ -16,6 +16,9 @@ Three tuples of joint pairs, each for one use:
 * `SKELETON_EDGES`: what `jaxseg.viz.draw_skeleton` draws, ``(name, joint_a,
   joint_b)``: the 8 `LIMBS`, the hip and shoulder lines, the torso sides, neck to
   shoulders, and neck to head top.
+
+`OKS_SIGMAS`: the per-joint OKS sigmas for keypoint AP (COCO's object keypoint
+similarity) on this skeleton.
 """
 from __future__ import annotations
 
@@ -77,3 +80,15 @@ FLIP_PERMUTATION = tuple(_J[_mirror(name)] for name in JOINT_NAMES)
 # Left shoulder and right hip: the torso diameter that normalizes PCK / PDJ
 # (Toshev & Szegedy, DeepPose, CVPR 2014).
 TORSO_JOINTS = (_J['left_shoulder'], _J['right_hip'])
+
+# Per-joint OKS sigmas (JOINT_NAMES order), CrowdPose's choice for its 14 joints (Li et
+# al., CVPR 2019; crowdposetools / xtcocoapi demo_crowdpose.py): COCO's sigmas for the 12
+# limb joints (ankles .089, knees .087, hips .107, wrists .062, elbows .072, shoulders
+# .079) and the shoulders' .079 for neck and head_top, which COCO does not have.
+OKS_SIGMAS = (
+    .089, .087, .107,  # right ankle, knee, hip
+    .107, .087, .089,  # left hip, knee, ankle
+    .062, .072, .079,  # right wrist, elbow, shoulder
+    .079, .072, .062,  # left shoulder, elbow, wrist
+    .079, .079,        # neck, head_top
+)

@@ -1,8 +1,9 @@
 """`stick_figures`: a synthetic TFDS pose dataset of articulated figures with LSP joints.
 
 Every example is one figure in a random pose on a textured background (the `shapes`
-backgrounds), labelled with the 14 LSP joints, for pose regression such as DeepPose
-(Toshev & Szegedy, CVPR 2014):
+backgrounds), labelled with the 14 LSP joints, its box and its mask, for pose
+regression such as DeepPose (Toshev & Szegedy, CVPR 2014) and for person detection,
+instance masks and keypoints (Mask / Keypoint R-CNN, `jaxseg.data.detection`):
 
 * ``image``: ``(S, S, 3)`` uint8.
 * ``joints``: ``(14, 3)`` float32 ``(x, y, v)`` in pixels, in `jaxseg.data.skeleton`
@@ -10,6 +11,10 @@ backgrounds), labelled with the 14 LSP joints, for pose regression such as DeepP
   spans ``[0, S] x [0, S]``; pixel (row i, col j) has centre ``(j + 0.5, i + 0.5)``),
   ``v`` COCO's visibility (2 visible, 1 occluded; every joint is labelled, so never 0).
   Every joint lies at least 1 px inside the image.
+* ``box``: ``(4,)`` float32 pixel ``[x1, y1, x2, y2]``, the tight extent of the
+  figure's painted pixels (x1 = first column, x2 = last column + 1; the convention of
+  `jaxseg.data.detection`), for person detection.
+* ``mask``: ``(S, S, 1)`` uint8, 1 on the figure's painted pixels (any part), else 0.
 
 The generator (`render_example`, numpy only, nothing downloaded) builds a kinematic
 tree: a torso (pentagon through the shoulders, the neck and the hips), a head disc on a
@@ -332,9 +337,21 @@ def _render(rng: np.random.Generator, config: StickFiguresConfig):
     m = part_map == _PART[part]
     image[m] = _shade_of(part) * colour + noise * rng.standard_normal((m.sum(), 3))
   joints = np.concatenate([xy, joint_visibility(part_map, xy)[:, None]], axis=1)
+  figure = part_map > 0
   example = {'image': np.clip(np.rint(image), 0, 255).astype(np.uint8),
-             'joints': joints.astype(np.float32)}
+             'joints': joints.astype(np.float32),
+             'box': figure_box(figure),
+             'mask': figure.astype(np.uint8)[..., None]}
   return example, part_map
+
+
+def figure_box(figure: np.ndarray) -> np.ndarray:
+  """float32 [x1, y1, x2, y2] of the True pixels of `figure` [S, S] (x2 = last column
+  + 1); zeros if there are none (never for a rendered figure)."""
+  rows, cols = np.flatnonzero(figure.any(1)), np.flatnonzero(figure.any(0))
+  if not len(rows):
+    return np.zeros(4, np.float32)
+  return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
 
 
 def render_example(rng: np.random.Generator,
@@ -350,8 +367,13 @@ def render_example(rng: np.random.Generator,
 class StickFigures(tfds.core.GeneratorBasedBuilder):
   """Synthetic articulated figures with 14 LSP joints (see module doc)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '1.1.0': 'Adds `box` (the figure\'s tight pixel extent) and `mask` (its painted '
+               'pixels) for detection and instance segmentation; images and joints '
+               'unchanged.',
+  }
   BUILDER_CONFIGS = [stick_figures_config()]
 
   @tfds.core.utils.classproperty
@@ -373,6 +395,8 @@ class StickFigures(tfds.core.GeneratorBasedBuilder):
             'image': tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
             'joints': tfds.features.Tensor(shape=(skeleton.NUM_JOINTS, 3),
                                            dtype=np.float32),
+            'box': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+            'mask': tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
         }),
         supervised_keys=('image', 'joints'),
     )
