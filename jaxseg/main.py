@@ -11,9 +11,10 @@ if __name__ == "__main__":
   signals.exit_on_sigterm()
 
 import json
+import os
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from jaxseg import cli
 
@@ -24,8 +25,17 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go
                     "(default: runs/<config name>).")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes from the workdir's "
                   "latest checkpoint) or eval (evaluates it only).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
-                  "(multi-process runs; coordinator from the environment).")
+flags.DEFINE_bool("distributed", False, "Join a multi-process job first (one process per "
+                  "host: SLURM, Cloud TPU VM, Kubernetes; coordinator from the environment, "
+                  "see docs/multihost.md).")
+flags.DEFINE_integer("num_processes", None, "Start this many local processes (CPU devices) "
+                     "that train as one multi-process job (docs/multihost.md).")
+flags.DEFINE_integer("devices_per_process", 1, "With --num_processes: forced CPU devices "
+                     "per process.")
+flags.DEFINE_integer("init_timeout", 300, "Multi-process: seconds to wait for every process "
+                     "to join the job.")
+flags.DEFINE_integer("heartbeat_timeout", 60, "Multi-process: seconds after which a silent "
+                     "process counts as dead and the job stops.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -33,21 +43,35 @@ FLAGS = flags.FLAGS
 def main(argv):
   config = cli.loaded_config(argv)
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import multihost  # pylint: disable=g-import-not-at-top
+  if FLAGS.num_processes is not None and multihost.CHILD_MARK not in os.environ:
+    try:
+      multihost.check_local_launch(FLAGS.num_processes, FLAGS.devices_per_process, config)
+    except JaxsegError as e:
+      cli.fail(str(e))
+    sys.exit(multihost.launch_local(sys.argv[1:], FLAGS.num_processes,
+                                    FLAGS.devices_per_process))
   try:
     import jax  # pylint: disable=g-import-not-at-top
     cli.enable_compilation_cache()
     if FLAGS.distributed:
       try:
-        jax.distributed.initialize()
+        multihost.initialize(FLAGS.init_timeout, FLAGS.heartbeat_timeout)
       except (ValueError, RuntimeError) as e:
         cli.fail(f"--distributed: cannot join a multi-process job ({str(e).splitlines()[0]}); "
                  f"expected a cluster environment (SLURM, Cloud TPU VM, Kubernetes) or "
                  f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
+      if jax.process_index() > 0:  # one copy of the progress lines: process 0's
+        logging.set_verbosity(logging.WARNING)
     from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
     workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)
     summary = loop.train_and_evaluate(config, workdir, train=FLAGS.mode == "train")
   except JaxsegError as e:
     cli.fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    if FLAGS.distributed and multihost.is_peer_failure(e):
+      multihost.exit_after_peer_failure(e)
+    raise
   if jax.process_index() == 0:
     _report(summary)
   if summary["interrupted"]:

@@ -61,7 +61,9 @@ def train_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
                   global_batch_size: int, seed: int, start_step: int = 0,
                   shuffle_buffer: int = 4096, cache: bool = True,
                   name: str = "train") -> Iterator[Batch]:
-  """Endless per-process training batches starting at global step `start_step`.
+  """Endless per-process training batches starting at global step `start_step`: this
+  process's contiguous share of each global batch (make_array_from_process_local_data
+  puts it on this process's devices).
 
   `preprocess(example, seed)` gets a stateless seed `[2] int64` per example.
   """
@@ -74,16 +76,17 @@ def train_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
     ds = ds.cache()
   ds = ds.with_options(_options())
   epoch, skip = divmod(start_step, steps_per_epoch)
-  processes, index = jax.process_count(), jax.process_index()
   while True:
     e_seed = epoch_seed(seed, epoch)
     epoch_ds = ds.shuffle(min(num_examples, shuffle_buffer), seed=e_seed,
                           reshuffle_each_iteration=False)
-    epoch_ds = epoch_ds.take(steps_per_epoch * global_batch_size).shard(processes, index)
-    epoch_ds = epoch_ds.enumerate().skip(skip * local_batch)
+    # (position in the epoch, example); process p keeps rows [p*local, (p+1)*local) of
+    # every global batch, so the global batch (and each device's rows) is the same for
+    # any process count.
+    epoch_ds = epoch_ds.take(steps_per_epoch * global_batch_size).enumerate()
+    epoch_ds = _process_share(epoch_ds, global_batch_size).skip(skip * local_batch)
 
-    def augment(i, example, e_seed=e_seed):
-      position = i * processes + index
+    def augment(position, example, e_seed=e_seed):
       return preprocess(example, tf.stack([tf.constant(e_seed, tf.int64), position]))
 
     epoch_ds = epoch_ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
@@ -95,11 +98,12 @@ def train_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
 def eval_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
                  global_batch_size: int, name: str = "eval") -> Iterator[Batch]:
   """Every example of `ds` once, in order, in full batches; padding examples have
-  `example_mask` False. Every process yields the same number of batches."""
+  `example_mask` False. Every process yields the same number of batches, each its
+  contiguous share of a global batch (as in training)."""
   local_batch = _local_batch_size(global_batch_size)
   num_batches = math.ceil(num_examples / global_batch_size)
-  ds = ds.shard(jax.process_count(), jax.process_index()).map(
-      preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _process_share(ds.enumerate(), global_batch_size).map(
+      lambda _, example: preprocess(example), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch).prefetch(2).with_options(_options())
   template = None
   count = 0
@@ -107,8 +111,21 @@ def eval_batches(ds: tf.data.Dataset, num_examples: int, preprocess: Callable,
     template = batch
     yield _pad_batch(batch, local_batch)
     count += 1
-  for _ in range(num_batches - count):
+  if count < num_batches and template is None:  # no example at all for this process
+    template = {k: np.zeros((0,) + tuple(spec.shape[1:]), spec.dtype.as_numpy_dtype)
+                for k, spec in ds.element_spec.items()}
+  for _ in range(num_batches - count):  # this process's share ran out first
     yield _pad_batch({k: v[:0] for k, v in template.items()}, local_batch)
+
+
+def _process_share(ds: tf.data.Dataset, global_batch_size: int) -> tf.data.Dataset:
+  """Of an enumerated dataset, the elements this process feeds: rows
+  [p * local, (p + 1) * local) of every global batch, p = jax.process_index(). Every
+  process reads every element and keeps its share."""
+  if jax.process_count() == 1:
+    return ds
+  local_batch, index = global_batch_size // jax.process_count(), jax.process_index()
+  return ds.filter(lambda i, _: tf.math.floordiv(i % global_batch_size, local_batch) == index)
 
 
 def _pad_batch(batch: Batch, size: int) -> Batch:

@@ -1,0 +1,197 @@
+"""Multi-process runs: joining one `jax.distributed` job, and the local launcher.
+
+A process joins a job with `initialize()`: the coordinator comes from
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID when they are set (the local
+launcher and the Kubernetes manifest set them), else from JAX's cluster detection (SLURM,
+Cloud TPU VMs, Open MPI; Kubernetes with the `jax[k8s]` extra). Every process of the job
+runs the same program; only process 0 writes files other than checkpoints (loop.py).
+
+`launch_local()` is `--num_processes=N`: N processes of this machine, each with
+`devices_per_process` forced CPU devices, in one job over 127.0.0.1. The launcher waits
+for all of them and forwards SIGTERM/SIGINT. When one dies the others cannot go on (every
+step is a collective), so it kills them at once and reports the first one in one line.
+Exit status: 0 all finished; 2 a user error (the process printed it); 1 a process died
+(then run the same command to resume from the last checkpoint); 143/130 stopped by
+SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from jaxseg.errors import ConfigError
+
+ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+CHILD_MARK = "JAXSEG_LAUNCHED_BY"  # set in the launcher's children: run, do not launch
+STOP_GRACE_S = 30  # after a forwarded SIGTERM/SIGINT, how long before SIGKILL
+
+
+def initialize(init_timeout_s: int, heartbeat_timeout_s: int) -> None:
+  """Join the job (before anything touches a jax backend).
+
+  `init_timeout_s`: how long to wait for the coordinator and every process to connect;
+  `heartbeat_timeout_s`: how long a silent process counts as alive before the
+  coordination service stops the job. Bad settings raise ConfigError; a job that cannot
+  be joined raises RuntimeError.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  count, index = os.environ.get(ENV_COUNT), os.environ.get(ENV_ID)
+  kwargs = {}
+  if count is not None or index is not None:
+    if count is None or index is None or not os.environ.get(ENV_ADDRESS):
+      raise ConfigError(f"{ENV_ADDRESS}, {ENV_COUNT} and {ENV_ID} must be set together "
+                        f"(got {ENV_ADDRESS}={os.environ.get(ENV_ADDRESS)!r}, "
+                        f"{ENV_COUNT}={count!r}, {ENV_ID}={index!r})")
+    try:
+      kwargs = {"num_processes": int(count), "process_id": int(index)}
+    except ValueError:
+      raise ConfigError(f"{ENV_COUNT}={count!r} and {ENV_ID}={index!r}; expected integers"
+                        ) from None
+    if not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
+      raise ConfigError(f"{ENV_ID}={index} with {ENV_COUNT}={count}; expected 0 <= "
+                        f"{ENV_ID} < {ENV_COUNT}")
+  jax.distributed.initialize(initialization_timeout=init_timeout_s,
+                             heartbeat_timeout_seconds=heartbeat_timeout_s,
+                             shutdown_timeout_seconds=heartbeat_timeout_s, **kwargs)
+
+
+_PEER_FAILURE_SIGNS = ("Gloo", "Connection closed by peer", "heartbeat", "coordination service")
+
+
+def is_peer_failure(e: BaseException) -> bool:
+  """A runtime error of a collective or of the coordination service: in a multi-process
+  job, the mark of another process that died."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return (isinstance(e, jax.errors.JaxRuntimeError) and jax.process_count() > 1
+          and any(sign in str(e) for sign in _PEER_FAILURE_SIGNS))
+
+
+def exit_after_peer_failure(e: BaseException):
+  """One error line and exit status 1 at once: the job cannot go on, and the shutdown
+  barrier of jax.distributed would only wait for the dead process (then abort)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  first = " ".join(str(e).split())[:200]
+  print(f"jaxseg: error: process {jax.process_index()} of {jax.process_count()}: the "
+        f"multi-process job broke ({first}); another process has probably died (see its "
+        f"log); run the same command to resume from the last checkpoint", file=sys.stderr)
+  sys.stderr.flush()
+  sys.stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
+def check_local_launch(num_processes: int, devices_per_process: int, config) -> None:
+  """Launcher flags and the config's batch sizes, checked before any process starts."""
+  if num_processes < 1:
+    raise ConfigError(f"--num_processes={num_processes}; expected 1 or more")
+  if devices_per_process < 1:
+    raise ConfigError(f"--devices_per_process={devices_per_process}; expected 1 or more")
+  devices = num_processes * devices_per_process
+  for key in ("batch_size", "eval_batch_size"):
+    value = config.get(key)
+    if isinstance(value, int) and (value <= 0 or value % devices):
+      raise ConfigError(f"config.{key}={value} is not divisible by {num_processes} processes "
+                        f"x {devices_per_process} devices; expected a positive multiple of "
+                        f"{devices}")
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def child_env(index: int, num_processes: int, devices_per_process: int, port: int) -> dict:
+  """The environment of local process `index`: CPU only, its device count, and (N > 1)
+  the coordinator over 127.0.0.1."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process),
+             **{CHILD_MARK: str(os.getpid())})
+  if num_processes > 1:
+    env.update({ENV_ADDRESS: f"127.0.0.1:{port}", ENV_COUNT: str(num_processes),
+                ENV_ID: str(index)})
+  else:
+    for key in (ENV_ADDRESS, ENV_COUNT, ENV_ID):
+      env.pop(key, None)
+  return env
+
+
+def _die_with_parent():  # runs in the child before exec: SIGKILL when the launcher dies
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
+def describe_exit(code: int) -> str:
+  if code < 0:
+    try:
+      return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+      return f"was killed by signal {-code}"
+  return f"exited with status {code}"
+
+
+def launch_local(argv: list[str], num_processes: int, devices_per_process: int,
+                 poll_s: float = 0.1) -> int:
+  """Run `python -m jaxseg.main ARGV` as `num_processes` local processes of one job;
+  returns the exit status for the launcher (see the module docstring)."""
+  port = free_port()
+  extra = ["--distributed"] if num_processes > 1 else []
+  procs = [subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
+      [sys.executable, "-m", "jaxseg.main", *argv, *extra],
+      env=child_env(i, num_processes, devices_per_process, port), preexec_fn=_die_with_parent)
+      for i in range(num_processes)]
+  stop = {"signal": None, "at": None}
+
+  def forward(signum, frame):
+    del frame
+    stop["signal"], stop["at"] = signum, stop["at"] or time.monotonic()
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signum)
+
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    while True:
+      codes = [p.poll() for p in procs]
+      if all(c == 0 for c in codes):
+        return 0
+      if stop["signal"] is not None:
+        if all(c is not None for c in codes):
+          return 128 + stop["signal"]
+        if time.monotonic() - stop["at"] > STOP_GRACE_S:
+          _kill(procs)
+          print(f"jaxseg: error: stopped by {signal.Signals(stop['signal']).name}; "
+                f"{sum(c is None for c in codes)} process(es) did not stop within "
+                f"{STOP_GRACE_S} s and were killed", file=sys.stderr)
+          return 128 + stop["signal"]
+      else:
+        failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+          # A process killed by a signal (e.g. the OOM killer) is the cause; the others
+          # fail after it (a broken collective).
+          index, code = min(failed, key=lambda f: (f[1] >= 0, f[0]))
+          _kill(procs)
+          if code == 2:
+            return 2  # a user error: the process printed its one line
+          print(f"jaxseg: error: process {index} of {num_processes} (pid {procs[index].pid}) "
+                f"{describe_exit(code)}; stopped the other processes; run the same command "
+                f"to resume from the last checkpoint", file=sys.stderr)
+          return 1
+      time.sleep(poll_s)
+  finally:
+    _kill(procs)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _kill(procs) -> None:
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+  for p in procs:
+    p.wait()
