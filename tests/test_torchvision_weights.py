@@ -1,7 +1,8 @@
 """torchvision -> jaxseg weight converters (jaxseg.weights.torchvision) against torchvision
 itself, on randomly initialised models (nothing downloads): ResNet-50 + FPN features, the
-RPN head, the box head and predictor, and whole-model detections; state dicts of other
-architectures are one-line errors naming the first key that does not fit."""
+RPN head, the box head and predictor, and whole-model detections (Faster R-CNN; Mask
+R-CNN's pasted masks; keypoint R-CNN's keypoints); state dicts of other architectures are
+one-line errors naming the first key that does not fit."""
 import numpy as np
 import pytest
 
@@ -53,12 +54,14 @@ def converted(tv_model):
   return tvw.convert_fasterrcnn_resnet50_fpn(tv_model.state_dict())
 
 
-def _detector(**conventions):
+def _detector(arch="fasterrcnn_resnet50_fpn", num_classes=91, num_keypoints=0, **parts):
+  """The jaxseg detector of `arch` (tvw.RCNN_ARCHS' config.model fields), with `parts`
+  (e.g. rpn=dict(...)) overriding some fields of those parts."""
   from jaxseg.models.detection import build_detector  # pylint: disable=g-import-not-at-top
-  fields = {k: v for k, v in tvw.FASTERRCNN_RESNET50_FPN.items() if k != "name"}
-  for part, values in conventions.items():
+  fields = {k: v for k, v in tvw.RCNN_ARCHS[arch][1].items() if k != "name"}
+  for part, values in parts.items():
     fields[part] = {**fields[part], **values}
-  return build_detector("faster_rcnn", 91, **fields)
+  return build_detector("faster_rcnn", num_classes, num_keypoints=num_keypoints, **fields)
 
 
 def _image(h, w, seed=0):
@@ -142,42 +145,115 @@ def test_rpn_anchors_equal_torchvision_anchor_generator(tv_model, h, w):
   np.testing.assert_array_equal(got, want)
 
 
+def _reference(arch, tv_model, h, w, **kwargs):
+  """torchvision's `arch` at h x w (its transform set to leave that size as it is), with
+  tv_model's arrays where they fit (backbone, FPN, RPN; the box branch where the classes
+  agree) and its own random branches elsewhere, sharpened: (model, state dict).
+
+  A sharper classifier than the random init (scores ~ 1 / 91), so that there are
+  detections above torchvision's 0.05, with scores spread over (0.05, 1); smaller RPN
+  deltas (proposals within about a third of an anchor of it): float32 rounding in the
+  deltas, times anchors up to 512 px, would otherwise move the pooled RoIs by ~0.01 px,
+  which the sharpened classifier turns into score changes near 1e-4."""
+  torch.manual_seed(1)  # the branches' random init, whatever ran before
+  reference = getattr(torchvision.models.detection, arch)(
+      weights=None, weights_backbone=None, min_size=h, max_size=w, **kwargs).eval()
+  state = dict(reference.state_dict())
+  state.update({k: v for k, v in tv_model.state_dict().items() if v.shape == state[k].shape})
+  state["roi_heads.box_predictor.cls_score.weight"] = (
+      state["roi_heads.box_predictor.cls_score.weight"] * 4)
+  state["rpn.head.bbox_pred.weight"] = state["rpn.head.bbox_pred.weight"] * 0.1
+  reference.load_state_dict(state)
+  return reference, state
+
+
+def _detect_both(arch, reference, state, image, num_classes=91, num_keypoints=0, **parts):
+  """(torchvision's detections, jaxseg's valid detections), numpy, of the converted
+  `state` on `image` [H, W, 3]."""
+  with torch.no_grad():
+    out = reference([torch.from_numpy(image.transpose(2, 0, 1).copy())])[0]
+  variables = tvw.CONVERTERS[arch](state)
+  model = _detector(arch, num_classes, num_keypoints, **parts)
+  got = jax.jit(lambda v, im: model.apply(v, im, False))(variables, image[None])
+  valid = np.asarray(got["valid"][0])
+  return ({k: v.numpy() for k, v in out.items()},
+          {k: np.asarray(got[k][0])[valid] for k in ("boxes", "scores", "classes", "masks",
+                                                     "keypoints", "keypoint_scores")
+           if k in got})
+
+
+def _match_detections(out, got):
+  """For each torchvision detection, the index of the jaxseg detection of the same class
+  with the same box (within 0.01 px) and score (within 1e-4), matched one to one
+  (detections whose scores differ by < 1e-4 may swap ranks)."""
+  assert len(got["boxes"]) == len(out["scores"])
+  used = []
+  for box, score, label in zip(out["boxes"], out["scores"], out["labels"]):
+    dist = np.where(got["classes"] == label, np.abs(got["boxes"] - box).max(-1), np.inf)
+    j = int(np.argmin(dist))
+    assert dist[j] <= 0.01 and j not in used, (box, label, dist[j])
+    assert abs(got["scores"][j] - score) <= 1e-4, (score, got["scores"][j], label, box)
+    used.append(j)
+  return np.array(used, np.int64)
+
+
 # 96 x 160: the stride-64 P6 (2 x 3 cells) does not divide the image
 @pytest.mark.parametrize("h, w", [(128, 192), (96, 160)])
 def test_detections_equal_torchvision(tv_model, h, w):
   """Same classes, boxes within 0.01 px, scores within 1e-4 (torchvision's transform set
   to leave the size as it is), with the model fields of FASTERRCNN_RESNET50_FPN."""
-  # a sharper classifier than the random init (scores ~ 1 / 91), so that there are
-  # detections above torchvision's 0.05, with scores spread over (0.05, 1); smaller RPN
-  # deltas (proposals within about a third of an anchor of it): float32 rounding in
-  # the deltas, times anchors up to 512 px, would otherwise move the pooled RoIs by
-  # ~0.01 px, which the sharpened classifier turns into score changes near 1e-4
-  state = dict(tv_model.state_dict())
-  state["roi_heads.box_predictor.cls_score.weight"] = (
-      state["roi_heads.box_predictor.cls_score.weight"] * 4)
-  state["rpn.head.bbox_pred.weight"] = state["rpn.head.bbox_pred.weight"] * 0.1
-  reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-      weights=None, weights_backbone=None, min_size=h, max_size=w).eval()
+  arch = "fasterrcnn_resnet50_fpn"
+  out, got = _detect_both(arch, *_reference(arch, tv_model, h, w), _image(h, w, seed=3))
+  assert len(_match_detections(out, got)) > 10
+
+
+def _mask_iou(a, b):
+  union = np.sum(a | b)
+  return np.sum(a & b) / union if union else 1.0
+
+
+def test_mask_rcnn_equals_torchvision(tv_model):
+  """maskrcnn_resnet50_fpn converted: torchvision's boxes (as above), and each
+  detection's mask pasted by ops.roi.paste_masks(convention="torchvision") covers the
+  same pixels at >= 0.5 as torchvision's pasted mask (IoU >= 0.999). 10 detections keep
+  the four 256-wide mask convs cheap on CPU."""
+  from jaxseg.ops.roi import paste_masks  # pylint: disable=g-import-not-at-top
+  arch, (h, w) = "maskrcnn_resnet50_fpn", (128, 192)
+  reference, state = _reference(arch, tv_model, h, w, box_detections_per_img=10)
+  # the random mask logits' weights centred over their inputs (the ReLU features' common
+  # positive part would otherwise push most masks of a class all below 0.5, or above)
+  key = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+  state[key] = state[key] - state[key].mean(1, keepdim=True)
   reference.load_state_dict(state)
-  image = _image(h, w, seed=3)
-  with torch.no_grad():
-    out = reference([torch.from_numpy(image.transpose(2, 0, 1).copy())])[0]
-  variables = tvw.convert_fasterrcnn_resnet50_fpn(state)
-  model = _detector()
-  got = jax.jit(lambda v, im: model.apply(v, im, False))(variables, image[None])
-  valid = np.asarray(got["valid"][0])
-  boxes, scores = np.asarray(got["boxes"][0])[valid], np.asarray(got["scores"][0])[valid]
-  classes = np.asarray(got["classes"][0])[valid]
-  assert len(boxes) == len(out["scores"]) > 10
-  # matched by class and box (detections whose scores differ by < 1e-4 may swap ranks)
-  used = set()
-  for box, score, label in zip(out["boxes"].numpy(), out["scores"].numpy(),
-                               out["labels"].numpy()):
-    dist = np.where(classes == label, np.abs(boxes - box).max(-1), np.inf)
-    j = int(np.argmin(dist))
-    assert dist[j] <= 0.01 and j not in used, (box, label, dist[j])
-    assert abs(scores[j] - score) <= 1e-4, (score, scores[j], label, box)
-    used.add(j)
+  out, got = _detect_both(arch, reference, state, _image(h, w, seed=3),
+                          roi_heads=dict(detections_per_image=10))
+  rows = _match_detections(out, got)
+  assert len(rows) == 10 and got["masks"].shape == (10, 28, 28)
+  pasted = paste_masks(got["masks"][rows], got["boxes"][rows], h, w, "torchvision")
+  want = out["masks"][:, 0]
+  ious = [_mask_iou(p >= 0.5, m >= 0.5) for p, m in zip(pasted, want)]
+  assert min(ious) >= 0.999, ious
+  counts = [np.sum(m >= 0.5) for m in want]  # 136 .. 8094 pixels, 26 .. 69 % of the 28^2
+  assert min(counts) > 50, counts
+  np.testing.assert_allclose(pasted, want, atol=1e-3)
+
+
+def test_keypoint_rcnn_equals_torchvision(tv_model):
+  """keypointrcnn_resnet50_fpn converted (2 classes, 17 keypoints): torchvision's boxes
+  (as above) and keypoints within 0.01 px, their scores within 1e-3 (relative), with the
+  decoding's max_size at the image size (torchvision resizes each heatmap to its box's
+  size, uncapped). 6 detections keep the eight 512-wide convs cheap on CPU."""
+  arch, (h, w) = "keypointrcnn_resnet50_fpn", (128, 192)
+  reference, state = _reference(arch, tv_model, h, w, box_detections_per_img=6)
+  out, got = _detect_both(arch, reference, state, _image(h, w, seed=3), num_classes=2,
+                          num_keypoints=17, roi_heads=dict(detections_per_image=6),
+                          keypoint_head=dict(max_size=max(h, w)))
+  rows = _match_detections(out, got)
+  assert len(rows) == 6 and got["keypoints"].shape == (6, 17, 2)
+  np.testing.assert_allclose(got["keypoints"][rows], out["keypoints"][..., :2], atol=0.01,
+                             rtol=0)
+  np.testing.assert_allclose(got["keypoint_scores"][rows], out["keypoints_scores"],
+                             rtol=1e-3, atol=1e-3)
 
 
 def test_other_architectures_name_the_first_key_that_does_not_fit(tv_model):
@@ -198,6 +274,13 @@ def test_other_architectures_name_the_first_key_that_does_not_fit(tv_model):
   missing = {k: v for k, v in state.items() if not k.startswith("rpn.")}
   with pytest.raises(ConfigError, match="nothing for params/rpn/head"):
     tvw.convert_fasterrcnn_resnet50_fpn(missing)
+  # a Mask R-CNN state dict is not a Faster R-CNN one; a Faster R-CNN one lacks the masks
+  bad = dict(state)
+  bad["roi_heads.mask_head.0.0.weight"] = torch.zeros(256, 256, 3, 3)
+  with pytest.raises(ConfigError, match=r"'roi_heads\.mask_head\.0\.0\.weight'.*fits no rule"):
+    tvw.convert_fasterrcnn_resnet50_fpn(bad)
+  with pytest.raises(ConfigError, match="nothing for params/roi_heads/mask_head"):
+    tvw.convert_maskrcnn_resnet50_fpn(state)
 
 
 def test_resnet50_classifier_body_and_backbone_part(tv_model):

@@ -66,7 +66,8 @@ def main(argv=None) -> None:
   p = commands.add_parser("list", help="print name, shape and dtype of each array")
   p.add_argument("path", help="a .npz / .safetensors file or a run's workdir")
   p = commands.add_parser("torchvision", help="convert a torchvision .pth state dict")
-  p.add_argument("arch", help="e.g. fasterrcnn_resnet50_fpn, resnet50")
+  p.add_argument("arch", help="e.g. fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, "
+                 "keypointrcnn_resnet50_fpn, resnet50")
   p.add_argument("--pth", required=True, help="the torchvision state dict file")
   p.add_argument("--out", required=True, help="FILE.npz or FILE.safetensors")
   args = parser.parse_args(argv)

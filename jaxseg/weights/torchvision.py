@@ -3,8 +3,9 @@
 One `convert_<arch>(state_dict)` per architecture, each an ordered table of rename rules
 (the first rule whose pattern matches the whole torchvision key wins; a rule naming None
 drops the key). Layouts go through `jaxseg.train.transfer` (OIHW conv kernels -> HWIO,
-Linear [out, in] -> Dense [in, out]); the one architecture-specific layout is Faster
-R-CNN's fc6, whose input torch flattens as (C, H, W) and jaxseg as (H, W, C). Every
+Linear [out, in] -> Dense [in, out]); the architecture-specific layouts are Faster
+R-CNN's fc6, whose input torch flattens as (C, H, W) and jaxseg as (H, W, C), and the
+transpose convs of Mask / keypoint R-CNN (ConvTranspose2d [I, O, kh, kw]). Every
 converted array is checked against the shape of the jaxseg model it is meant for: a key
 no rule knows, or a shape that does not fit, is a ConfigError naming that torchvision key
 (e.g. a state dict of another architecture).
@@ -14,6 +15,10 @@ no rule knows, or a shape that does not fit, is a ConfigError naming that torchv
   convert_resnet50_fpn_backbone(sd)     the `backbone.body` + `backbone.fpn` part of a
                                         Faster R-CNN state dict -> backbone/..., fpn/...
   convert_fasterrcnn_resnet50_fpn(sd)   the whole fasterrcnn_resnet50_fpn (COCO or random)
+  convert_maskrcnn_resnet50_fpn(sd)     the whole maskrcnn_resnet50_fpn -> the Mask R-CNN
+                                        of `MASKRCNN_RESNET50_FPN` (config.model fields)
+  convert_keypointrcnn_resnet50_fpn(sd) the whole keypointrcnn_resnet50_fpn -> the keypoint
+                                        R-CNN of `KEYPOINTRCNN_RESNET50_FPN`
   convert_ssd300_vgg16(sd)              the whole ssd300_vgg16 (COCO or random) -> the SSD of
                                         `SSD300_VGG16` (config.model fields)
 
@@ -122,6 +127,37 @@ FASTERRCNN_RESNET50_FPN_RULES: list[Rule] = RESNET50_FPN_BACKBONE_RULES + [
      _param("roi_heads/box_predictor/{name}")),
 ]
 
+# Mask R-CNN's and keypoint R-CNN's branches, on top of Faster R-CNN's rules. The mask
+# head's convs are `mask_head.<i>.0` (Conv2dNormActivation, torchvision >= 0.13) or
+# `mask_head.mask_fcn<i + 1>` (older files, e.g. the COCO v1 checkpoint, which torchvision
+# renames on load); the keypoint head is a Sequential of (conv, ReLU) pairs, its convs at
+# the even indices. conv5_mask and kps_score_lowres are ConvTranspose2d, weight [I, O, kh,
+# kw] (`_transpose_conv_io`).
+def _numbered(path: str, step: int = 1) -> Callable:
+  """A rule target `path` whose {n} is the 1-based jaxseg number of the 0-based torch
+  index `i` (index // step + 1), or of the already 1-based group `n`."""
+  def target(m):
+    g = m.groupdict()
+    n = int(g["n"]) if g.get("n") else int(g["i"]) // step + 1
+    leaf = {"weight": "kernel", "bias": "bias"}[m.group("leaf")]
+    return f"params/{path.format(n=n)}/{leaf}"
+  return target
+
+
+MASKRCNN_RESNET50_FPN_RULES: list[Rule] = FASTERRCNN_RESNET50_FPN_RULES + [
+    (r"roi_heads\.mask_head\.(mask_fcn(?P<n>[1-9]\d*)|(?P<i>\d+)\.0)\.(?P<leaf>weight|bias)",
+     _numbered("roi_heads/mask_head/mask_fcn{n}")),
+    (r"roi_heads\.mask_predictor\.(?P<name>conv5_mask|mask_fcn_logits)\.(?P<leaf>weight|bias)",
+     _param("roi_heads/mask_head/{name}")),
+]
+
+KEYPOINTRCNN_RESNET50_FPN_RULES: list[Rule] = FASTERRCNN_RESNET50_FPN_RULES + [
+    (r"roi_heads\.keypoint_head\.(?P<i>\d*[02468])\.(?P<leaf>weight|bias)",
+     _numbered("roi_heads/keypoint_head/conv_fcn{n}", step=2)),
+    (r"roi_heads\.keypoint_predictor\.kps_score_lowres\.(?P<leaf>weight|bias)",
+     _param("roi_heads/keypoint_head/kps_score_lowres")),
+]
+
 # What torchvision computes differently from jaxseg's defaults, as fields of the detection
 # model's parts: anchors of its AnchorGenerator (RPN.anchor_convention="torchvision":
 # ops.anchors.TORCHVISION, i.e. aspect ratio = height / width, ratio-major, corners
@@ -161,6 +197,27 @@ FASTERRCNN_RESNET50_FPN = dict(
                    box_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.05,
                    nms_threshold=0.5, detections_per_image=100, min_size=1e-2,
                    **FASTERRCNN_RESNET50_FPN_CONVENTIONS["roi_heads"]),
+)
+
+# config.model of the jaxseg Mask R-CNN / keypoint R-CNN equal to torchvision's
+# maskrcnn_resnet50_fpn / keypointrcnn_resnet50_fpn in eval mode: the Faster R-CNN above
+# (torchvision's defaults are the same; keypoint R-CNN has 2 classes, person and
+# background) plus the branch, pooled as torchvision's MultiScaleRoIAlign(14,
+# sampling_ratio=2) with the box pooler's conventions (aligned=False, its LevelMapper):
+# MaskRCNNHeads (4 x 256 3 x 3 convs) + MaskRCNNPredictor (2 x 2 stride-2 transpose conv,
+# 1 x 1 conv) -> per-class 28 x 28 masks; KeypointRCNNHeads (8 x 512) +
+# KeypointRCNNPredictor (4 x 4 stride-2 transpose conv, bilinear x 2) -> 56 x 56 heatmaps,
+# decoded at the detected boxes' own size: torchvision does not cap it, so max_size is
+# its longest image side (1333; heatmaps_to_keypoints equals torchvision's when max_size
+# >= every box side; a smaller value only saves compute on smaller images). The number of
+# keypoints (17 for COCO) comes from the dataset (build_detector's num_keypoints).
+MASKRCNN_RESNET50_FPN = dict(
+    FASTERRCNN_RESNET50_FPN,
+    mask_head=dict(conv_layers=(256, 256, 256, 256), resolution=14),
+)
+KEYPOINTRCNN_RESNET50_FPN = dict(
+    FASTERRCNN_RESNET50_FPN,
+    keypoint_head=dict(conv_layers=(512,) * 8, resolution=14, max_size=1333),
 )
 
 
@@ -375,6 +432,23 @@ def _fc6_chw_to_hwc(arrays: dict, resolution: int = 7) -> dict:
   return arrays
 
 
+# torchvision's ConvTranspose2d weights [I, O, kh, kw]: `to_flax_layout` reads every 4-D
+# array as a Conv2d's OIHW (-> HWIO), so these swap I and O first (-> [kh, kw, I, O], the
+# kernel of `layers.Upsample("transpose")` / `ops.conv_transpose`).
+_TRANSPOSE_CONVS = ("params/roi_heads/mask_head/conv5_mask/kernel",
+                    "params/roi_heads/keypoint_head/kps_score_lowres/kernel")
+
+
+def _transpose_conv_io(arrays: dict) -> dict:
+  return {k: v.transpose(1, 0, 2, 3) if k in _TRANSPOSE_CONVS and v.ndim == 4 else v
+          for k, v in arrays.items()}
+
+
+def _rcnn_layouts(arrays: dict) -> dict:
+  """The R-CNN family's layout fixes: fc6's input order, transpose-conv kernels."""
+  return _transpose_conv_io(_fc6_chw_to_hwc(arrays))
+
+
 @functools.lru_cache(maxsize=1)
 def _resnet50_shapes() -> dict:
   """{name: shape} of a ResNet-50 backbone's variables under 'backbone' (as
@@ -397,16 +471,26 @@ def convert_resnet50(state_dict) -> dict:
   return _convert(state_dict, RESNET50_RULES, "resnet50", _resnet50_shapes())
 
 
-def detector_shapes(num_classes: int) -> dict:
-  """{name: shape} of the jaxseg `FASTERRCNN_RESNET50_FPN` detector's variables."""
-  return dict(_detector_shapes(int(num_classes)))
+# The R-CNN architectures: torchvision name -> (rules, config.model fields).
+RCNN_ARCHS = {
+    "fasterrcnn_resnet50_fpn": (FASTERRCNN_RESNET50_FPN_RULES, FASTERRCNN_RESNET50_FPN),
+    "maskrcnn_resnet50_fpn": (MASKRCNN_RESNET50_FPN_RULES, MASKRCNN_RESNET50_FPN),
+    "keypointrcnn_resnet50_fpn": (KEYPOINTRCNN_RESNET50_FPN_RULES, KEYPOINTRCNN_RESNET50_FPN),
+}
+
+
+def detector_shapes(num_classes: int, arch: str = "fasterrcnn_resnet50_fpn",
+                    num_keypoints: int = 0) -> dict:
+  """{name: shape} of the variables of the jaxseg detector of `arch` (RCNN_ARCHS:
+  `FASTERRCNN_RESNET50_FPN`, `MASKRCNN_RESNET50_FPN` or `KEYPOINTRCNN_RESNET50_FPN`)."""
+  return dict(_detector_shapes(int(num_classes), arch, int(num_keypoints)))
 
 
 @functools.lru_cache(maxsize=4)
-def _detector_shapes(num_classes: int) -> tuple:
+def _detector_shapes(num_classes: int, arch: str, num_keypoints: int) -> tuple:
   from jaxseg.models.detection import build_detector  # pylint: disable=g-import-not-at-top
-  fields = {k: v for k, v in FASTERRCNN_RESNET50_FPN.items() if k != "name"}
-  model = build_detector("faster_rcnn", num_classes, **fields)
+  fields = {k: v for k, v in RCNN_ARCHS[arch][1].items() if k != "name"}
+  model = build_detector("faster_rcnn", num_classes, num_keypoints=num_keypoints, **fields)
   return tuple(_abstract(model).items())
 
 
@@ -442,10 +526,47 @@ def convert_fasterrcnn_resnet50_fpn(state_dict) -> dict:
     model = build_detector("faster_rcnn", 91, **fields)
     out = model.apply(variables, images)  # [B, H, W, 3] RGB in [0, 1], H, W % 32 == 0
   """
+  return _convert_rcnn(state_dict, "fasterrcnn_resnet50_fpn")
+
+
+def _convert_rcnn(state_dict, arch: str) -> dict:
+  """An R-CNN of RCNN_ARCHS; num_classes read from the box predictor, the number of
+  keypoints from kps_score_lowres."""
   key = "roi_heads.box_predictor.cls_score.weight"
   num_classes = int(np.shape(state_dict[key])[0]) if key in state_dict else 91
-  return _convert(state_dict, FASTERRCNN_RESNET50_FPN_RULES, "fasterrcnn_resnet50_fpn",
-                  detector_shapes(num_classes), fix=_fc6_chw_to_hwc)
+  key = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
+  num_keypoints = (int(np.shape(state_dict[key])[1]) if key in state_dict
+                   else 17 if arch == "keypointrcnn_resnet50_fpn" else 0)
+  return _convert(state_dict, RCNN_ARCHS[arch][0], arch,
+                  detector_shapes(num_classes, arch, num_keypoints), fix=_rcnn_layouts)
+
+
+def convert_maskrcnn_resnet50_fpn(state_dict) -> dict:
+  """torchvision `maskrcnn_resnet50_fpn` (v1; COCO or random; the old `mask_fcn<i>` key
+  names too) -> {'params': ..., 'batch_stats': ...} of jaxseg's `MASKRCNN_RESNET50_FPN`
+  detector (num_classes read from the box predictor). It gives torchvision's boxes, and
+  masks that paste (`ops.roi.paste_masks(..., convention="torchvision")`) to torchvision's
+  (tests/test_torchvision_weights.py):
+
+    fields = {k: v for k, v in MASKRCNN_RESNET50_FPN.items() if k != "name"}
+    model = build_detector("faster_rcnn", 91, **fields)
+    out = model.apply(variables, images)  # + "masks" [B, D, 28, 28], the class's mask
+  """
+  return _convert_rcnn(state_dict, "maskrcnn_resnet50_fpn")
+
+
+def convert_keypointrcnn_resnet50_fpn(state_dict) -> dict:
+  """torchvision `keypointrcnn_resnet50_fpn` (COCO or random) -> {'params': ...,
+  'batch_stats': ...} of jaxseg's `KEYPOINTRCNN_RESNET50_FPN` detector (num_classes from
+  the box predictor, 2 for COCO persons; the number of keypoints, 17 for COCO, from
+  kps_score_lowres). It gives torchvision's boxes and keypoints
+  (tests/test_torchvision_weights.py):
+
+    fields = {k: v for k, v in KEYPOINTRCNN_RESNET50_FPN.items() if k != "name"}
+    model = build_detector("faster_rcnn", 2, num_keypoints=17, **fields)
+    out = model.apply(variables, images)  # + "keypoints" [B, D, 17, 2], "keypoint_scores"
+  """
+  return _convert_rcnn(state_dict, "keypointrcnn_resnet50_fpn")
 
 
 @functools.lru_cache(maxsize=4)
@@ -478,6 +599,8 @@ CONVERTERS = {
     "resnet50": convert_resnet50,
     "resnet50_fpn_backbone": convert_resnet50_fpn_backbone,
     "fasterrcnn_resnet50_fpn": convert_fasterrcnn_resnet50_fpn,
+    "maskrcnn_resnet50_fpn": convert_maskrcnn_resnet50_fpn,
+    "keypointrcnn_resnet50_fpn": convert_keypointrcnn_resnet50_fpn,
 }
 
 
