@@ -18,8 +18,10 @@ from absl import flags, logging
 
 from jaxseg import cli
 
-if __name__ == "__main__":  # a library import (tests) leaves the process's hooks alone
-  cli.quiet_startup()
+from jaxseg.train import multihost  # light: no jax, no TensorFlow
+
+if __name__ == "__main__" and not multihost.is_local_launcher(sys.argv):
+  cli.quiet_startup()  # a library import (tests) leaves the process's hooks alone
 cli.define_config_file("config", "Experiment config file (get_config).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go "
                     "(default: runs/<config name>).")
@@ -43,7 +45,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   config = cli.loaded_config(argv)
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
-  from jaxseg.train import multihost  # pylint: disable=g-import-not-at-top
   if FLAGS.num_processes is not None and multihost.CHILD_MARK not in os.environ:
     try:
       multihost.check_local_launch(FLAGS.num_processes, FLAGS.devices_per_process, config)

@@ -49,3 +49,9 @@ def tiny_config(data_dir):
   config = load_config()
   config.dataset.data_dir = data_dir
   return config
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "multihost: launches multi-process jobs as subprocesses (minutes on a "
+      "loaded 2-core machine); CI runs them, `-m 'not multihost'` skips them locally")

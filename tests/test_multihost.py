@@ -1,10 +1,11 @@
 """Multi-process training (issue 18): `--num_processes=N` local jobs over jax.distributed.
 
-One end-to-end test reuses three runs of the tiny U-Net (8 steps, checkpoints every 2):
+One end-to-end test reuses three runs of the tiny U-Net (8 steps, checkpoints every 4):
 the reference as 1 process x 4 devices; the same config as 2 processes x 2 devices with
 process 1 killed (kill -9) after the first checkpoint; and the same command again, which
-resumes and finishes. Cheaper tests check the per-process input split in-process and the
-launcher's one-line errors.
+resumes and finishes (marked `multihost`: about 3 minutes on this loaded 2-core machine,
+most of it cold compilations and TensorFlow/JAX start-up in every process). Cheaper tests
+check the per-process input split in-process and the launcher's one-line errors.
 """
 import os
 import signal
@@ -23,7 +24,7 @@ from jaxseg.data import pipeline
 STEPS = 8
 # eval_batch_size 12 > the 8 eval examples: one padded batch, and with 2 processes the
 # second process's share is 2 real examples + 4 padding rows.
-OVERRIDES = [f"--config.num_steps={STEPS}", "--config.checkpoint_every=2",
+OVERRIDES = [f"--config.num_steps={STEPS}", "--config.checkpoint_every=4",
              f"--config.eval_every={STEPS}", "--config.log_every=2",
              "--config.eval_batch_size=12"]
 # 2 x 2 and 1 x 4 feed every device the same rows; the cross-process all-reduce (gloo)
@@ -74,6 +75,7 @@ def _final_eval(workdir):
   return record
 
 
+@pytest.mark.multihost
 def test_two_processes_match_one_and_survive_a_kill(data_dir, tmp_path):
   reference, workdir = str(tmp_path / "one_x4"), str(tmp_path / "two_x2")
   result = _run(_command(reference, data_dir, 1, 4))
@@ -86,8 +88,8 @@ def test_two_processes_match_one_and_survive_a_kill(data_dir, tmp_path):
   with open(tmp_path / "killed.err", "w+") as err:
     launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 240
-    while not os.path.isdir(os.path.join(workdir, "checkpoints", "2")):
-      assert launcher.poll() is None and time.time() < deadline, "no checkpoint 2"
+    while not os.path.isdir(os.path.join(workdir, "checkpoints", "4")):
+      assert launcher.poll() is None and time.time() < deadline, "no checkpoint 4"
       time.sleep(0.05)
     [victim] = [c for c in _children(launcher.pid) if _process_id(c) == 1]
     os.kill(victim, signal.SIGKILL)
@@ -206,3 +208,18 @@ def test_bad_launch_flags_are_one_line(data_dir, tmp_path):
       "jaxseg: error: config.batch_size=4 is not divisible by 2 processes x 3 devices; "
       "expected a positive multiple of 6"]
   assert not os.path.exists(tmp_path / "bad")
+
+
+def test_unreachable_coordinator_is_one_line_after_the_timeout(tmp_path):
+  env = dict(os.environ, JAX_COORDINATOR_ADDRESS="127.0.0.1:1", JAX_NUM_PROCESSES="2",
+             JAX_PROCESS_ID="1")
+  start = time.time()
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxseg.main", f"--config={UNET_CONFIG}:tiny",
+       f"--workdir={tmp_path / 'run'}", "--distributed", "--init_timeout=2"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2 and time.time() - start < 60
+  [line] = _error_lines(result)
+  assert line.startswith("jaxseg: error: --distributed: cannot join a multi-process job (the "
+                         "coordinator 127.0.0.1:1 did not answer within 2 s")
+  assert not os.path.exists(tmp_path / "run")

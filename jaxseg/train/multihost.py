@@ -30,6 +30,13 @@ CHILD_MARK = "JAXSEG_LAUNCHED_BY"  # set in the launcher's children: run, do not
 STOP_GRACE_S = 30  # after a forwarded SIGTERM/SIGINT, how long before SIGKILL
 
 
+def is_local_launcher(argv) -> bool:
+  """Whether this command only launches local processes (then it never imports jax or
+  TensorFlow, which its processes do)."""
+  return (CHILD_MARK not in os.environ
+          and any(a.startswith(("--num_processes", "-num_processes")) for a in argv[1:]))
+
+
 def initialize(init_timeout_s: int, heartbeat_timeout_s: int) -> None:
   """Join the job (before anything touches a jax backend).
 
@@ -54,9 +61,11 @@ def initialize(init_timeout_s: int, heartbeat_timeout_s: int) -> None:
     if not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
       raise ConfigError(f"{ENV_ID}={index} with {ENV_COUNT}={count}; expected 0 <= "
                         f"{ENV_ID} < {ENV_COUNT}")
+  address = os.environ.get(ENV_ADDRESS)
+  if address and kwargs.get("process_id"):
+    wait_for_coordinator(address, init_timeout_s)
   jax.distributed.initialize(initialization_timeout=init_timeout_s,
-                             heartbeat_timeout_seconds=heartbeat_timeout_s,
-                             shutdown_timeout_seconds=heartbeat_timeout_s, **kwargs)
+                             heartbeat_timeout_seconds=heartbeat_timeout_s, **kwargs)
 
 
 _PEER_FAILURE_SIGNS = ("Gloo", "Connection closed by peer", "heartbeat", "coordination service")
@@ -81,6 +90,22 @@ def exit_after_peer_failure(e: BaseException):
   sys.stderr.flush()
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access
+
+
+def wait_for_coordinator(address: str, timeout_s: float) -> None:
+  """Until `address` (host:port) accepts a TCP connection; RuntimeError after `timeout_s`
+  (jaxlib would abort the process instead of raising)."""
+  host, _, port = address.rpartition(":")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+        return
+    except (OSError, ValueError) as e:
+      if time.monotonic() >= deadline:
+        raise RuntimeError(f"the coordinator {address} did not answer within {timeout_s} s "
+                           f"({e})") from None
+      time.sleep(0.5)
 
 
 def check_local_launch(num_processes: int, devices_per_process: int, config) -> None:
