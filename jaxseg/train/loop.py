@@ -27,6 +27,7 @@ from jaxseg.data import pipeline
 from jaxseg.errors import CheckpointError, ConfigError, NonFiniteLossError
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import logging as log_lib
+from jaxseg.train import multihost
 from jaxseg.train import transfer
 from jaxseg.train.optim import make_optimizer
 from jaxseg.train.state import TrainState, create_state
@@ -72,16 +73,27 @@ def train_step(task, tx, schedule, state: TrainState, batch):
 
 class _Sigterm:
   """Remembers a SIGTERM so the loop can checkpoint and stop between steps (main thread
-  only; the handler it replaces is restored on exit)."""
+  only; the handler it replaces is restored on exit). In a multi-process job JAX's
+  preemption service takes the SIGTERM of any process instead, and `stop_before(step)`
+  is true at the same step on every process."""
 
   def __init__(self):
     self.received = False
     self._previous = None
+    self._synced = False
 
   def __enter__(self):
-    if _is_main_thread():
+    self._synced = multihost.preemption_sync_available()
+    if _is_main_thread() and not self._synced:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
+
+  def stop_before(self, step: int) -> bool:
+    """Whether to stop before training step `step + 1` (every process calls this at
+    every step)."""
+    if self._synced and not self.received:
+      self.received = multihost.reached_preemption_sync_point(step)
+    return self.received
 
   def _handle(self, signum, frame):
     del signum, frame
@@ -403,7 +415,7 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
 
   try:
     for step in range(start_step, last_step):
-      if sigterm.received:  # arrived after the last step's checks, or before the first
+      if sigterm.stop_before(step):  # arrived after the last step's checks, or before the first
         if pending is not None:
           resolve(*pending)
           pending = None

@@ -8,8 +8,10 @@ runs the same program; only process 0 writes files other than checkpoints (loop.
 
 `launch_local()` is `--num_processes=N`: N processes of this machine, each with
 `devices_per_process` forced CPU devices, in one job over 127.0.0.1. The launcher waits
-for all of them and forwards SIGTERM/SIGINT. When one dies the others cannot go on (every
-step is a collective), so it kills them at once and reports the first one in one line.
+for all of them and forwards SIGTERM/SIGINT (JAX's preemption service makes every process
+stop at the same step and save it, also when only one of them got SIGTERM). When one dies
+the others cannot go on (every step is a collective), so it kills them at once and
+reports the first one in one line.
 Exit status: 0 all finished; 2 a user error (the process printed it); 1 a process died
 (then run the same command to resume from the last checkpoint); 143/130 stopped by
 SIGTERM/SIGINT.
@@ -28,6 +30,7 @@ from jaxseg.errors import ConfigError
 ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 CHILD_MARK = "JAXSEG_LAUNCHED_BY"  # set in the launcher's children: run, do not launch
 STOP_GRACE_S = 30  # after a forwarded SIGTERM/SIGINT, how long before SIGKILL
+STOPPED = 128 + signal.SIGTERM  # a process that saved a checkpoint and stopped
 
 
 def is_local_launcher(argv) -> bool:
@@ -90,6 +93,20 @@ def exit_after_peer_failure(e: BaseException):
   sys.stderr.flush()
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access
+
+
+def preemption_sync_available() -> bool:
+  """Whether this is a multi-process job with JAX's preemption service (on by default):
+  it catches SIGTERM (in C++) and agrees on one step at which every process stops."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return (jax.process_count() > 1
+          and getattr(distributed.global_state, "preemption_sync_manager", None) is not None)
+
+
+def reached_preemption_sync_point(step: int) -> bool:
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.reached_preemption_sync_point(step)
 
 
 def wait_for_coordinator(address: str, timeout_s: float) -> None:
@@ -194,6 +211,9 @@ def launch_local(argv: list[str], num_processes: int, devices_per_process: int,
                 f"{sum(c is None for c in codes)} process(es) did not stop within "
                 f"{STOP_GRACE_S} s and were killed", file=sys.stderr)
           return 128 + stop["signal"]
+      elif STOPPED in codes:  # one process got SIGTERM itself: all stop at one step
+        stop["signal"], stop["at"] = signal.SIGTERM, time.monotonic()
+        continue
       else:
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
