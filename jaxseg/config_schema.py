@@ -103,6 +103,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.rpn_box_weight": (non_negative, "a finite number >= 0"),
     "loss.roi_classifier_weight": (non_negative, "a finite number >= 0"),
     "loss.roi_box_weight": (non_negative, "a finite number >= 0"),
+    "loss.roi_mask_weight": (non_negative, "a finite number >= 0"),
+    "loss.roi_keypoint_weight": (non_negative, "a finite number >= 0"),
+    "model.roi_heads.instance_rois_per_image": (positive_int, "an integer >= 1"),
+    "model.mask_head.resolution": (positive_int, "an integer >= 1"),
+    "model.keypoint_head.resolution": (positive_int, "an integer >= 1"),
+    "model.keypoint_head.max_size": (positive_int, "an integer >= 1 (pixels)"),
     "model.fpn_channels": (positive_int, "an integer >= 1"),
     **{f"model.{head}.{key}": rule for head in ("rpn", "roi_heads") for key, rule in {
         "batch_size_per_image": (positive_int, "an integer >= 1"),

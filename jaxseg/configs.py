@@ -185,7 +185,8 @@ def image_task(arg, task: str, dataset: dict, model: dict, tiny_model: dict,
 def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = None, *,
               dataset: dict | None = None, run: dict | None = None,
               optimizer: dict | None = None, init_from: dict | None = None,
-              small: dict | None = None) -> ml_collections.ConfigDict:
+              small: dict | None = None, task: str = "detection",
+              best_metric: str = "AP") -> ml_collections.ConfigDict:
   """The detection config (task `detection`), unlocked: the shapes main job's defaults,
   then the experiment's overrides, then the variant.
 
@@ -197,7 +198,10 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
   `init_from` override the defaults of the full run; `small` does so in the `small` variant
   (top-level keys and `dataset` / `optimizer` dicts; default: the shapes study scale).
   `tiny` (tests) is the same for every dataset: 32x32, batches of 4, 4 steps, max_boxes 4.
-  config.loss holds one `<term>_weight` per loss term of `jaxseg.tasks.detection`.
+  config.loss holds one `<term>_weight` per loss term of `jaxseg.tasks.detection` (Mask
+  R-CNN's roi_mask and roi_keypoint included: a model with config.model.mask_head /
+  .keypoint_head trains them). `task` "instance_segmentation" is the same task (an
+  alias naming what the run is for); `best_metric` e.g. "mask_AP".
   """
   check_variant(arg)
   placeholder = ml_collections.config_dict.placeholder
@@ -205,7 +209,7 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
   # machine (2026-12-06): 1500 steps -> AP 0.736 / AP50 0.930 (0.691 / 0.909 at step
   # 1000); a 1000-step schedule -> only AP 0.634 / AP50 0.850. 0.36 s per step in the
   # least loaded stretch (1.2 s median while two other jobs shared the cores).
-  c = run_config("detection", "AP", batch_size=8, eval_batch_size=8, num_steps=1500,
+  c = run_config(task, best_metric, batch_size=8, eval_batch_size=8, num_steps=1500,
                  log_every=50, eval_every=750, checkpoint_every=250)
 
   d = ml_collections.ConfigDict()
@@ -229,7 +233,8 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
 
   c.model = ml_collections.ConfigDict(dict(model, dtype="float32"))
   c.loss = ml_collections.ConfigDict(dict(rpn_objectness_weight=1.0, rpn_box_weight=1.0,
-                                          roi_classifier_weight=1.0, roi_box_weight=1.0))
+                                          roi_classifier_weight=1.0, roi_box_weight=1.0,
+                                          roi_mask_weight=1.0, roi_keypoint_weight=1.0))
   c.optimizer = optimizer_config(lr=1e-3, warmup_steps=100, weight_decay=1e-4,
                                  grad_clip_norm=10.0)
   c.init_from = transfer.default_config()  # docs/transfer.md; only at a fresh start
@@ -261,10 +266,43 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
   return c
 
 
-def detection_shapes(arg, model: dict, tiny_model: dict,
-                     small_model: dict | None = None) -> ml_collections.ConfigDict:
-  """The detection config on the embedded shapes data (`detection` with its defaults)."""
-  return detection(arg, model, tiny_model, small_model)
+def faster_rcnn_shapes_model() -> tuple[dict, dict, dict]:
+  """(config.model, its tiny override, its small override) of Faster R-CNN R18-FPN on the
+  128 px shapes (experiments/detection/faster_rcnn_shapes.py; Mask R-CNN adds its head).
+  Shapes objects are 20-56 px at 128 x 128, so the anchors are a quarter of the COCO
+  ones: one size per pyramid level P2..P6 (16 .. 256 px), 3 aspect ratios."""
+  model = dict(
+      name="faster_rcnn", backbone="resnet18", backbone_args=dict(width=16),
+      backbone_levels=("stride_4", "stride_8", "stride_16", "stride_32"),
+      fpn=True, fpn_channels=64,
+      rpn=dict(anchor_sizes=((16.0,), (32.0,), (64.0,), (128.0,), (256.0,)),
+               aspect_ratios=(0.5, 1.0, 2.0), pre_nms_top_n_train=600,
+               post_nms_top_n_train=300, pre_nms_top_n_test=300, post_nms_top_n_test=100,
+               nms_threshold=0.7, batch_size_per_image=128, positive_fraction=0.5,
+               fg_iou_threshold=0.7, bg_iou_threshold=0.3,
+               box_weights=(1.0, 1.0, 1.0, 1.0)),
+      roi_heads=dict(pooler="multilevel", pooler_resolution=7, sampling_ratio=2,
+                     representation_size=256, batch_size_per_image=128,
+                     positive_fraction=0.25, fg_iou_threshold=0.5, bg_iou_threshold=0.5,
+                     box_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.05,
+                     nms_threshold=0.5, detections_per_image=50))
+  tiny = dict(
+      backbone_args=dict(width=4), backbone_levels=("stride_8", "stride_16"),
+      fpn_channels=8,
+      rpn=dict(anchor_sizes=((8.0,), (16.0,), (32.0,)), pre_nms_top_n_train=64,
+               post_nms_top_n_train=32, pre_nms_top_n_test=32, post_nms_top_n_test=16,
+               batch_size_per_image=32),
+      roi_heads=dict(representation_size=16, batch_size_per_image=16,
+                     detections_per_image=10))
+  small = dict(rpn=dict(anchor_sizes=((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))))
+  return model, tiny, small
+
+
+def detection_shapes(arg, model: dict, tiny_model: dict, small_model: dict | None = None,
+                     **options) -> ml_collections.ConfigDict:
+  """The detection config on the embedded shapes data (`detection` with its defaults;
+  `options`: its keyword arguments, e.g. task, best_metric)."""
+  return detection(arg, model, tiny_model, small_model, **options)
 
 
 def torchvision_faster_rcnn() -> tuple[dict, dict]:
@@ -283,6 +321,31 @@ def torchvision_faster_rcnn() -> tuple[dict, dict]:
       roi_heads=dict(representation_size=16, batch_size_per_image=16,
                      detections_per_image=10))
   return copy.deepcopy(tvw.FASTERRCNN_RESNET50_FPN), tiny
+
+
+def torchvision_mask_rcnn() -> tuple[dict, dict]:
+  """(config.model, its `tiny` override) of torchvision's maskrcnn_resnet50_fpn
+  (`jaxseg.weights.torchvision.MASKRCNN_RESNET50_FPN`: `torchvision_faster_rcnn`'s model
+  plus the mask head, 4 x 256 convs, a 2 x 2 transpose conv, 28 x 28 masks per class), so
+  converted torchvision weights load (docs/torchvision_weights.md). The tiny override
+  (tests) is Faster R-CNN's with two 8-wide mask convs."""
+  from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+  _, tiny = torchvision_faster_rcnn()
+  tiny["mask_head"] = dict(conv_layers=(8, 8))
+  return copy.deepcopy(tvw.MASKRCNN_RESNET50_FPN), tiny
+
+
+def torchvision_keypoint_rcnn() -> tuple[dict, dict]:
+  """(config.model, its `tiny` override) of torchvision's keypointrcnn_resnet50_fpn
+  (`jaxseg.weights.torchvision.KEYPOINTRCNN_RESNET50_FPN`: `torchvision_faster_rcnn`'s model
+  plus the keypoint head, 8 x 512 convs, a 4 x 4 transpose conv and bilinear x 2 to 56 x 56
+  heatmaps, decoded at each box's size up to 1333 px; the dataset gives the number of
+  keypoints), so converted torchvision weights load. The tiny override (tests, 32 px) is
+  Faster R-CNN's with two 8-wide keypoint convs and max_size 32."""
+  from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+  _, tiny = torchvision_faster_rcnn()
+  tiny["keypoint_head"] = dict(conv_layers=(8, 8), max_size=32)
+  return copy.deepcopy(tvw.KEYPOINTRCNN_RESNET50_FPN), tiny
 
 
 def torchvision_ssd300() -> tuple[dict, dict]:

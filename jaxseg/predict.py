@@ -157,7 +157,7 @@ def prepare(config, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
     out = seg_data.make_eval_preprocess(size)(
         {"image": tf.constant(image), "label": tf.zeros((h, w), tf.int32)})
     return np.asarray(out["image"], np.float32), Geometry((h, w), (size / w, size / h))
-  if config.task == "detection":
+  if config.task in DETECTION_TASKS:
     from jaxseg.data import detection as det_data  # pylint: disable=g-import-not-at-top
     preprocess = det_data.make_eval_preprocess(size, int(c.max_boxes),
                                                resize=c.get("resize", "letterbox"), name=c.name)
@@ -235,14 +235,34 @@ def _pose_json(task, p, g: Geometry) -> dict:
 
 
 def _detection_json(task, p, g: Geometry) -> dict:
+  """Detections best first; Mask R-CNN adds each one's "mask" (COCO RLE at the source
+  size: the 28 x 28 mask pasted over the source-pixel box, >= 0.5) and keypoint R-CNN
+  its "keypoints" (name, x, y, score)."""
+  from jaxseg import ops  # pylint: disable=g-import-not-at-top
+  from jaxseg.formats import rle  # pylint: disable=g-import-not-at-top
   valid = np.asarray(p["valid"], bool)
-  boxes = g.clip(g.to_source(np.asarray(p["boxes"], np.float64)))
+  source_boxes = g.to_source(np.asarray(p["boxes"], np.float64))
+  boxes = g.clip(source_boxes)
   scores = np.asarray(p["scores"], np.float64)
   classes = np.asarray(p["classes"], np.int64)
   order = [i for i in np.argsort(-scores, kind="stable").tolist() if valid[i]]
-  return {"detections": [{"box": [float(v) for v in boxes[i]], "label": int(classes[i]),
-                          "class": _class_name(task, int(classes[i])),
-                          "score": float(scores[i])} for i in order]}
+  detections = [{"box": [float(v) for v in boxes[i]], "label": int(classes[i]),
+                 "class": _class_name(task, int(classes[i])), "score": float(scores[i])}
+                for i in order]
+  if "masks" in p and order:
+    pasted = ops.roi.paste_masks(np.asarray(p["masks"])[order], source_boxes[order],
+                                 *g.source_hw)
+    for d, mask in zip(detections, pasted):
+      counts = rle.encode(mask >= 0.5)
+      d["mask"] = {"size": list(counts["size"]), "counts": counts["counts"].decode("ascii")}
+  if "keypoints" in p:
+    xy = g.to_source(np.asarray(p["keypoints"], np.float64))
+    kp_scores = np.asarray(p["keypoint_scores"], np.float64)
+    names = list(task.keypoint_names) or [str(k) for k in range(xy.shape[1])]
+    for d, i in zip(detections, order):
+      d["keypoints"] = [{"name": names[k], "x": float(x), "y": float(y),
+                         "score": float(kp_scores[i, k])} for k, (x, y) in enumerate(xy[i])]
+  return {"detections": detections}
 
 
 def _softmax(x):
@@ -289,11 +309,20 @@ def _pose_overlay(task, image, record):
 
 def _detection_overlay(task, image, record, score_threshold: float = 0.3):
   from jaxseg import viz  # pylint: disable=g-import-not-at-top
+  from jaxseg.formats import rle  # pylint: disable=g-import-not-at-top
   dets = record["detections"]
   boxes = np.asarray([d["box"] for d in dets], np.float32).reshape(-1, 4)
+  extra = {}
+  if dets and "mask" in dets[0]:
+    extra["masks"] = np.stack([rle.decode(d["mask"]) for d in dets])
+  if dets and "keypoints" in dets[0]:
+    extra["keypoints"] = np.asarray([[[k["x"], k["y"], 2.0] for k in d["keypoints"]]
+                                     for d in dets], np.float32)
+    extra["keypoint_edges"] = task.skeleton
   return viz.draw_detections(image, boxes, [d["label"] for d in dets],
                              [d["score"] for d in dets], class_names=task.class_names,
-                             score_threshold=score_threshold, scale=_picture_scale(image))
+                             score_threshold=score_threshold, scale=_picture_scale(image),
+                             **extra)
 
 
 CONVERTERS = {  # config.task -> (predictions -> JSON dict, JSON dict -> overlay)
@@ -302,7 +331,9 @@ CONVERTERS = {  # config.task -> (predictions -> JSON dict, JSON dict -> overlay
     "localization": (_localization_json, _localization_overlay),
     "pose": (_pose_json, _pose_overlay),
     "detection": (_detection_json, _detection_overlay),
+    "instance_segmentation": (_detection_json, _detection_overlay),
 }
+DETECTION_TASKS = ("detection", "instance_segmentation")
 
 
 def predictions_to_json(task, predictions, geometry: Geometry) -> dict:
@@ -320,7 +351,7 @@ def draw(task, image: np.ndarray, record: dict, score_threshold: float = 0.3) ->
   if own is not None:
     return own(image, record)
   fn = CONVERTERS[task.config.task][1]
-  if task.config.task == "detection":
+  if task.config.task in DETECTION_TASKS:
     return fn(task, image, record, score_threshold)
   return fn(task, image, record)
 

@@ -35,7 +35,10 @@ def get_task(config):
   from jaxseg.tasks.pose import PoseTask
   from jaxseg.tasks.segmentation import SegmentationTask
   tasks = {"segmentation": SegmentationTask, "classification": ClassificationTask,
-           "localization": LocalizationTask, "pose": PoseTask, "detection": DetectionTask}
+           "localization": LocalizationTask, "pose": PoseTask, "detection": DetectionTask,
+           # Mask R-CNN / keypoint R-CNN: the detection task with the model's mask and
+           # keypoint heads (config.model.mask_head / .keypoint_head)
+           "instance_segmentation": DetectionTask}
   if config.task not in tasks:
     raise ConfigError(f"unknown task {config.task!r} in config.task; expected one of "
                       f"{sorted(tasks)}")

@@ -6,7 +6,16 @@ is_crowd [B, M] (M = config.dataset.max_boxes), so the number of objects per ima
 changes a shape and the train step compiles once.
 
 Model: `config.model` builds a detector of `jaxseg.models.detection`: Faster R-CNN (FPN
-as an option), Fast R-CNN, R-CNN or the sliding-window detector. Loss: the detector's
+as an option), Fast R-CNN, R-CNN, the sliding-window detector, YOLO or SSD; with
+config.model.mask_head / .keypoint_head, Mask R-CNN / keypoint R-CNN (He et al. 2017;
+config.task "instance_segmentation" names such a run, the same task): batches then
+carry `masks` [B, M, S, S] uint8 / `keypoints` [B, M, K, 3] too, the loss adds
+roi_mask / roi_keypoint, predictions add each detection's 28 x 28 mask probabilities /
+keypoints, the eval adds mask AP ("mask_AP", COCO `segm`) / keypoint AP ("keypoint_AP",
+OKS with the source's sigmas), the exported JSON carries RLE masks (at each image's
+source size: pasted with `ops.roi.paste_masks`) and keypoints (the categories carry
+their keypoint names, skeleton and `kpt_oks_sigmas`), and pictures draw masks and
+skeletons. Loss: the detector's
 named terms (`model.loss_terms`), each weighted by `config.loss.<term>_weight` and
 summed; every term is logged:
   rpn_objectness (binary CE over the sampled anchors), rpn_box (smooth L1),
@@ -42,11 +51,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import viz
+from jaxseg import ops, viz
 from jaxseg.data import detection as det_data
 from jaxseg.data import pipeline
 from jaxseg.data import region_proposals
 from jaxseg.errors import ConfigError, DataError
+from jaxseg.formats import rle
 from jaxseg.metrics import coco as coco_eval
 from jaxseg.models.detection import build_detector
 from jaxseg.tasks import base
@@ -54,6 +64,13 @@ from jaxseg.tasks import base
 GT_KEYS = ("boxes", "labels", "valid", "is_crowd")
 PICTURE_SCORE_THRESHOLD = 0.3
 PR_SIZE = (6.4, 4.0, 80)  # inches wide, high, dpi of the PR plot (512 x 320 px)
+
+
+def _json_rle(mask_rle) -> dict:
+  """An RLE as JSON wants it (counts a str)."""
+  counts = mask_rle["counts"]
+  return {"size": list(mask_rle["size"]),
+          "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
 class DetectionTask(base.Task):
@@ -70,9 +87,16 @@ class DetectionTask(base.Task):
       raise ConfigError(f"config.dataset.max_boxes={c.max_boxes}; expected a positive int")
     fields = base.model_fields(config.model, drop=("dtype", "name"))
     name = config.model.get("name", "faster_rcnn")
+    self.keypoint_names = tuple(self.source.keypoint_names)
     self.model = build_detector(name, self.num_classes, base.compute_dtype(config.model),
-                                **fields)
+                                num_keypoints=len(self.keypoint_names), **fields)
     self.loss_terms = self.model.loss_terms
+    # Mask R-CNN / keypoint R-CNN: "masks" and / or "keypoints" per object, as ground
+    # truth in the batches and as predictions.
+    self.instance_outputs = tuple(getattr(self.model, "instance_outputs", ()))
+    self.gt_keys = GT_KEYS + self.instance_outputs
+    self.skeleton = self._skeleton(c.get("skeleton"))
+    self.keypoint_sigmas = self._keypoint_sigmas()
     missing = [f"{t}_weight" for t in self.loss_terms if f"{t}_weight" not in config.loss]
     if missing:
       raise ConfigError(f"config.loss lacks {missing}; the detection loss is the sum of "
@@ -84,6 +108,34 @@ class DetectionTask(base.Task):
     self.check_model(name)  # levels, anchors, image size: one line
     self._pr_canvas = None
 
+  def _skeleton(self, names):
+    """Keypoint edges (0-based pairs) for pictures and the COCO export: the source's, or
+    config.dataset.skeleton ((name, name) pairs, checked against the source's joints)."""
+    if names is None:
+      return tuple(tuple(e) for e in self.source.skeleton)
+    known = {n: i for i, n in enumerate(self.keypoint_names)}
+    edges = []
+    for edge in names:
+      if len(edge) != 2 or any(n not in known for n in edge):
+        raise ConfigError(f"config.dataset.skeleton edge {tuple(edge)} names a keypoint "
+                          f"that dataset {self.source.name!r} lacks; its keypoints are "
+                          f"{list(self.keypoint_names) or 'none'}")
+      edges.append((known[edge[0]], known[edge[1]]))
+    return tuple(edges)
+
+  def _keypoint_sigmas(self):
+    """OKS sigmas of keypoint AP (one per keypoint): the source's, COCO's for 17."""
+    if "keypoints" not in self.instance_outputs:
+      return None
+    sigmas = tuple(getattr(self.source, "keypoint_sigmas", ()) or ())
+    k = len(self.keypoint_names)
+    if not sigmas and k == len(coco_eval.COCO_KEYPOINT_SIGMAS):
+      sigmas = tuple(float(x) for x in coco_eval.COCO_KEYPOINT_SIGMAS)
+    if len(sigmas) != k:
+      raise ConfigError(f"dataset {self.source.name!r} has {k} keypoints but "
+                        f"{len(sigmas)} OKS sigmas; keypoint AP needs one per keypoint")
+    return sigmas
+
   # -- data ---------------------------------------------------------------------------
   def _augment(self):
     augment = self.config.dataset.get("augment")
@@ -92,7 +144,7 @@ class DetectionTask(base.Task):
   def _load(self, which: str):
     """The split `which` ("train" / "eval"), with its proposals when the model needs them."""
     c = self.config.dataset
-    ds, n = det_data.load_split(c, which, require=())
+    ds, n = det_data.load_split(c, which, require=self.instance_outputs)
     if self.proposals is None:
       return ds, n
     source = det_data.get_detection_source(c.name, c)
@@ -113,7 +165,7 @@ class DetectionTask(base.Task):
 
   def _batch_keys(self, keys):
     extra = ("proposals", "proposal_valid") if self.proposals is not None else ()
-    return tuple(keys) + GT_KEYS + extra
+    return tuple(keys) + self.gt_keys + extra
 
   def train_data(self, start_step: int = 0):
     c = self.config.dataset
@@ -151,7 +203,7 @@ class DetectionTask(base.Task):
     preprocess = det_data.make_eval_preprocess(c.image_size, self.max_boxes,
                                                resize=c.get("resize", "letterbox"), name=c.name,
                                                overflow=c.get("max_boxes_overflow", "error"))
-    keep = self._batch_keys(("image", "image_id", "scale_xy", "example_mask"))
+    keep = self._batch_keys(("image", "image_id", "scale_xy", "orig_size", "example_mask"))
     for b in pipeline.eval_batches(ds, n, preprocess, self.config.eval_batch_size,
                                    name=c.name):
       b = {k: self._check_capacity(b)[k] for k in keep}
@@ -170,6 +222,10 @@ class DetectionTask(base.Task):
       p = self.proposals["max_proposals"]
       batch.update(proposals=np.full((batch_size, p, 4), -1.0, np.float32),
                    proposal_valid=np.zeros((batch_size, p), bool))
+    if "masks" in self.instance_outputs:
+      batch["masks"] = np.zeros((batch_size, m, size, size), np.uint8)
+    if "keypoints" in self.instance_outputs:
+      batch["keypoints"] = np.zeros((batch_size, m, len(self.keypoint_names), 3), np.float32)
     return batch
 
   def validate_batch(self, batch):
@@ -212,7 +268,8 @@ class DetectionTask(base.Task):
     """sum_t config.loss.<t>_weight * t over the model's loss terms; aux: every term and
     diagnostics. `train` sets batch norm's mode; the losses are those of training."""
     targets = {"boxes": batch["boxes"], "labels": batch["labels"],
-               "valid": batch["valid"] & ~batch["is_crowd"]}
+               "valid": batch["valid"] & ~batch["is_crowd"],
+               **{k: batch[k] for k in self.instance_outputs}}
     mutable = ["batch_stats"] if train and "batch_stats" in variables else False
     out = self.model.apply(variables, batch["image"], train=train, targets=targets,
                            rngs={"sampling": rng}, mutable=mutable,
@@ -229,8 +286,9 @@ class DetectionTask(base.Task):
     extra = {} if proposals is None else {"proposals": proposals,
                                           "proposal_valid": proposal_valid}
     out = self.model.apply(variables, images, train=False, **extra)
-    return {"boxes": out["boxes"], "scores": out["scores"], "classes": out["classes"],
-            "valid": out["valid"], "num_proposals": jnp.sum(out["proposal_valid"], -1)}
+    keys = ("boxes", "scores", "classes", "valid", "masks", "keypoints", "keypoint_scores")
+    return {**{k: out[k] for k in keys if k in out},
+            "num_proposals": jnp.sum(out["proposal_valid"], -1)}
 
   def predict_batch(self, variables, batch):
     return self.predict(variables, batch["image"], **self._proposal_args(batch))
@@ -260,20 +318,51 @@ class DetectionTask(base.Task):
     without image_id / scale_xy (a training-shaped one) gets 0 / 1."""
     if predictions is None:
       predictions = self.predict_batch(variables, batch)
-    stats = {f"det_{k}": predictions[k] for k in ("boxes", "scores", "classes", "valid")}
-    stats.update({f"gt_{k}": batch[k] for k in GT_KEYS})
-    n = batch["image"].shape[0]
+    stats = {f"det_{k}": v for k, v in predictions.items() if k != "num_proposals"}
+    stats.update({f"gt_{k}": batch[k] for k in self.gt_keys})
+    n, size = batch["image"].shape[0], batch["image"].shape[1]
     stats.update(image_id=batch.get("image_id", jnp.zeros((n,), jnp.int32)),
                  scale_xy=batch.get("scale_xy", jnp.ones((n, 2), jnp.float32)),
+                 orig_size=batch.get("orig_size", jnp.full((n, 2), size, jnp.int32)),
                  example_mask=batch["example_mask"],
                  num_proposals=predictions["num_proposals"])
     return stats
 
   def accumulate(self, total, stats):
-    """Host side: the real examples' arrays appended to `total` (a list of dicts)."""
+    """Host side: the real examples' arrays appended to `total` (a list of dicts); masks
+    become RLEs in source-image pixels right away (`_mask_rles`), so the eval set's
+    full-size masks are never held at once."""
     real = np.asarray(stats["example_mask"]) > 0
     kept = {k: np.asarray(v)[real] for k, v in stats.items() if k != "example_mask"}
+    if "masks" in self.instance_outputs:
+      kept["det_masks"], kept["gt_masks"] = self._mask_rles(kept)
     return (total or []) + [kept]
+
+  def _mask_rles(self, kept):
+    """(detections' RLEs [n, D], ground truth's RLEs [n, M]; object arrays, None where a
+    row is not valid), at each image's source size (`orig_size`): the 28 x 28 masks
+    pasted over the detected boxes there (`ops.roi.paste_masks`, >= 0.5); the ground
+    truth cut from the eval image's resized region and resized back (nearest)."""
+    n = len(kept["image_id"])
+    det = np.full(kept["det_valid"].shape, None, object)
+    gt = np.full(kept["gt_valid"].shape, None, object)
+    for i in range(n):
+      height, width = (int(v) for v in kept["orig_size"][i])
+      sx, sy = (float(v) for v in kept["scale_xy"][i])
+      rows = np.flatnonzero(kept["det_valid"][i])
+      if len(rows):
+        boxes = kept["det_boxes"][i, rows] / np.array([sx, sy, sx, sy], np.float32)
+        pasted = ops.roi.paste_masks(kept["det_masks"][i, rows], boxes, height, width)
+        for r, mask in zip(rows, pasted):
+          det[i, r] = rle.encode(mask >= 0.5)
+      rows = np.flatnonzero(kept["gt_valid"][i])
+      if len(rows):
+        new_h, new_w = max(int(round(height * sy)), 1), max(int(round(width * sx)), 1)
+        ys = np.minimum(((np.arange(height) + 0.5) * new_h / height).astype(int), new_h - 1)
+        xs = np.minimum(((np.arange(width) + 0.5) * new_w / width).astype(int), new_w - 1)
+        for r in rows:
+          gt[i, r] = rle.encode(kept["gt_masks"][i, r][np.ix_(ys, xs)] > 0)
+    return det, gt
 
   def exports(self, total) -> dict:
     """The files the trainer writes at each evaluation (results/<step>/): the eval set's
@@ -290,7 +379,15 @@ class DetectionTask(base.Task):
     if len(set(ids.tolist())) != len(ids):  # not unique: number the images instead
       ids = np.arange(1, len(ids) + 1)
     images = [{"id": int(i)} for i in ids]
+    if total and "orig_size" in total[0]:  # masks are read at these sizes (annToRLE)
+      for image, (height, width) in zip(images, cat("orig_size").tolist()):
+        image.update(height=int(height), width=int(width))
     categories = [{"id": k, "name": n} for k, n in enumerate(self.class_names) if k > 0]
+    if self.keypoint_sigmas is not None:
+      for category in categories:
+        category.update(keypoints=list(self.keypoint_names),
+                   skeleton=[[a + 1, b + 1] for a, b in self.skeleton],
+                   kpt_oks_sigmas=list(self.keypoint_sigmas))
     annotations, results = [], []
     if not total:
       return {"images": images, "annotations": [], "categories": categories}, results
@@ -300,29 +397,64 @@ class DetectionTask(base.Task):
     gt_valid = cat("gt_valid") > 0.5
     gt_labels = cat("gt_labels").astype(np.int64)
     gt_crowd = cat("gt_is_crowd") > 0.5
+    gt_masks = cat("gt_masks") if "gt_masks" in total[0] else None
+    gt_keypoints = (self._source_keypoints(cat("gt_keypoints"), scale)
+                    if "gt_keypoints" in total[0] else None)
     for i, j in zip(*np.nonzero(gt_valid)):
       x1, y1, x2, y2 = gt_boxes[i, j].tolist()
-      annotations.append({"id": len(annotations) + 1, "image_id": int(ids[i]),
-                          "category_id": int(gt_labels[i, j]), "bbox": [x1, y1, x2 - x1, y2 - y1],
-                          "area": (x2 - x1) * (y2 - y1), "iscrowd": int(gt_crowd[i, j])})
+      ann = {"id": len(annotations) + 1, "image_id": int(ids[i]),
+             "category_id": int(gt_labels[i, j]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+             "area": (x2 - x1) * (y2 - y1), "iscrowd": int(gt_crowd[i, j])}
+      if gt_masks is not None:
+        ann.update(segmentation=_json_rle(gt_masks[i, j]),
+                   area=float(rle.area(gt_masks[i, j])))
+      if gt_keypoints is not None:
+        ann.update(keypoints=gt_keypoints[i, j].reshape(-1).tolist(),
+                   num_keypoints=int(np.sum(gt_keypoints[i, j, :, 2] > 0)))
+      annotations.append(ann)
     boxes = cat("det_boxes") / factor
     valid = cat("det_valid") > 0.5
     classes = cat("det_classes").astype(np.int64)
     scores = cat("det_scores")
+    det_masks = cat("det_masks") if "det_masks" in total[0] else None
+    det_keypoints = None
+    if "det_keypoints" in total[0]:
+      xy = cat("det_keypoints")
+      det_keypoints = self._source_keypoints(
+          np.concatenate([xy, np.ones(xy.shape[:-1] + (1,), xy.dtype)], -1), scale)
     for i, j in zip(*np.nonzero(valid)):
       x1, y1, x2, y2 = boxes[i, j].tolist()
-      results.append({"image_id": int(ids[i]), "category_id": int(classes[i, j]),
-                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[i, j])})
+      result = {"image_id": int(ids[i]), "category_id": int(classes[i, j]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[i, j])}
+      if det_masks is not None:
+        result["segmentation"] = _json_rle(det_masks[i, j])
+      if det_keypoints is not None:
+        result["keypoints"] = det_keypoints[i, j].reshape(-1).tolist()
+      results.append(result)
     gt = {"images": images, "annotations": annotations, "categories": categories}
     return gt, results
+
+  @staticmethod
+  def _source_keypoints(keypoints, scale):
+    """[n, M, K, 3] (x, y, v) of the eval images -> source-image pixels (v kept; x, y of
+    unlabelled keypoints stay 0, COCO's convention)."""
+    out = np.array(keypoints, np.float64)
+    labelled = out[..., 2:] > 0
+    out[..., :2] = np.where(labelled, out[..., :2] / scale[:, None, None, :], 0.0)
+    return out
 
   def summarize(self, total):
     gt, results = self.coco_json(total)
     if not gt["images"]:
-      return {"AP": 0.0, "AP50": 0.0, "num_images": 0}
+      empty = {"AP": 0.0, "AP50": 0.0, "num_images": 0}
+      for output in self.instance_outputs:
+        prefix = {"masks": "mask_", "keypoints": "keypoint_"}[output]
+        empty.update({prefix + "AP": 0.0, prefix + "AP50": 0.0})
+      return empty
     result = coco_eval.evaluate(gt, results, "bbox")
     stats = result.stats_dict()
     summary = {k: stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    summary.update(self._instance_summary(gt, results))
     summary["AR"] = stats["AR100"]
     summary.update(AR1=stats["AR1"], AR10=stats["AR10"])
     for cat_id, ap in result.per_category_ap().items():
@@ -340,6 +472,20 @@ class DetectionTask(base.Task):
       self._pr_canvas[...] = self._pr_plot(result, f"{len(gt['images'])} eval images")
     return summary
 
+  def _instance_summary(self, gt, results) -> dict:
+    """Mask AP ("mask_AP", "mask_AP50", ...: COCO's `segm`) and keypoint AP
+    ("keypoint_AP", ...: OKS with the source's sigmas) of the exported JSON pair."""
+    summary = {}
+    for output, iou_type, prefix, extra in (
+        ("masks", "segm", "mask_", {}),
+        ("keypoints", "keypoints", "keypoint_", {"kpt_oks_sigmas": self.keypoint_sigmas})):
+      if output not in self.instance_outputs:
+        continue
+      stats = coco_eval.evaluate(gt, results, iou_type, **extra).stats_dict()
+      summary.update({prefix + k: v for k, v in stats.items()
+                      if k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "AR100")})
+    return summary
+
   # -- pictures -----------------------------------------------------------------------
   def visualize(self, batch, predictions, max_rows: int = 8):
     """{"": rows of ground truth | detections, "pr": per-class PR curves} (module doc)."""
@@ -348,11 +494,12 @@ class DetectionTask(base.Task):
     for i, image in enumerate(images):
       truth = viz.draw_detections(image, batch["boxes"][i], batch["labels"][i],
                                   class_names=self.class_names, valid=batch["valid"][i],
-                                  scale=2)
+                                  scale=2, **self._instance_drawing(batch, i))
       pred = viz.draw_detections(image, predictions["boxes"][i], predictions["classes"][i],
                                  predictions["scores"][i], class_names=self.class_names,
                                  valid=predictions["valid"][i],
-                                 score_threshold=PICTURE_SCORE_THRESHOLD, scale=2)
+                                 score_threshold=PICTURE_SCORE_THRESHOLD, scale=2,
+                                 **self.instance_drawing(predictions, i, image.shape[:2]))
       rows.append([viz.caption(truth, "ground truth"),
                    viz.caption(pred, f"detections >= {PICTURE_SCORE_THRESHOLD}")])
     main = viz.grid(rows) if rows else np.zeros((8, 8, 3), np.uint8)
@@ -365,6 +512,30 @@ class DetectionTask(base.Task):
     result = coco_eval.evaluate(gt, results, "bbox") if gt["images"] else None
     self._pr_canvas = self._pr_plot(result, f"first eval batch, {n} images")
     return {"": main, "pr": self._pr_canvas}
+
+  def _instance_drawing(self, batch, i: int) -> dict:
+    """draw_detections' masks / keypoints arguments for ground-truth row i of a batch."""
+    out = {}
+    if "masks" in self.instance_outputs:
+      out["masks"] = np.asarray(batch["masks"][i])
+    if "keypoints" in self.instance_outputs:
+      out.update(keypoints=np.asarray(batch["keypoints"][i]), keypoint_edges=self.skeleton)
+    return out
+
+  def instance_drawing(self, predictions, i: int, image_hw) -> dict:
+    """draw_detections' masks (pasted at image_hw, >= 0.5) / keypoints arguments for the
+    predictions of image i (also `./launch.sh predict`'s)."""
+    out = {}
+    if "masks" in predictions:
+      masks = ops.roi.paste_masks(np.asarray(predictions["masks"][i]),
+                                  np.maximum(np.asarray(predictions["boxes"][i]), 0),
+                                  *image_hw)
+      out["masks"] = masks >= 0.5
+    if "keypoints" in predictions:
+      xy = np.asarray(predictions["keypoints"][i])
+      out.update(keypoints=np.concatenate([xy, np.full(xy.shape[:-1] + (1,), 2.0)], -1),
+                 keypoint_edges=self.skeleton)
+    return out
 
   def _pr_plot(self, result, title: str) -> np.ndarray:
     """Precision-recall curves at IoU 0.5 (all areas, 100 detections) per class: uint8

@@ -115,6 +115,7 @@ class RoIHeads(nn.Module):
   nms_threshold: float = 0.5
   detections_per_image: int = 100
   min_size: float = 1e-2
+  instance_rois_per_image: int | None = None  # RoIs the mask / keypoint heads train on
   mask_head: Any = None  # instance_heads.MaskHead (Mask R-CNN) or None
   keypoint_head: Any = None  # instance_heads.KeypointHead (keypoint R-CNN) or None
   dtype: Any = jnp.float32
@@ -150,6 +151,7 @@ class RoIHeads(nn.Module):
                        self.fg_iou_threshold, self.bg_iou_threshold, self.box_weights)
 
   def losses(self, features, strides, proposals, proposal_valid, targets, rng):
+    rng, instance_rng = jax.random.split(rng)
     rois, classes, box_targets, sampled, matched = self.sample(
         proposals, proposal_valid, targets["boxes"], targets["labels"], targets["valid"], rng)
     logits, deltas = self._predict(features, strides, rois)
@@ -157,15 +159,20 @@ class RoIHeads(nn.Module):
                               self.smooth_l1_beta)
     if self.instance_outputs:
       terms.update(self.instance_losses(features, strides, rois, classes, sampled, matched,
-                                        targets))
+                                        targets, instance_rng))
     return terms
 
-  def instance_losses(self, features, strides, rois, classes, sampled, matched, targets):
-    """Mask / keypoint losses over the foreground RoIs (at most the sampler's foreground
-    quota per image, so the heads see a static, small number of rows)."""
+  def instance_losses(self, features, strides, rois, classes, sampled, matched, targets,
+                      rng):
+    """Mask / keypoint losses over the foreground RoIs: at most `instance_rois_per_image`
+    per image (default: the sampler's foreground quota), a static, small number of rows,
+    drawn at random among the foreground RoIs."""
     positive = sampled & (classes > 0)
-    quota = min(rois.shape[1], max(1, int(self.batch_size_per_image * self.positive_fraction)))
-    _, rows = jax.lax.top_k(positive.astype(jnp.float32), quota)
+    quota = self.instance_rois_per_image or int(self.batch_size_per_image
+                                                * self.positive_fraction)
+    quota = min(rois.shape[1], max(1, quota))
+    priority = positive + 0.5 * jax.random.uniform(rng, positive.shape)
+    _, rows = jax.lax.top_k(priority, quota)
     take = lambda x: jnp.take_along_axis(x, rows.reshape(rows.shape + (1,) * (x.ndim - 2)), 1)
     rois, classes, positive, matched = take(rois), take(classes), take(positive), take(matched)
     terms = {}
