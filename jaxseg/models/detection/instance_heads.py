@@ -34,7 +34,6 @@ import jax.numpy as jnp
 from jaxseg import ops
 from jaxseg.models.layers import Upsample
 
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _rois_first(x):
@@ -151,17 +150,17 @@ def _cubic_weights(t, a: float = -0.75):
   return far(t + 1), near(t), near(1 - t), far(2 - t)
 
 
-def _bicubic_matrix(n_out, n_in: int, max_out: int):
-  """[max_out, n_in] bicubic resize matrix (align_corners=False, taps clamped at the
-  edges, PyTorch's interpolate) to a dynamic size `n_out` <= max_out; rows >= n_out 0."""
+def _bicubic_taps(n_out, n_in: int, max_out: int):
+  """Bicubic resize (align_corners=False, taps clamped at the edges: PyTorch's
+  interpolate) from n_in to a dynamic size `n_out` <= max_out, as 4 taps per output:
+  (indices [4, max_out] int32, weights [4, max_out]); outputs >= n_out weigh 0."""
   dst = jnp.arange(max_out, dtype=jnp.float32)
   src = (dst + 0.5) * (n_in / n_out) - 0.5
   base = jnp.floor(src)
-  weights = _cubic_weights(src - base)
-  cols = jnp.arange(n_in)
-  m = sum(w[:, None] * (jnp.clip(base + k - 1, 0, n_in - 1)[:, None] == cols)
-          for k, w in enumerate(weights))
-  return jnp.where((dst < n_out)[:, None], m, 0.0)
+  inside = dst < n_out
+  index = jnp.stack([jnp.clip(base + t - 1, 0, n_in - 1) for t in range(4)]).astype(jnp.int32)
+  weight = jnp.stack([jnp.where(inside, w, 0.0) for w in _cubic_weights(src - base)])
+  return index, weight
 
 
 def heatmaps_to_keypoints(heatmaps, boxes, max_size: int):
@@ -169,7 +168,9 @@ def heatmaps_to_keypoints(heatmaps, boxes, max_size: int):
   bicubically to (min(ceil(h), max_size), min(ceil(w), max_size)) (h, w the box's size,
   at least 1), the first arg-max cell (i, j) -> x = x1 + (j + 0.5) * w / ceil_w, y alike;
   -> (keypoints [B, D, K, 2] image pixels, scores [B, D, K] = the resized map there).
-  With max_size >= the image size this is torchvision's heatmaps_to_keypoints."""
+  With max_size >= the image size this is torchvision's heatmaps_to_keypoints. The
+  resize is 4 taps per axis (x first, then y, as PyTorch sums them): K max_size^2 8
+  multiply-adds per detection, computed a few detections at a time."""
   b, d, s, _, k = heatmaps.shape
   maps = jnp.moveaxis(heatmaps, -1, 2).reshape(b * d, k, s, s)
   flat_boxes = boxes.reshape(b * d, 4)
@@ -179,8 +180,9 @@ def heatmaps_to_keypoints(heatmaps, boxes, max_size: int):
     w = jnp.maximum(box[2] - box[0], 1.0)
     h = jnp.maximum(box[3] - box[1], 1.0)
     nw, nh = jnp.minimum(jnp.ceil(w), max_size), jnp.minimum(jnp.ceil(h), max_size)
-    wy, wx = _bicubic_matrix(nh, s, max_size), _bicubic_matrix(nw, s, max_size)
-    up = jnp.einsum("ys,ksx,zx->kyz", wy, hm, wx, precision=HIGHEST)
+    (ix, wx), (iy, wy) = _bicubic_taps(nw, s, max_size), _bicubic_taps(nh, s, max_size)
+    cols = sum(wx[t] * hm[:, :, ix[t]] for t in range(4))  # [K, S, max]
+    up = sum(wy[t][:, None] * cols[:, iy[t], :] for t in range(4))  # [K, max, max]
     inside = ((jnp.arange(max_size) < nh)[:, None] & (jnp.arange(max_size) < nw)[None, :])
     up = jnp.where(inside, up, -jnp.inf).reshape(k, -1)
     pos = jnp.argmax(up, -1)
@@ -190,5 +192,7 @@ def heatmaps_to_keypoints(heatmaps, boxes, max_size: int):
     y = box[1] + (yi + 0.5) * (h / nh)
     return jnp.stack([x, y], -1), score
 
-  xy, score = jax.lax.map(one, (maps, flat_boxes), batch_size=8)
+  per_item = k * max_size * max_size * 4 * 3  # bytes of the resized maps and temporaries
+  xy, score = jax.lax.map(one, (maps, flat_boxes),
+                          batch_size=max(1, min(8, int(256 * 2**20 // per_item))))
   return xy.reshape(b, d, k, 2), score.reshape(b, d, k)
