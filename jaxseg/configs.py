@@ -348,6 +348,35 @@ def torchvision_keypoint_rcnn() -> tuple[dict, dict]:
   return copy.deepcopy(tvw.KEYPOINTRCNN_RESNET50_FPN), tiny
 
 
+COCO_TRAIN_IMAGES = 118_287  # COCO 2017 train: TFDS coco/2017 train, instances_train2017
+
+
+def torchvision_coco_recipe(*, epochs: int = 26, lr_steps: tuple[int, int] = (16, 22),
+                            train_images: int = COCO_TRAIN_IMAGES,
+                            batch_size: int = 16) -> dict:
+  """`detection` keyword arguments (dataset, run, optimizer, init_from, small) of
+  torchvision's references/detection recipe on COCO, as experiments/detection/
+  faster_rcnn_coco.py sets it: batch 16 (8 GPUs x 2), SGD lr 0.02 * batch / 16,
+  momentum 0.9, weight decay 1e-4, lr x 0.1 at the `lr_steps` epochs, a 1000-step
+  warm-up, no clipping, `epochs` of `train_images` images (Faster / Mask R-CNN: 26, (16,
+  22); keypoint R-CNN: 46, (36, 43)); images 1088 px letterboxed, max_boxes 100 with
+  "error", no cache; init_from takes an ImageNet ResNet-50 under `backbone`; `small`:
+  Detectron's 1x (12 epochs, x 0.1 at 8 and 11) at 832 px. The dataset name is the
+  caller's."""
+  epoch = train_images // batch_size
+  return dict(
+      dataset=dict(image_size=1088, max_boxes=100, max_boxes_overflow="error", cache=False),
+      run=dict(batch_size=batch_size, eval_batch_size=8, num_steps=epochs * epoch,
+               log_every=100, eval_every=2 * epoch, checkpoint_every=2_000),
+      optimizer=dict(name="sgd", lr=0.02 * batch_size / 16, momentum=0.9, nesterov=False,
+                     weight_decay=1e-4, schedule="step",
+                     decay_steps=tuple(e * epoch for e in lr_steps), decay_factor=0.1,
+                     warmup_steps=1_000, grad_clip_norm=0.0),
+      init_from=dict(source_prefix="backbone", target_prefix="backbone"),
+      small=dict(num_steps=12 * epoch, dataset=dict(image_size=832),
+                 optimizer=dict(decay_steps=(8 * epoch, 11 * epoch))))
+
+
 def torchvision_ssd300() -> tuple[dict, dict]:
   """(config.model, its `tiny` override) of SSD300 (Liu et al. 2016) as torchvision's
   ssd300_vgg16 (`jaxseg.weights.torchvision.SSD300_VGG16`: its VGG-16, conv4_3 L2 norm,
