@@ -29,7 +29,7 @@ from jaxseg.errors import ConfigError
 
 ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 CHILD_MARK = "JAXSEG_LAUNCHED_BY"  # set in the launcher's children: run, do not launch
-STOP_GRACE_S = 30  # after a forwarded SIGTERM/SIGINT, how long before SIGKILL
+STOP_GRACE_S = 120  # after a forwarded SIGTERM/SIGINT, how long before SIGKILL
 STOPPED = 128 + signal.SIGTERM  # a process that saved a checkpoint and stopped
 
 
