@@ -250,6 +250,11 @@ def test_keypoint_rcnn_coco_tiny_on_a_person_keypoints_fixture(tmp_path):
   assert task.keypoint_names == tuple(COCO_KEYPOINTS)
   assert task.skeleton == tuple((a - 1, b - 1) for a, b in COCO_SKELETON)
   np.testing.assert_allclose(task.keypoint_sigmas, COCO_KEYPOINT_SIGMAS)
+  assert c.dataset.augment.flip  # as torchvision: the source's left/right swap is used
+  flipped = next(task.train_data(0))
+  task.validate_batch(flipped)
+  with c.unlocked():
+    c.dataset.augment.flip = False  # the positions below are checked without flips
   batch = next(task.train_data(0))
   task.validate_batch(batch)
   valid = batch["valid"]

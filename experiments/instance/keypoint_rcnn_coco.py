@@ -45,10 +45,8 @@ The settings, as jaxseg fields:
   another count, scale num_steps, decay_steps and eval_every by it / TRAIN_IMAGES.
 - scale jitter: torchvision's KeypointRCNN draws the short side from 640..800 in
   training; here the letterboxed side is drawn from [0.8, 1] x 1088 (augment min_scale).
-- flips: torchvision flips with COCO's left/right keypoint swap. jaxseg's detection
-  task does not yet hand the source's flip_permutation to the training preprocessing
-  (a keypoint dataset with flips stops with a ConfigError there), so flips are OFF here
-  until it does; then set augment.flip=True (the swap comes from the keypoint names).
+- flips: as torchvision, with COCO's left/right keypoint swap (the source's
+  flip_permutation, from the keypoint names).
 - evaluation: box AP and keypoint AP (OKS with COCO's 17 sigmas, "keypoint_AP", the
   best checkpoint's metric) on val2017, exported as COCO JSON (the person category
   carries its keypoints, skeleton and kpt_oks_sigmas) that pycocotools scores unchanged.
@@ -65,7 +63,7 @@ def get_config(arg=None):
   recipe = configs.torchvision_coco_recipe(epochs=46, lr_steps=(36, 43),
                                            train_images=TRAIN_IMAGES)
   recipe["dataset"].update(name="coco_format/coco2017_person_keypoints",
-                           augment=dict(flip=False, min_scale=640 / 800, max_scale=1.0))
+                           augment=dict(flip=True, min_scale=640 / 800, max_scale=1.0))
   return configs.detection(arg, model=model, tiny_model=tiny_model,
                            task="instance_segmentation", best_metric="keypoint_AP",
                            **recipe).lock()

@@ -171,7 +171,8 @@ class DetectionTask(base.Task):
     c = self.config.dataset
     ds, n = self._load("train")
     preprocess = det_data.make_train_preprocess(
-        c.image_size, self.max_boxes, self._augment(), resize=c.get("resize", "letterbox"),
+        c.image_size, self.max_boxes, self._augment(),
+        flip_permutation=self.source.flip_permutation, resize=c.get("resize", "letterbox"),
         name=c.name, overflow=c.get("max_boxes_overflow", "error"))
     batches = pipeline.train_batches(ds, n, preprocess, self.config.batch_size,
                                      self.config.seed, start_step, c.shuffle_buffer, c.cache,
