@@ -380,12 +380,13 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
   if ckpt.steps():
     warn_config_changes(config, workdir)
   last_step = config.num_steps if train else start_step
-  train_iter = task.train_data(start_step) if start_step < last_step else iter(())
-  first_batch = next(train_iter, None)  # data errors surface before anything is written
-  if first_batch is not None:
-    task.validate_batch(first_batch)
-  else:  # nothing left to train: the eval data is what this run reads
-    next(iter(task.eval_data()), None)
+  with multihost.primary_first("jaxseg: data ready"):  # a generated dataset is built once
+    train_iter = task.train_data(start_step) if start_step < last_step else iter(())
+    first_batch = next(train_iter, None)  # data errors surface before anything is written
+    if first_batch is not None:
+      task.validate_batch(first_batch)
+    else:  # nothing left to train: the eval data is what this run reads
+      next(iter(task.eval_data()), None)
 
   # From here on the run writes: config, metrics, pictures, checkpoints.
   save = train or _writable(workdir)

@@ -18,6 +18,7 @@ SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -93,6 +94,21 @@ def exit_after_peer_failure(e: BaseException):
   sys.stderr.flush()
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def primary_first(name: str):
+  """Process 0 runs the block first and the others after it (e.g. opening a generated
+  dataset that process 0 builds on first use and the others then read); one process:
+  nothing changes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  many = jax.process_count() > 1
+  if many and jax.process_index() > 0:
+    multihost_utils.sync_global_devices(name)
+  yield
+  if many and jax.process_index() == 0:
+    multihost_utils.sync_global_devices(name)
 
 
 def preemption_sync_available() -> bool:
