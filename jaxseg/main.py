@@ -68,6 +68,8 @@ def main(argv):
     workdir = FLAGS.workdir or cli.default_workdir(FLAGS["config"].config_filename)
     summary = loop.train_and_evaluate(config, workdir, train=FLAGS.mode == "train")
   except JaxsegError as e:
+    if FLAGS.distributed and jax.process_count() > 1:  # perhaps this process alone
+      multihost.exit_now(str(e), 2)
     cli.fail(str(e))
   except Exception as e:  # pylint: disable=broad-except
     if FLAGS.distributed and multihost.is_peer_failure(e):

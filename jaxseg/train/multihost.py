@@ -84,16 +84,22 @@ def is_peer_failure(e: BaseException) -> bool:
 
 
 def exit_after_peer_failure(e: BaseException):
-  """One error line and exit status 1 at once: the job cannot go on, and the shutdown
-  barrier of jax.distributed would only wait for the dead process (then abort)."""
+  """One error line and exit status 1 at once: the job cannot go on."""
   import jax  # pylint: disable=g-import-not-at-top
   first = " ".join(str(e).split())[:200]
-  print(f"jaxseg: error: process {jax.process_index()} of {jax.process_count()}: the "
-        f"multi-process job broke ({first}); another process has probably died (see its "
-        f"log); run the same command to resume from the last checkpoint", file=sys.stderr)
+  exit_now(f"process {jax.process_index()} of {jax.process_count()}: the multi-process job "
+           f"broke ({first}); another process has probably died (see its log); run the "
+           f"same command to resume from the last checkpoint", 1)
+
+
+def exit_now(message: str, status: int):
+  """`jaxseg: error: <message>` and exit with `status` at once. In a multi-process job a
+  normal exit would run jax.distributed's shutdown barrier, which waits (5 minutes) for
+  processes that may themselves be blocked in a collective waiting for this one."""
+  print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)
   sys.stderr.flush()
   sys.stdout.flush()
-  os._exit(1)  # pylint: disable=protected-access
+  os._exit(status)  # pylint: disable=protected-access
 
 
 @contextlib.contextmanager
