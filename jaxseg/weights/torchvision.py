@@ -209,7 +209,8 @@ FASTERRCNN_RESNET50_FPN = dict(
 # KeypointRCNNPredictor (4 x 4 stride-2 transpose conv, bilinear x 2) -> 56 x 56 heatmaps,
 # decoded at the detected boxes' own size: torchvision does not cap it, so max_size is
 # its longest image side (1333; heatmaps_to_keypoints equals torchvision's when max_size
-# >= every box side; a smaller value only saves compute on smaller images). The number of
+# >= every box side; RoIHeads caps it at the image's longest side, which boxes never
+# exceed, so smaller images cost less by themselves). The number of
 # keypoints (17 for COCO) comes from the dataset (build_detector's num_keypoints).
 MASKRCNN_RESNET50_FPN = dict(
     FASTERRCNN_RESNET50_FPN,

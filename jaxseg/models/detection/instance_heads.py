@@ -72,7 +72,8 @@ class KeypointHead(nn.Module):
   num_keypoints: int
   conv_layers: Sequence[int] = (512,) * 8
   resolution: int = 14
-  max_size: int = 224  # heatmaps_to_keypoints' cap on the resized map's side
+  max_size: int = 224  # heatmaps_to_keypoints' cap on the resized map's side (at most
+  # the image's longest side is used: boxes are clipped to the image)
   dtype: Any = jnp.float32
 
   @nn.compact

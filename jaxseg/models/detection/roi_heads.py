@@ -203,8 +203,10 @@ class RoIHeads(nn.Module):
     if self.keypoint_head is not None:
       heatmaps = self.keypoint_head(self._pool(features, strides, boxes,
                                                self.keypoint_head.resolution))
+      # boxes are clipped to the image: a larger resized map is never needed
+      max_size = min(self.keypoint_head.max_size, max(image_hw))
       out["keypoints"], out["keypoint_scores"] = instance_heads.heatmaps_to_keypoints(
-          heatmaps, out["boxes"], self.keypoint_head.max_size)
+          heatmaps, out["boxes"], max_size)
     return out
 
 
