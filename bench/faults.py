@@ -24,8 +24,12 @@ checks the outcome against an uninterrupted reference run:
   R6  a full disk (a size-limited tmpfs; skipped where mount fails) while a checkpoint is
       written -> one error line, the previous checkpoint intact and restorable, and an
       exact resume once space is freed
+  R7  many processes (issue 18; not in --fast): 2 local processes x 2 devices killed
+      (kill -9 of one), SIGTERM to one, a coordinator that never answers, a run saved by
+      2 processes resumed by 1 -> the launcher's one line and exit status, exact resume
 
   .venv/bin/python bench/faults.py --output=docs/faults.md          # full table, ~10-15 min
+  .venv/bin/python bench/faults.py --only=R7 --direct --output=docs/faults_multihost.md
   .venv/bin/python bench/faults.py --fast                           # subset, ~1-2 min
 
 Prints one Markdown table (also written to --output) and exits 1 if any row FAILs.
@@ -272,10 +276,10 @@ class Bench:
       return [os.path.join(REPO, ".venv", "bin", "python"), *argv[1:]]
     return argv
 
-  def run(self, argv, timeout=300) -> Result:
+  def run(self, argv, timeout=300, env=None) -> Result:
     t0 = time.monotonic()
     try:
-      p = subprocess.run(self._exec_argv(argv), cwd=REPO, env=self.env, capture_output=True,
+      p = subprocess.run(self._exec_argv(argv), cwd=REPO, env=env or self.env, capture_output=True,
                          text=True, timeout=timeout, check=False)
       return Result(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
     except subprocess.TimeoutExpired as e:
@@ -1053,6 +1057,185 @@ class Bench:
 
 # ----------------------------------------------------------------------------- main
 
+# ----------------------------------------------------------------------------- R7: many processes
+MP = ("--num_processes=2", "--devices_per_process=2")
+
+
+def _launcher_child(launcher_pid, index):
+  """The pid of the local launcher's process with JAX_PROCESS_ID=index (None: not yet)."""
+  try:
+    with open(f"/proc/{launcher_pid}/task/{launcher_pid}/children") as f:
+      children = [int(c) for c in f.read().split()]
+    for pid in children:
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        if f"JAX_PROCESS_ID={index}".encode() in f.read().split(b"\0"):
+          return pid
+  except OSError:
+    pass
+  return None
+
+
+def _free_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class MultiProcessRows:
+  """R7 (issue 18): the local launcher (`--num_processes=2 --devices_per_process=2`) under
+  kill -9 of one process, SIGTERM to one process, a coordinator that never answers, and a
+  run saved by 2 processes resumed by 1. Rows run one after another (they share R7.0)."""
+
+  def __init__(self, bench: "Bench"):
+    self.b = bench
+    self.base = None  # R7.0's final state {path: array}
+
+  def rows(self):
+    out = [self.reference()]
+    if self.base is None:
+      return out + [Row("R7.1-4", "(needs R7.0)", "", "", "R7.0 failed", False)]
+    killed_copy = self.b.path("r7_saved_by_2")
+    out.append(self.kill_one(killed_copy))
+    out.append(self.sigterm_one())
+    out.append(self.no_coordinator())
+    out.append(self.n_to_m(killed_copy))
+    return out
+
+  def argv(self, workdir, *extra):
+    return self.b.cmd("train", *RUN, *MP, f"--workdir={workdir}", *extra)
+
+  def reference(self):
+    workdir = self.b.path("r7_reference")
+    argv = self.argv(workdir)
+    r = self.b.run(argv)
+    recs = records(workdir)
+    ok = r.rc == 0 and kept(workdir)[-1:] == [LAST] and len(recs) == len(set(recs))
+    if ok:
+      self.base = read_state(workdir, LAST)
+    observed = (f"exit {r.rc} in {r.seconds:.0f} s; checkpoints kept {kept(workdir)}; "
+                f"{len(recs)} records ({len(set(recs))} distinct (step, split))")
+    return Row("R7.0", "2 processes x 2 devices, uninterrupted (the R7 reference)",
+               self.b.show(argv), "exit 0; one record per (step, split), written by process 0",
+               observed, bool(ok))
+
+  def exact(self, workdir):
+    """(ok, text): the final state of `workdir` against R7.0's, array by array."""
+    if LAST not in kept(workdir):
+      return False, f"no checkpoint {LAST} (kept {kept(workdir)})"
+    got = read_state(workdir, LAST)
+    differ = [k for k in self.base if k not in got or not np.array_equal(self.base[k], got[k])]
+    recs = records(workdir)
+    dup = len(recs) - len(set(recs))
+    ok = not differ and not dup
+    return ok, (f"final state {'bit-identical to R7.0' if not differ else f'differs in {differ[:3]}'}"
+                f"; {dup} duplicate records")
+
+  def watch(self, argv, ready, timeout=240):
+    """Start `argv`, wait until `ready()` (True) or the launcher exits first (False)."""
+    p, out, err = self.b.start(argv)
+    deadline = time.monotonic() + timeout
+    while not ready():
+      if p.poll() is not None or time.monotonic() > deadline:
+        return p, out, err, False
+      time.sleep(0.05)
+    return p, out, err, True
+
+  def kill_one(self, copy_to):
+    workdir = self.b.path("r7_kill")
+    argv = self.argv(workdir)
+    what = "kill -9 process 1 of 2 once checkpoint 2 is committed; then the same command"
+    expected = ("the launcher stops process 0 and exits 1 within 15 s with one line naming "
+                "process 1 and SIGKILL; the rerun exits 0 with R7.0's final state bit for bit")
+    p, out, err, ready = self.watch(argv, lambda: 2 in kept(workdir))
+    victim = _launcher_child(p.pid, 1) if ready else None
+    if victim is None:
+      first = Bench.finish(p, out, err, time.monotonic())
+      return Row("R7.1", what, self.b.show(argv), expected,
+                 f"never reached checkpoint 2 with 2 processes (exit {first.rc}): "
+                 f"{short(first.stderr[-300:])}", False)
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.monotonic()
+    first = Bench.finish(p, out, err, t0, timeout=120)
+    line = (f"{ERROR} process 1 of 2 (pid {victim}) was killed by signal 9 (SIGKILL); stopped "
+            f"the other processes; run the same command to resume from the last checkpoint")
+    left = kept(workdir)
+    shutil.copytree(workdir, copy_to)
+    again = self.b.run(argv)
+    ok_state, text = self.exact(workdir)
+    ok = (first.rc == 1 and first.seconds < 15 and line in first.error_lines()
+          and again.rc == 0 and ok_state and "Traceback" not in again.text)
+    observed = (f"launcher exit {first.rc} {first.seconds:.1f} s after the kill, error lines "
+                f"{[short(l, 90) for l in first.error_lines()]}; checkpoints left {left}; "
+                f"rerun exit {again.rc} ({again.seconds:.0f} s); {text}")
+    return Row("R7.1", what, self.b.show(argv) + "  (then the same command again)", expected,
+               observed, ok)
+
+  def sigterm_one(self):
+    workdir = self.b.path("r7_sigterm")
+    argv = self.argv(workdir)
+    what = "SIGTERM to process 0 alone (a preemption notice) after step 3; then the same command"
+    expected = ("both processes save the same step and exit; launcher exit 143; the rerun "
+                "exits 0 with R7.0's final state bit for bit")
+    p, out, err, ready = self.watch(argv, lambda: any(s >= 3 for s, _ in records(workdir)))
+    target = _launcher_child(p.pid, 0) if ready else None
+    if target is None:
+      first = Bench.finish(p, out, err, time.monotonic())
+      return Row("R7.2", what, self.b.show(argv), expected,
+                 f"never reached step 3 (exit {first.rc}): {short(first.stderr[-300:])}", False)
+    os.kill(target, signal.SIGTERM)
+    first = Bench.finish(p, out, err, time.monotonic(), timeout=120)
+    saved = [l.split("saved checkpoint at step ")[1].split()[0]
+             for l in first.stderr.splitlines() if "stopped by SIGTERM: saved" in l]
+    again = self.b.run(argv)
+    ok_state, text = self.exact(workdir)
+    ok = (first.rc == 143 and len(saved) == 2 and len(set(saved)) == 1 and again.rc == 0
+          and ok_state and "Traceback" not in first.text + again.text)
+    observed = (f"launcher exit {first.rc} {first.seconds:.1f} s after the signal; steps saved "
+                f"by the processes: {saved}; rerun exit {again.rc}; {text}")
+    return Row("R7.2", what, self.b.show(argv) + "  (then the same command again)", expected,
+               observed, ok)
+
+  def no_coordinator(self):
+    workdir = self.b.path("r7_no_coordinator")
+    address = f"127.0.0.1:{_free_port()}"
+    env = dict(self.b.env, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID="1")
+    argv = self.b.cmd("train", *RUN, f"--workdir={workdir}", "--distributed",
+                      "--init_timeout=10")
+    r = self.b.run(argv, env=env)
+    lines = r.error_lines()
+    ok = (r.rc == 2 and len(lines) == 1 and "did not answer within 10 s" in lines[0]
+          and not os.path.exists(workdir) and "Traceback" not in r.text)
+    return Row("R7.3", "process 1 of 2 whose coordinator never comes up (nothing listens)",
+               f"JAX_COORDINATOR_ADDRESS={address} JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 "
+               + self.b.show(argv),
+               "exit 2 with one error line after --init_timeout (no hang, no abort), no workdir",
+               f"exit {r.rc} after {r.seconds:.0f} s; {[short(l, 160) for l in lines]}; workdir "
+               f"{'left' if os.path.exists(workdir) else 'not created'}", ok)
+
+  def n_to_m(self, workdir):
+    argv = self.b.cmd("train", *RUN, "--num_processes=1", "--devices_per_process=4",
+                      f"--workdir={workdir}")
+    what = "R7.1's workdir as the kill left it (saved by 2 processes), resumed by 1 process x 4 devices"
+    expected = ("exit 0; final parameters equal R7.0's within 1e-5 (gloo's cross-process "
+                "all-reduce sums in another order than XLA:CPU's in-process one)")
+    if not os.path.isdir(workdir):
+      return Row("R7.4", what, self.b.show(argv), expected, "R7.1 left no workdir", False)
+    start = kept(workdir)
+    r = self.b.run(argv)
+    if r.rc != 0 or LAST not in kept(workdir):
+      return Row("R7.4", what, self.b.show(argv), expected,
+                 f"exit {r.rc}: {short(r.stderr[-300:])}", False)
+    got = read_state(workdir, LAST)
+    params = [k for k in self.base if k.startswith("params/")]
+    worst = max(float(np.max(np.abs(got[k] - self.base[k]))) for k in params)
+    close = all(np.allclose(got[k], self.base[k], rtol=1e-5, atol=1e-6) for k in params)
+    return Row("R7.4", what, self.b.show(argv), expected,
+               f"resumed from {start[-1] if start else None}; exit 0 in {r.seconds:.0f} s; "
+               f"largest parameter difference {worst:.2g}", close)
+
+
 LEGEND = """What the README's commands do when things go wrong (issue 20). Produced by
 `bench/faults.py` (its `--fast` subset runs in tests/test_faults.py); every row runs
 `./launch.sh train|eval` (or the README's `python -m jaxseg.data.coco_format`) as a
@@ -1072,6 +1255,9 @@ subprocess on the tiny U-Net config and checks the outcome:
   workdir it points at unchanged (file tree, sizes, mtimes), no new workdir left.
 - R5: divergence: the message, every floating leaf of every kept checkpoint finite.
 - R6: a full disk (a 16 MB tmpfs) while a checkpoint is written.
+- R7: many processes (issue 18): the same run as 2 local processes x 2 CPU devices
+  (`--num_processes=2 --devices_per_process=2`): one process killed, SIGTERM to one
+  process, a coordinator that never answers, a run saved by 2 processes resumed by 1.
 """
 
 
@@ -1145,6 +1331,8 @@ def main(argv=None):
                     for i, k in enumerate(corruptions, 1)]
     if want("R6") and not args.fast:
       dependent.append(("R6", bench.r6))
+    if want("R7") and not args.fast:
+      independent.append(("R7", MultiProcessRows(bench).rows))
 
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
       reference = pool.submit(bench.reference)
