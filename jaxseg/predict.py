@@ -314,7 +314,7 @@ def _detection_overlay(task, image, record, score_threshold: float = 0.3):
   boxes = np.asarray([d["box"] for d in dets], np.float32).reshape(-1, 4)
   extra = {}
   if dets and "mask" in dets[0]:
-    extra["masks"] = np.stack([rle.decode(d["mask"]) for d in dets])
+    extra.update(masks=np.stack([rle.decode(d["mask"]) for d in dets]), instance_colours=True)
   if dets and "keypoints" in dets[0]:
     extra["keypoints"] = np.asarray([[[k["x"], k["y"], 2.0] for k in d["keypoints"]]
                                      for d in dets], np.float32)

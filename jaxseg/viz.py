@@ -246,7 +246,8 @@ def detection_colours(labels) -> np.ndarray:
 def draw_detections(image: np.ndarray, boxes: np.ndarray, labels, scores=None,
                     class_names: Sequence[str] | None = None, masks=None, keypoints=None,
                     keypoint_edges=None, valid=None, score_threshold: float | None = None,
-                    mask_alpha: float = 0.5, scale: int = 1) -> np.ndarray:
+                    mask_alpha: float = 0.5, scale: int = 1,
+                    instance_colours: bool = False) -> np.ndarray:
   """Detections (or ground truth) drawn on a copy of `image` enlarged `scale` times;
   returns uint8 [H*scale, W*scale, 3].
 
@@ -255,7 +256,8 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels, scores=None,
   background at 0; else the label number; the score with two decimals when `scores`
   [M] is given). Rows are drawn where `valid` [M] (default: all), label >= 0 and (with
   `score_threshold`) score >= score_threshold. Each row's colour is its label's
-  (`detection_colours`). `masks` [M, H, W] (at the image's resolution, nonzero = inside):
+  (`detection_colours`), or with `instance_colours` one of its own (instance
+  segmentation: two objects of a class stay apart). `masks` [M, H, W] (at the image's resolution, nonzero = inside):
   translucent overlays, pixel = (1 - mask_alpha) * pixel + mask_alpha * colour, rows in
   order; `keypoints` [M, K, 3] (x, y, v): `draw_skeleton` per row in its colour, with
   `keypoint_edges` ((a, b) pairs; default: the LSP edges when K = 14, else none).
@@ -279,6 +281,9 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels, scores=None,
       rows &= scores >= score_threshold
   rows = np.flatnonzero(rows)
   colours = detection_colours(labels)
+  if instance_colours:  # the drawn rows in turn take the palette's colours after black
+    colours = colours.copy()
+    colours[rows] = palette(len(rows) + 1)[1:]
   if masks is not None and len(rows):
     masks = np.asarray(masks)
     if masks.shape[1:] != image.shape[:2]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, load_config
-from jaxseg import ops, tasks
+from jaxseg import ops, tasks, viz
 from jaxseg.errors import ConfigError
 from jaxseg.models.detection import instance_heads
 from jaxseg.train import loop
@@ -226,6 +226,13 @@ def test_pictures_draw_masks_and_skeletons():
     assert drawn.dtype == np.uint8
     # masks fill their boxes with the class colour; keypoints add a dot at the centre
     assert len(np.unique(drawn.reshape(-1, 3), axis=0)) > 4
+  # instance colours: two objects of one class get two colours
+  masks = np.zeros((2, 8, 8), bool)
+  masks[0, :, :4], masks[1, :, 4:] = True, True
+  image = viz.draw_detections(np.zeros((8, 8, 3), np.uint8), np.array([[0, 0, 4, 8],
+                              [4, 0, 8, 8]]), [1, 1], masks=masks, mask_alpha=1.0,
+                              instance_colours=True)
+  assert not np.array_equal(image[4, 1], image[4, 6])
 
 
 def test_bad_instance_configs_are_config_errors():

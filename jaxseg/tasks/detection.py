@@ -518,7 +518,7 @@ class DetectionTask(base.Task):
     """draw_detections' masks / keypoints arguments for ground-truth row i of a batch."""
     out = {}
     if "masks" in self.instance_outputs:
-      out["masks"] = np.asarray(batch["masks"][i])
+      out.update(masks=np.asarray(batch["masks"][i]), instance_colours=True)
     if "keypoints" in self.instance_outputs:
       out.update(keypoints=np.asarray(batch["keypoints"][i]), keypoint_edges=self.skeleton)
     return out
@@ -531,7 +531,7 @@ class DetectionTask(base.Task):
       masks = ops.roi.paste_masks(np.asarray(predictions["masks"][i]),
                                   np.maximum(np.asarray(predictions["boxes"][i]), 0),
                                   *image_hw)
-      out["masks"] = masks >= 0.5
+      out.update(masks=masks >= 0.5, instance_colours=True)
     if "keypoints" in predictions:
       xy = np.asarray(predictions["keypoints"][i])
       out.update(keypoints=np.concatenate([xy, np.full(xy.shape[:-1] + (1,), 2.0)], -1),
