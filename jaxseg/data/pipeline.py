@@ -137,8 +137,9 @@ def _pad_batch(batch: Batch, size: int) -> Batch:
 
 
 def batch_sharding(mesh) -> NamedSharding:
-  """Leading (batch) axis split over the mesh's `data` axis."""
-  return NamedSharding(mesh, PartitionSpec("data"))
+  """Leading (batch) axis split over every axis of the mesh (`data`, and `fsdp` if any)."""
+  names = mesh.axis_names
+  return NamedSharding(mesh, PartitionSpec(names[0] if len(names) == 1 else names))
 
 
 def to_global(batch: Batch, mesh) -> dict[str, jax.Array]:

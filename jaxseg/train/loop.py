@@ -34,12 +34,41 @@ from jaxseg.train.state import TrainState, create_state
 from jaxseg.viz import save_png
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh, axis name `data`, over `devices` (default: every device of every
-  process). Auto sharding: XLA propagates shardings, so model code never names an axis."""
+def make_mesh(devices=None, fsdp: int = 1) -> jax.sharding.Mesh:
+  """A mesh over `devices` (default: every device of every process). Axis `data` splits
+  the batch; with `fsdp` > 1 a second axis `fsdp` of that size splits the batch too and
+  shards the train state (`state_shardings`). Auto sharding: XLA propagates shardings
+  (and inserts the all-gathers of sharded parameters), so model code never names an axis."""
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), ("data",), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  auto = jax.sharding.AxisType.Auto
+  if fsdp == 1:
+    return jax.make_mesh((len(devices),), ("data",), devices=devices, axis_types=(auto,))
+  if not isinstance(fsdp, int) or fsdp < 1 or len(devices) % fsdp:
+    raise ConfigError(f"--fsdp={fsdp} does not divide the {len(devices)} devices; expected "
+                      f"a divisor of {len(devices)}")
+  return jax.make_mesh((len(devices) // fsdp, fsdp), ("data", "fsdp"), devices=devices,
+                       axis_types=(auto, auto))
+
+
+def state_shardings(mesh, tree):
+  """The train state's sharding rule, in one place (big_vision's `fsdp` rule): on a mesh
+  with an `fsdp` axis of size k > 1 every floating-point array (parameters, optimizer
+  moments, batch statistics) is split over it along its largest dimension divisible by k
+  (the last of equal ones); integer arrays (step, PRNG key data), scalars and arrays
+  without such a dimension are replicated. Without the axis everything is replicated."""
+  k = dict(mesh.shape).get("fsdp", 1)
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def rule(x):
+    if k == 1 or not jnp.issubdtype(x.dtype, jnp.floating):
+      return replicated
+    dims = [d for d in range(len(x.shape)) if x.shape[d] >= k and x.shape[d] % k == 0]
+    if not dims:
+      return replicated
+    split = max(dims, key=lambda d: (x.shape[d], d))
+    return NamedSharding(mesh, PartitionSpec(*["fsdp" if d == split else None
+                                               for d in range(len(x.shape))]))
+  return jax.tree.map(rule, tree)
 
 
 def check_batch_sizes(config, mesh) -> None:
@@ -217,21 +246,22 @@ def check_workdir(workdir: str, train: bool) -> None:
 
 
 def build_state(config, task, mesh):
-  """(tx, schedule, init, abstract): the optimizer and its schedule, `init(rng)` (jitted,
-  replicated over `mesh`) giving a fresh TrainState, and that state's abstract shapes
-  (ShapeDtypeStructs with the replicated sharding; nothing is computed)."""
-  replicated = NamedSharding(mesh, PartitionSpec())
+  """(tx, schedule, init, abstract): the optimizer and its schedule, `init(rng)` (jitted
+  over `mesh`) giving a fresh TrainState, and that state's abstract shapes
+  (ShapeDtypeStructs with the shardings of `state_shardings`; nothing is computed)."""
   tx, schedule = make_optimizer(config.optimizer, config.num_steps,
                                 frozen=transfer.frozen_mask(config))
   example = task.example_batch(mesh.size)
 
-  @functools.partial(jax.jit, out_shardings=replicated)
   def init(rng):
     return create_state(task.init(rng, example), tx, config.seed)
 
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                          jax.eval_shape(init, jax.random.key(config.seed)))
-  return tx, schedule, init, abstract
+  shapes = jax.eval_shape(init, jax.random.key(config.seed))
+  shardings = state_shardings(mesh, shapes)
+  abstract = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                                   sharding=sharding),
+                          shapes, shardings)
+  return tx, schedule, jax.jit(init, out_shardings=shardings), abstract
 
 
 def check_best_metric(config, task, abstract_variables, example) -> None:
@@ -403,7 +433,8 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
              "metrics": writer.path, "start_step": start_step, "interrupted": False}
 
   step_fn = jax.jit(functools.partial(train_step, task, tx, schedule),
-                    out_shardings=(NamedSharding(mesh, PartitionSpec()),) * 2, donate_argnums=0)
+                    out_shardings=(jax.tree.map(lambda a: a.sharding, abstract),
+                                   NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
   progress = _Progress(config.num_steps, start_step)
   eval_metrics = None
   pending = None  # metrics of the last dispatched step, checked one step later
