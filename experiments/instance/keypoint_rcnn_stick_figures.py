@@ -7,7 +7,8 @@ with CrowdPose's sigmas for the 14 joints, `skeleton.OKS_SIGMAS`), exported as C
 (the person category carries its keypoints, skeleton and `kpt_oks_sigmas`).
 
 ./launch.sh train experiments/instance/keypoint_rcnn_stick_figures.py
-Variants: `:small`, `:tiny` (tests). Flip augmentation stays off: a mirrored figure
+Variants: `:small`, `:tiny` (tests). 800 steps of batch 8: a 1500-step run (commit
+2a5ad8d) had keypoint AP 0.837 at step 750 already and ran 30 min under load. Flip augmentation stays off: a mirrored figure
 with left / right swapped is not from the data's distribution (the right limbs are the
 darker ones, see jaxseg/data/stick_figures.py).
 """
@@ -25,6 +26,7 @@ def get_config(arg=None):
       dataset=dict(name="stick_figures", image_size=64, max_boxes=1,
                    augment=dict(flip=False),
                    generator=dict(num_train=4000, num_validation=500)),
+      run=dict(num_steps=800, eval_every=400, checkpoint_every=200),
       small=dict(num_steps=600, eval_every=600, checkpoint_every=200),
       task="instance_segmentation", best_metric="keypoint_AP")
   return c.lock()
