@@ -203,10 +203,9 @@ def _segmentation_json(task, p, g: Geometry) -> dict:
   class_map = labels[rows[:, None], cols[None, :]]
   classes = []
   for k in np.unique(class_map).tolist():
-    mask = rle.encode((class_map == k).astype(np.uint8))
     classes.append({"label": int(k), "class": _class_name(task, int(k)),
                     "pixels": int(np.sum(class_map == k)),
-                    "mask": {"size": mask["size"], "counts": mask["counts"].decode("ascii")}})
+                    "mask": rle.to_json(rle.encode((class_map == k).astype(np.uint8)))})
   return {"classes": classes, "_class_map": class_map}
 
 
@@ -253,8 +252,7 @@ def _detection_json(task, p, g: Geometry) -> dict:
     pasted = ops.roi.paste_masks(np.asarray(p["masks"])[order], source_boxes[order],
                                  *g.source_hw)
     for d, mask in zip(detections, pasted):
-      counts = rle.encode(mask >= 0.5)
-      d["mask"] = {"size": list(counts["size"]), "counts": counts["counts"].decode("ascii")}
+      d["mask"] = rle.to_json(rle.encode(mask >= 0.5))
   if "keypoints" in p:
     xy = g.to_source(np.asarray(p["keypoints"], np.float64))
     kp_scores = np.asarray(p["keypoint_scores"], np.float64)

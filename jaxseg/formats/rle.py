@@ -311,6 +311,13 @@ def encode(binary) -> RLE | list[RLE]:
           for i in range(m.shape[2])]
 
 
+def to_json(rle: RLE) -> dict:
+  """The RLE as COCO's JSON files hold it: {"size": [h, w], "counts": str}."""
+  counts = rle["counts"]
+  return {"size": [int(v) for v in rle["size"]],
+          "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
 def decode(rles) -> np.ndarray:
   """``[H, W]`` uint8 mask of an RLE, or ``[H, W, N]`` (Fortran order, as pycocotools)
   of a list of RLEs; an empty list gives shape ``[0, 0, 0]``."""

@@ -66,13 +66,6 @@ PICTURE_SCORE_THRESHOLD = 0.3
 PR_SIZE = (6.4, 4.0, 80)  # inches wide, high, dpi of the PR plot (512 x 320 px)
 
 
-def _json_rle(mask_rle) -> dict:
-  """An RLE as JSON wants it (counts a str)."""
-  counts = mask_rle["counts"]
-  return {"size": list(mask_rle["size"]),
-          "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
-
-
 class DetectionTask(base.Task):
   """The task contract (jaxseg.tasks) for object detection; see the module docstring."""
 
@@ -407,7 +400,7 @@ class DetectionTask(base.Task):
              "category_id": int(gt_labels[i, j]), "bbox": [x1, y1, x2 - x1, y2 - y1],
              "area": (x2 - x1) * (y2 - y1), "iscrowd": int(gt_crowd[i, j])}
       if gt_masks is not None:
-        ann.update(segmentation=_json_rle(gt_masks[i, j]),
+        ann.update(segmentation=rle.to_json(gt_masks[i, j]),
                    area=float(rle.area(gt_masks[i, j])))
       if gt_keypoints is not None:
         ann.update(keypoints=gt_keypoints[i, j].reshape(-1).tolist(),
@@ -428,7 +421,7 @@ class DetectionTask(base.Task):
       result = {"image_id": int(ids[i]), "category_id": int(classes[i, j]),
                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[i, j])}
       if det_masks is not None:
-        result["segmentation"] = _json_rle(det_masks[i, j])
+        result["segmentation"] = rle.to_json(det_masks[i, j])
       if det_keypoints is not None:
         result["keypoints"] = det_keypoints[i, j].reshape(-1).tolist()
       results.append(result)

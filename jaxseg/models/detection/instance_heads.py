@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg import ops
+from jaxseg import losses, ops
 from jaxseg.models.layers import Upsample
 
 
@@ -100,14 +100,8 @@ def mask_loss(logits, classes, targets, positive):
   """Mean sigmoid binary cross-entropy over the pixels of the foreground RoIs, of the mask
   logits [B, P, S, S, C + 1] of each RoI's ground-truth class `classes` [B, P]."""
   logit = jnp.take_along_axis(logits, classes[:, :, None, None, None], -1)[..., 0]
-  bce = optax_sigmoid_bce(logit, targets)
-  weight = jnp.broadcast_to(positive[:, :, None, None], bce.shape).astype(jnp.float32)
-  return jnp.sum(bce * weight) / jnp.maximum(jnp.sum(weight), 1.0)
-
-
-def optax_sigmoid_bce(logits, labels):
-  """Numerically stable sigmoid binary cross-entropy."""
-  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  pixels = jnp.broadcast_to(positive[:, :, None, None], logit.shape)
+  return losses.sigmoid_binary_cross_entropy(logit, targets, pixels)
 
 
 def keypoint_targets(keypoints, rois, matched, size: int):
