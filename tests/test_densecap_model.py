@@ -1,0 +1,83 @@
+"""DenseCap (Johnson, Karpathy & Fei-Fei 2016): the LSTM language model, the bilinear
+sampler and the fully convolutional localization network, tiny sizes."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.models.captioning import END, PAD, LanguageModel
+
+
+def _lm(vocab=6, max_length=3, width=16, seed=0, code_dim=5):
+  lm = LanguageModel(vocab_size=vocab, embed_dim=width, hidden_dim=width, max_length=max_length)
+  codes = jax.random.normal(jax.random.key(seed + 1), (3, code_dim))
+  tokens = jnp.zeros((3, max_length + 1), jnp.int32)
+  params = lm.init(jax.random.key(seed), codes, tokens)
+  # larger output weights: peaked distributions make greedy != beam more likely
+  params = jax.tree_util.tree_map(lambda x: 3.0 * x, params)
+  return lm, params, codes
+
+
+def _all_captions(vocab, max_length):
+  words = range(3, vocab)
+  out = []
+  for k in range(max_length + 1):
+    for seq in itertools.product(words, repeat=k):
+      out.append(list(seq) + [END] + [PAD] * (max_length - k))
+  return np.asarray(out, np.int32)
+
+
+def test_lm_teacher_forcing_is_causal_and_loss_matches_log_likelihood():
+  lm, params, codes = _lm()
+  tokens = jnp.asarray([[3, 4, END, PAD], [5, END, PAD, PAD], [4, 4, 5, END]], jnp.int32)
+  logits = lm.apply(params, codes, tokens)
+  assert logits.shape == (3, 4, 6)
+  changed = tokens.at[:, 2:].set(jnp.asarray([[5, 3], [4, 4], [3, 3]]))
+  logits2 = lm.apply(params, codes, changed)
+  np.testing.assert_allclose(logits[:, :3], logits2[:, :3], rtol=1e-6, atol=1e-6)
+  assert not np.allclose(logits[:, 3], logits2[:, 3])
+  for r in range(3):
+    one = tokens[r:r + 1]
+    loss = lm.apply(params, codes[r:r + 1], one, jnp.ones((1,)), method=LanguageModel.loss)
+    count = int(jnp.sum(one != PAD))
+    ll = lm.apply(params, codes[r:r + 1], one, method=LanguageModel.log_likelihood)
+    np.testing.assert_allclose(ll[0], -loss * count, rtol=1e-5)
+  # weights: a zero-weight row does not count
+  w = jnp.asarray([1.0, 0.0, 1.0])
+  loss = lm.apply(params, codes, tokens, w, method=LanguageModel.loss)
+  ll = lm.apply(params, codes, tokens, method=LanguageModel.log_likelihood)
+  np.testing.assert_allclose(loss, -(ll[0] + ll[2]) / (3 + 4), rtol=1e-5)
+
+
+def test_lm_greedy_equals_beam_one_and_beam_finds_the_best_caption():
+  lm, params, codes = _lm()
+  greedy, g_lp = lm.apply(params, codes, method=LanguageModel.greedy)
+  beam1, b1_lp = lm.apply(params, codes, 1, method=LanguageModel.beam_search)
+  np.testing.assert_array_equal(greedy, beam1)
+  np.testing.assert_allclose(g_lp, b1_lp, rtol=1e-5)
+  # decoded captions have the data's form and their logprob is their log-likelihood
+  ll = lm.apply(params, codes, greedy, method=LanguageModel.log_likelihood)
+  np.testing.assert_allclose(ll, g_lp, rtol=1e-5)
+  for row in np.asarray(greedy):
+    end = list(row).index(END)
+    assert all(w >= 3 for w in row[:end]) and all(w == PAD for w in row[end + 1:])
+  # brute force: every caption of <= 3 words over the 3 words
+  cands = jnp.asarray(_all_captions(6, 3))  # 40 captions
+  best = []
+  for r in range(3):
+    lls = lm.apply(params, jnp.repeat(codes[r:r + 1], len(cands), 0), cands,
+                   method=LanguageModel.log_likelihood)
+    best.append((int(jnp.argmax(lls)), float(jnp.max(lls))))
+  # a wide beam (every live hypothesis kept) is exhaustive here
+  tokens, lp = jax.jit(lambda p, c: lm.apply(p, c, 40, method=LanguageModel.beam_search))(
+      params, codes)
+  for r in range(3):
+    np.testing.assert_array_equal(tokens[r], cands[best[r][0]])
+    np.testing.assert_allclose(lp[r], best[r][1], rtol=1e-5)
+  # beam 3 is never worse than greedy and its logprob is its tokens' likelihood
+  t3, lp3 = lm.apply(params, codes, 3, method=LanguageModel.beam_search)
+  assert np.all(np.asarray(lp3) >= np.asarray(g_lp) - 1e-5)
+  np.testing.assert_allclose(lm.apply(params, codes, t3, method=LanguageModel.log_likelihood),
+                             lp3, rtol=1e-5)
