@@ -49,6 +49,10 @@ with Wy, Wx of at most 2 s non-zeros per row. Two lowerings of the same taps:
 Gradients flow to `features` (and, through the bilinear weights, to `boxes`; the
 reference kernels return none for boxes: wrap them in stop_gradient to match Mask R-CNN).
 
+`bilinear_sample` (DenseCap, Johnson et al. CVPR 2016): the Spatial-Transformer grid of
+DenseCap's BilinearRoiPooling, oh x ow single bilinear reads spanning the box edge to
+edge (its docstring gives the exact placement); gradients to features and boxes.
+
 `multilevel_roi_align` (FPN, Lin et al. CVPR 2017, eq. 1): roi of size w x h goes to
 level k = floor(k0 + log2(sqrt(w h) / 224)), clamped to the levels given. Two level
 mappers (`level_mapper`): "detectron2" (default; ROIPooler, 1e-8 inside the log) and
@@ -451,6 +455,70 @@ def _roi_align(features, boxes, box_indices, output_size, spatial_scale, samplin
     wx = _dense(xi, xw, width).astype(f.dtype)
     out = _separable(f.reshape(b * height, width, c), wy, wx, precision)
   return out.astype(f.dtype).reshape(*prefix, oh, ow, c)
+
+
+# ----------------------------------------------------------------- bilinear (DenseCap)
+
+
+def bilinear_sample(features, boxes, output_size=(7, 7), spatial_scale=1.0, *,
+                    box_indices=None, image_size=None):
+  """DenseCap's bilinear RoI pooling (Johnson, Karpathy & Fei-Fei, CVPR 2016, Sec. 3.1):
+  a Spatial-Transformer affine grid of oh x ow points spanning each box, one bilinear
+  read per point; differentiable with respect to `features` and to `boxes`.
+
+  Point placement, exactly jcjohnson/densecap's BilinearRoiPooling (BoxToAffine ->
+  stnbhwd's AffineGridGeneratorBHWD -> BilinearSamplerBHWD), written in jaxseg's pixel
+  coordinates (pixel i spans [i, i + 1]; DenseCap's 1-based (xc, yc, w, h) is
+  (cx + 0.5, cy + 0.5, x2 - x1, y2 - y1) here): for an image W pixels wide, a map Wf
+  cells wide, box centre cx = (x1 + x2) / 2 and width w = x2 - x1, output column j
+  reads the map at (0-based cell index)
+      x(j) = (Wf - 1) / (W - 1) * (cx - 0.5) + u_j * w * (Wf - 1) / (2 W),
+      u_j = -1 + 2 j / (ow - 1)   (linspace(-1, 1, ow); u = 0 when ow = 1),
+  likewise rows with H, Hf, cy, h. So the centre lands on the box centre, the outer
+  points on its edges (within a factor (W - 1) / W), the image and map normalised
+  coordinates [-1, 1] being the centres of their first and last pixels (stnbhwd's
+  align-corners convention). Each read is bilinear between floor(x) and floor(x) + 1;
+  a corner outside the map contributes 0 (stnbhwd's zero padding), so points beyond the
+  border fade to 0 instead of being clamped.
+  `image_size` (H, W) of the image the boxes refer to; None: the map's size /
+  spatial_scale. Layouts as the module docstring (per image [B, R, 4] or box_indices).
+  Gradients: to `features` (a scatter-add of the weights) and to `boxes` through the
+  point positions (piecewise linear, as the reference's gradGrids).
+  """
+  oh, ow = _pair(output_size, "output_size")
+  f, bxs, index, prefix, _ = _prepare(features, boxes, box_indices)
+  b, height, width, c = f.shape
+  if image_size is None:
+    image_h, image_w = height / float(spatial_scale), width / float(spatial_scale)
+  else:
+    image_h, image_w = (float(v) for v in image_size)
+  ys = _affine_axis(bxs[:, 1], bxs[:, 3], oh, image_h, height)  # [K, oh]
+  xs = _affine_axis(bxs[:, 0], bxs[:, 2], ow, image_w, width)  # [K, ow]
+  y0, x0 = jnp.floor(ys), jnp.floor(xs)
+  fy, fx = ys - y0, xs - x0
+  y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+  table = f.reshape(-1, c)
+  out = 0.0
+  for dy, wy in ((0, 1.0 - fy), (1, fy)):
+    for dx, wx in ((0, 1.0 - fx), (1, fx)):
+      yy, xx = y0 + dy, x0 + dx  # [K, oh], [K, ow]
+      inside = (((yy >= 0) & (yy < height))[:, :, None]
+                & ((xx >= 0) & (xx < width))[:, None, :])
+      rows = (index[:, None] * height + jnp.clip(yy, 0, height - 1))[:, :, None]
+      flat = rows * width + jnp.clip(xx, 0, width - 1)[:, None, :]  # [K, oh, ow]
+      weight = jnp.where(inside, wy[:, :, None] * wx[:, None, :], 0.0)
+      out = out + weight[..., None].astype(f.dtype) * jnp.take(table, flat, axis=0)
+  return out.astype(f.dtype).reshape(*prefix, oh, ow, c)
+
+
+def _affine_axis(lo, hi, n, image, size):
+  """[K, n] 0-based map coordinates of DenseCap's affine grid along one axis."""
+  u = jnp.linspace(-1.0, 1.0, n) if n > 1 else jnp.zeros((1,))
+  centre = 0.5 * (lo + hi)
+  extent = hi - lo
+  norm = (extent / image)[:, None] * u + ((2.0 * (centre + 0.5) - image - 1.0)
+                                          / (image - 1.0))[:, None]
+  return (norm + 1.0) * 0.5 * (size - 1.0)
 
 
 # ------------------------------------------------------------------------------- FPN
