@@ -7,7 +7,8 @@ x1 = c0, x2 = c1 + 1):
   image uint8 [H, W, 3]; boxes float32 [N, 4] absolute [x1, y1, x2, y2]; labels int32
   [N] in 1..C (0 = background, never an object); is_crowd bool [N]; difficult bool [N];
   image_id int64 []; and where the source has them masks uint8 [N, H, W] (0 / 1) and
-  keypoints float32 [N, K, 3] ((x, y, v), v = 0 -> (0, 0, 0)). Precomputed region
+  keypoints float32 [N, K, 3] ((x, y, v), v = 0 -> (0, 0, 0)), and captions tf.string [N]
+  (one sentence per object; dense captioning). Precomputed region
   proposals (`jaxseg.data.region_proposals`) travel as `proposals` float32 [P, 4] with
   `proposal_valid` bool [P]: moved with the image like boxes, clipped but never dropped
   (a proposal left empty becomes invalid), padded rows -1.
@@ -44,7 +45,15 @@ Sources (config.dataset.name: TFDS name; default train / eval splits):
   boxes (stored absolute), labels, is_crowd, image_id, masks and keypoints if it has
   them (`flip_permutation` from its keypoint names; OKS sigmas from its metadata, else
   COCO's 17 when it has 17 keypoints, else none); splits train / validation.
-Catalog and coco_format datasets are read only from a prepared config.dataset.data_dir
+- `shapes_captions` (built offline from config.dataset.image_size and .generator
+  {num_train, num_validation, min_objects, max_objects}, `jaxseg.data.shapes_captions`):
+  as `shapes` (boxes, labels 1 circle, 2 square, 3 triangle, masks, crowd rule), plus
+  captions = `objects/caption` (one sentence per object); train / validation.
+- `visual_genome` (built by `python -m jaxseg.data.visual_genome` in data_dir): every
+  region is an object of label 1 (class names background / region), box = the stored
+  absolute `objects/bbox`, captions = `objects/caption`, image_id = `image/id`; never
+  crowd or difficult; train / validation (and test).
+Catalog, coco_format and visual_genome datasets are read only from a prepared config.dataset.data_dir
 (required): nothing is downloaded; a missing one is a DataError saying how to prepare it.
 
 Rules for bad input (`load_split`), the same for every source:
@@ -75,12 +84,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from jaxseg.data import coco_format, image_preprocess, image_sources, shapes, skeleton, sources
+from jaxseg.data import (coco_format, image_preprocess, image_sources, shapes,
+                         shapes_captions, skeleton, sources, visual_genome)
 from jaxseg.errors import ConfigError, DataError
 
-OPTIONAL_FEATURES = ("masks", "keypoints")
+OPTIONAL_FEATURES = ("masks", "keypoints", "captions")
 # Per-object keys, in the order they travel through the preprocessing.
-OBJECT_KEYS = ("boxes", "labels", "is_crowd", "difficult", "masks", "keypoints")
+OBJECT_KEYS = ("boxes", "labels", "is_crowd", "difficult", "masks", "keypoints", "captions")
 RESIZE_MODES = ("letterbox", "stretch")
 
 VOC_CLASS_NAMES = (
@@ -170,6 +180,39 @@ def _shapes_example(raw, dataset_config, features):
   return out
 
 
+def _shapes_captions_example(raw, dataset_config, features):
+  out = _shapes_example(raw, dataset_config, features)
+  if "captions" in features:
+    out["captions"] = raw["objects"]["caption"]
+  return out
+
+
+def _visual_genome_example(raw, dataset_config, features):
+  del dataset_config
+  objects = raw["objects"]
+  boxes = tf.reshape(objects["bbox"], [-1, 4])
+  labels = tf.ones(tf.shape(boxes)[:1], tf.int32)
+  out = {"image": raw["image"], "boxes": boxes, "labels": labels,
+         "is_crowd": _false(labels), "difficult": _false(labels),
+         "image_id": tf.cast(raw["image/id"], tf.int64)}
+  if "captions" in features:
+    out["captions"] = objects["caption"]
+  return out
+
+
+def _shapes_captions_builder_config(dataset_config):
+  """The shapes_captions config of config.dataset.image_size and .generator."""
+  g = dataset_config.generator
+  try:
+    return shapes_captions.shapes_captions_config(
+        image_size=dataset_config.image_size, num_train=g.num_train,
+        num_validation=g.num_validation, min_objects=g.min_objects,
+        max_objects=g.max_objects)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"shapes_captions parameters (config.dataset.image_size, "
+                      f"config.dataset.generator): {e}") from None
+
+
 def _voc_example(raw, dataset_config, features):
   del dataset_config, features
   image, objects = raw["image"], raw["objects"]
@@ -250,6 +293,15 @@ DETECTION_SOURCES = {
         flip_permutation=skeleton.FLIP_PERMUTATION, keypoint_sigmas=skeleton.OKS_SIGMAS,
         generated_offline=True, builder_config=_stick_figures_builder_config,
         mask_feature="mask"),
+    "shapes_captions": DetectionSource(
+        "shapes_captions", "shapes_captions", shapes_captions.CLASS_NAMES, "train",
+        "validation", _shapes_captions_example, provides=("masks", "captions"),
+        generated_offline=True, builder_config=_shapes_captions_builder_config,
+        mask_feature="instance_mask"),
+    "visual_genome": DetectionSource(
+        "visual_genome", "visual_genome", ("background", "region"), "train", "validation",
+        _visual_genome_example, provides=("captions",),
+        prepare=visual_genome.prepare_command(), read_builder=visual_genome.read_builder),
     "voc/2007": _voc(2007, "train+validation", "test"),
     "voc/2012": _voc(2012, "train", "validation"),
     "coco/2017": DetectionSource(
@@ -380,6 +432,15 @@ def _checked(example, name: str, num_classes: int):
                            summarize=4)])
     with tf.control_dependencies([empty_check]):
       out["masks"] = tf.identity(masks)
+  if "captions" in example:
+    captions = tf.reshape(tf.convert_to_tensor(example["captions"], tf.string), [-1])
+    count_check = tf.debugging.Assert(
+        tf.equal(tf.size(captions), tf.size(labels)),
+        [tf.strings.format(f"{name}: image {{}} has {{}} captions for {{}} objects; expected "
+                           f"one caption per object", (image_id, tf.size(captions),
+                                                       tf.size(labels)))])
+    with tf.control_dependencies([count_check]):
+      out["captions"] = tf.identity(captions)
   if "keypoints" in example:
     keypoints = tf.cast(example["keypoints"], tf.float32)
     v = keypoints[..., 2]
@@ -595,7 +656,8 @@ def too_many_objects(name: str, image_id, count: int, max_boxes: int) -> DataErr
 
 def pad_objects(example, max_boxes: int, name: str = "dataset", overflow: str = "error"):
   """Objects padded to `max_boxes` rows with a `valid` [max_boxes] bool mask: boxes and
-  labels -1, is_crowd / difficult False, masks 0, keypoints 0 in the padded rows.
+  labels -1, is_crowd / difficult False, masks 0, keypoints 0, captions b"" in the
+  padded rows.
 
   More than max_boxes objects: the max_boxes with the largest box area are kept (ties: the
   earlier one), in their original order. `num_objects` [] int32 keeps the count before
@@ -625,11 +687,16 @@ def pad_objects(example, max_boxes: int, name: str = "dataset", overflow: str = 
   m = tf.size(index)
   out = dict(example)
   fills = {"boxes": -1.0, "labels": -1, "is_crowd": False, "difficult": False,
-           "masks": 0, "keypoints": 0.0}
+           "masks": 0, "keypoints": 0.0, "captions": ""}
   for key in OBJECT_KEYS:
     if key not in example:
       continue
     value = tf.gather(example[key], index)
+    if value.dtype == tf.string:  # (tf.pad has no string kernel)
+      padded = tf.concat([value, tf.fill([max_boxes - m], fills[key])], 0)
+      padded.set_shape([max_boxes])
+      out[key] = padded
+      continue
     rank = len(value.shape)
     padded = tf.pad(value, [[0, max_boxes - m]] + [[0, 0]] * (rank - 1),
                     constant_values=tf.cast(fills[key], value.dtype))

@@ -129,9 +129,13 @@ def _process_share(ds: tf.data.Dataset, global_batch_size: int) -> tf.data.Datas
 
 
 def _pad_batch(batch: Batch, size: int) -> Batch:
+  """Rows n..size-1 filled with zeros (b"" in string arrays such as `captions`)."""
   n = len(next(iter(batch.values())))
-  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
-            for k, v in batch.items()}
+
+  def fill(v):
+    return np.full((size - n,) + v.shape[1:], b"" if v.dtype == object else 0, v.dtype)
+
+  padded = {k: np.concatenate([v, fill(v)]) for k, v in batch.items()}
   padded["example_mask"] = np.arange(size) < n
   return padded
 

@@ -323,12 +323,27 @@ def _paint_shape(
     image: np.ndarray,
     mask: np.ndarray,
     shade: np.ndarray,
-) -> None:
-  """Paints a shaded, noisy shape of a contrasting random colour in place."""
+    palette: np.ndarray | None = None,
+) -> int | None:
+  """Paints a shaded, noisy shape of a contrasting random colour in place.
+
+  With `palette` ((K, 3) RGB), the colour is drawn uniformly among the palette
+  colours whose painted mean differs by at least `_MIN_CONTRAST` from what the
+  shape covers (the most contrasting one if none does), and its index is
+  returned. Without it (the default, used by `shapes`), the colour is random
+  RGB and None is returned.
+  """
   covered_mean = image[mask].mean(0)
   shading = rng.uniform(0, 25) * shade[mask][:, None]
   noise = rng.uniform(2, 8) * rng.standard_normal((len(shading), 3), np.float32)
   texture = shading + noise
+  if palette is not None:
+    painted = [np.clip(np.asarray(c, np.float32) + texture, 0, 255) for c in palette]
+    contrast = np.array([np.linalg.norm(p.mean(0) - covered_mean) for p in painted])
+    ok = np.flatnonzero(contrast >= _MIN_CONTRAST)
+    index = int(rng.choice(ok)) if len(ok) else int(np.argmax(contrast))
+    image[mask] = painted[index]
+    return index
   best, best_contrast = None, -1.0
   for colour in rng.uniform(0, 255, (_NUM_COLOUR_CANDIDATES, 3)):
     pixels = np.clip(colour.astype(np.float32) + texture, 0, 255)
@@ -338,6 +353,7 @@ def _paint_shape(
     if contrast >= _MIN_CONTRAST:
       break
   image[mask] = best
+  return None
 
 
 paint_shape = _paint_shape  # Public: `shapes10` paints its shapes the same way.
@@ -363,7 +379,7 @@ def _objects_from_instances(
 
 
 def render_example(
-    rng: np.random.Generator, config: ShapesConfig
+    rng: np.random.Generator, config: ShapesConfig, paint=None
 ) -> dict[str, np.ndarray | dict[str, np.ndarray]]:
   """Renders one example as numpy arrays laid out like the TFDS features.
 
@@ -371,7 +387,12 @@ def render_example(
   rejected (and resampled, up to a limit) if it has fewer than
   `min_visible_area` pixels or would leave an earlier object with less than
   half of its placed area or fewer than `min_visible_area` pixels.
+
+  `paint(rng, image, mask, shade)` paints each accepted shape (default
+  `paint_shape`); other generators (`shapes_captions`) pass their own to pick
+  colours and to record the placed masks.
   """
+  paint = _paint_shape if paint is None else paint
   size = config.image_size
   min_area = min_visible_area(size)
   image = _render_background(rng, size)
@@ -395,7 +416,7 @@ def render_example(
             'image; lower min_objects.'
         )
       continue
-    _paint_shape(rng, image, mask, shade)
+    paint(rng, image, mask, shade)
     labels.append(label)
     placed_areas.append(int(mask.sum()))
     instance[mask] = len(labels)
