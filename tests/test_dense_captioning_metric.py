@@ -1,0 +1,295 @@
+"""DenseCap's dense-captioning metric (jaxseg.metrics.dense_captioning) against hand-computed
+cases of the reference's rules (eval/eval_utils.lua, densecap/box_utils.lua), and METEOR
+(jaxseg.metrics.meteor) against the jar run by itself and pycocoevalcap's wrapper."""
+import math
+import os
+import shutil
+import stat
+import subprocess
+
+import numpy as np
+import pytest
+
+from jaxseg.errors import ConfigError, DataError
+from jaxseg.metrics import dense_captioning as dc
+from jaxseg.metrics import meteor as meteor_lib
+
+
+class FakeMeteor:
+  """A hand-made scorer: a fixed METEOR per candidate (default 0.5); records its calls."""
+
+  def __init__(self, table=None, default=0.5):
+    self.table, self.default, self.calls, self.closed = dict(table or {}), default, [], False
+
+  def score(self, pairs):
+    self.calls.append(list(pairs))
+    return np.array([self.table.get(c, self.default) for c, _ in pairs], np.float64)
+
+  def close(self):
+    self.closed = True
+
+
+# A chain A-B-C-D (neighbours at IoU >= 0.7, others not) and a lone E, +1 pixel IoUs:
+# A 10x10, B 10x13, C 10x17, D 10x22: A-B 100/130, B-C 130/170, C-D 170/220 are >= 0.7;
+# A-C 100/170, B-D 130/220 are not.
+E = [50, 50, 59, 59]
+A, B, C, D = [0, 0, 9, 9], [0, 0, 9, 12], [0, 0, 9, 16], [0, 0, 9, 21]
+
+
+def test_merge_boxes_is_greedy_not_connected_components():
+  # counts (self included): E 1, A 2, B 3, C 3, D 2 -> B (first of the largest) takes A, B,
+  # C; then E and D are alone (D's neighbour C is gone), E first (lower index).
+  groups = dc.merge_boxes(np.array([E, A, B, C, D], np.float32))
+  assert [g.tolist() for g in groups] == [[1, 2, 3], [0], [4]]
+  boxes, refs = dc.merged_ground_truth([E, A, B, C, D], ["e", "a", "b", "c", "d"])
+  assert refs == [["a", "b", "c"], ["e"], ["d"]]
+  np.testing.assert_array_equal(
+      boxes, np.array([[0, 0, 9, np.float32(37) / np.float32(3)], E, D], np.float32))
+  assert boxes.dtype == np.float32
+
+
+def test_merge_uses_plus_one_iou_and_counts_equality():
+  # +1 IoU of [0,0,9,9] and [3,0,9,9] is 70/100 = 0.7 exactly (continuous: 54/81 = 0.67).
+  boxes, refs = dc.merged_ground_truth([[0, 0, 9, 9], [3, 0, 9, 9]], ["x", "y"])
+  assert refs == [["x", "y"]]
+  np.testing.assert_array_equal(boxes, [[1.5, 0, 9, 9]])
+  assert [g.tolist() for g in dc.merge_boxes([[0, 0, 9, 9], [3, 0, 9, 9]], 0.71)] == [[0], [1]]
+  assert dc.merge_boxes(np.zeros((0, 4))) == []
+  with pytest.raises(DataError):
+    dc.merge_boxes([[0, 0, 9, 9]], 0)
+
+
+def test_lua_recall_thresholds():
+  # for t=0,1,0.01 accumulates: 100 values, the 51st just above 0.5.
+  t = dc.RECALL_THRESHOLDS
+  assert t.size == 100 and t[0] == 0 and t[50] > 0.5 and t[49] < 0.5 and t[-1] < 1
+
+
+def _evaluate(images, table=None, **kw):
+  ev = dc.DenseCaptioningEvaluator(meteor=FakeMeteor(table), **kw)
+  for image in images:
+    ev.add(*image)
+  return ev, ev.evaluate()
+
+
+G1, G2 = [0, 0, 9, 9], [100, 100, 109, 109]
+
+
+def test_miss_takes_last_ground_truth_and_hand_ap():
+  # d_hit (0.9) matches G1; d_miss (0.8) overlaps nothing: Lua's used[-1] takes the LAST
+  # merged box, G2; d_late (0.7) matches G2 exactly but G2 is taken -> not ok.
+  # tp = [1, 0, 0], 2 ground truths: recall 0.5 reaches the 50 Lua thresholds <= 0.5
+  # (t[50] = 0.5000000000000002), precision 1 -> AP = 50 / 100.
+  image = ([0.7, 0.9, 0.8], [G2, G1, [300, 300, 310, 310]], ["late", "hit", "miss"],
+           [G1, G2], ["g1", "g2"])
+  ev, out = _evaluate([image])
+  recs = ev.records()
+  assert [(r["candidate"], r["ok"], r["overlap"], r["references"]) for r in recs] == [
+      ("hit", True, 1.0, ["g1"]), ("miss", True, 0.0, []), ("late", False, 1.0, ["g2"])]
+  for t in dc.IOU_THRESHOLDS:
+    assert out[f"det_ap/iou{t:g}"] == pytest.approx(0.5, abs=1e-12)
+    for m in dc.METEOR_THRESHOLDS:
+      assert out[f"ap/iou{t:g}_meteor{m:g}"] == pytest.approx(0.5, abs=1e-12)
+  assert out["map"] == pytest.approx(0.5) and out["detection_map"] == pytest.approx(0.5)
+  assert out["num_detections"] == 3 and out["num_gt_merged"] == 2
+  # Without the miss, d_late is a true positive: tp = [1, 1] -> AP 1.
+  _, out = _evaluate([([0.7, 0.9], [G2, G1], ["late", "hit"], [G1, G2], ["g1", "g2"])])
+  assert out["map"] == pytest.approx(1.0)
+
+
+def test_taken_box_and_score_order_within_image():
+  # Given in increasing score order: the 0.9 detection (IoU 0.6) takes G1 first, the exact
+  # 0.2 one finds it taken. tp = [1, 0] at IoU <= 0.6, [0, 0] at 0.7; 1 ground truth.
+  image = ([0.2, 0.9], [G1, [0, 0, 5, 9]], ["exact", "loose"], [G1], ["g"])
+  ev, out = _evaluate([image])
+  assert [(r["candidate"], r["ok"]) for r in ev.records()] == [("loose", True), ("exact", False)]
+  assert ev.records()[0]["overlap"] == pytest.approx(0.6)
+  assert out["det_ap/iou0.6"] == pytest.approx(1.0) and out["det_ap/iou0.7"] == 0.0
+  assert out["detection_map"] == pytest.approx(0.8)  # 4 of 5 IoU thresholds
+
+
+def test_score_order_across_images():
+  # Image 1: a correct detection scored 0.5; image 2: a wrong one scored 0.9. Sorted over
+  # all images: tp = [0, 1], recall [0, 0.5], precision [0, 0.5] -> AP 50 * 0.5 / 100.
+  im1 = ([0.5], [G1], ["a"], [G1], ["a"])
+  im2 = ([0.9], [G2], ["b"], [G1], ["b"])
+  _, out = _evaluate([im1, im2])
+  assert out["detection_map"] == pytest.approx(0.25)
+  _, out = _evaluate([im2, im1])  # order of the images does not matter
+  assert out["detection_map"] == pytest.approx(0.25)
+
+
+def test_thresholds_at_the_boundaries():
+  # IoU exactly 0.5 (+1 areas 50 / 100) counts at 0.5, not at 0.6; METEOR exactly 0.1
+  # counts at 0.05, not at 0.1 (strict). One detection, one ground truth: AP is 1 or 0.
+  image = ([1.0], [[0, 0, 9, 4]], ["cap"], [G1], ["g"])
+  ev, out = _evaluate([image], table={"cap": 0.1})
+  assert ev.records()[0]["overlap"] == 0.5
+  assert out["ap/iou0.5_meteor0.05"] == 1.0 and out["ap/iou0.5_meteor0.1"] == 0.0
+  assert out["ap/iou0.6_meteor0"] == 0.0 and out["det_ap/iou0.5"] == 1.0
+  assert out["det_ap/iou0.6"] == 0.0
+  # METEOR 0 is not > 0, but detection AP (threshold -1) ignores it.
+  _, out = _evaluate([image], table={"cap": 0.0})
+  assert out["ap/iou0.3_meteor0"] == 0.0 and out["det_ap/iou0.3"] == 1.0
+  assert out["map"] == 0.0 and out["detection_map"] == pytest.approx(0.6)
+
+
+def test_partial_precision_ap_hand_computed():
+  # 3 detections on 3 ground truths; b's caption scores METEOR 0, so at METEOR threshold 0
+  # tp = [1, 0, 1]: recall [1/3, 1/3, 2/3], precision [1, 1/2, 2/3]. Lua thresholds
+  # t <= 1/3: 34 of them (0 .. 0.33), t <= 2/3: 67 (0 .. 0.66):
+  # AP = (34 * 1 + 33 * 2/3) / 100 = 0.56.
+  image = ([0.9, 0.8, 0.7], [G1, [200, 200, 209, 209], G2], ["a", "b", "c"],
+           [G1, G2, [200, 200, 209, 209]], ["a", "c", "b"])
+  _, out = _evaluate([image], table={"a": 0.3, "b": 0.0, "c": 0.3})
+  assert out["ap/iou0.5_meteor0"] == pytest.approx(0.56, abs=1e-12)
+  # detection AP: tp = [1, 1, 1], recall 1/3, 2/3, 1 at precision 1 -> AP 1.
+  assert out["det_ap/iou0.5"] == pytest.approx(1.0)
+
+
+def test_no_ground_truth_no_detections_and_language_metrics():
+  # An image without ground truth: its detection is a false positive (Lua would crash).
+  ev, out = _evaluate([([0.9], [G1], ["a"], np.zeros((0, 4)), [])])
+  assert not ev.records()[0]["ok"] and out["map"] == 0.0 and out["num_gt_merged"] == 0
+  assert math.isnan(out["meteor_mean"]) and math.isnan(out["bleu4"])
+  assert math.isnan(out["cider"])
+  # No detections at all: AP 0, no METEOR call.
+  ev = dc.DenseCaptioningEvaluator(meteor=FakeMeteor())
+  ev.add(np.zeros(0), np.zeros((0, 4)), [], [G1], ["g"])
+  out = ev.evaluate()
+  assert out["map"] == 0.0 and out["detection_map"] == 0.0 and ev.meteor.calls == []
+  # Language metrics over ok records with IoU >= 0.5.
+  images = [([0.9], [G1], ["a man riding a brown horse"], [G1, G1], ["a man riding a brown horse", "x"]),
+            ([0.8], [G2], ["a red car on the road"], [G2], ["a blue car on the road"])]
+  _, out = _evaluate(images, table={"a man riding a brown horse": 1.0})
+  assert out["meteor_mean"] == pytest.approx(0.75)
+  assert 0 < out["bleu4"] < 1 and np.isfinite(out["cider"]) and out["cider"] > 0
+
+
+def test_bad_input_raises_data_error():
+  ev = dc.DenseCaptioningEvaluator(meteor=FakeMeteor())
+  with pytest.raises(DataError):
+    ev.add([0.5, 0.4], [G1], ["a"], [G1], ["g"])
+  with pytest.raises(DataError):
+    ev.add([0.5], [[5, 0, 3, 9]], ["a"], [G1], ["g"])  # x2 - x1 + 1 < 0
+  with pytest.raises(DataError):
+    ev.add([math.nan], [G1], ["a"], [G1], ["g"])
+  with pytest.raises(DataError):
+    ev.add([0.5], [G1], ["a"], [G1], ["g", "h"])
+
+
+def test_default_meteor_is_created_and_closed(monkeypatch):
+  made = []
+
+  def factory():
+    made.append(FakeMeteor())
+    return made[-1]
+
+  monkeypatch.setattr(meteor_lib, "Meteor", factory)
+  ev = dc.DenseCaptioningEvaluator()
+  ev.add([0.9], [G1], ["a"], [G1], ["a"])
+  assert ev.evaluate()["map"] == pytest.approx(1.0)
+  assert len(made) == 1 and made[0].closed and len(made[0].calls) == 1
+
+
+def test_continuous_to_inclusive():
+  np.testing.assert_array_equal(dc.continuous_to_inclusive([[0, 0, 10, 10]]), [[0, 0, 9, 9]])
+
+
+# -- METEOR ---------------------------------------------------------------------------------
+def test_meteor_config_errors(tmp_path, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+  with pytest.raises(ConfigError, match="apt-get install -y default-jre-headless"):
+    meteor_lib.Meteor()
+  monkeypatch.undo()
+  if shutil.which("java"):
+    with pytest.raises(ConfigError, match="pip install pycocoevalcap"):
+      meteor_lib.Meteor(jar=str(tmp_path / "meteor-1.5.jar"))
+
+
+def test_meteor_dead_subprocess_raises_one_clear_error(tmp_path):
+  if not os.path.isfile(meteor_lib.default_jar()):
+    pytest.skip("pycocoevalcap's meteor-1.5.jar is not installed")
+  fake = tmp_path / "java"
+  fake.write_text("#!/bin/sh\necho 'Error: could not reserve the heap' >&2\nexit 3\n")
+  fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+  m = meteor_lib.Meteor(java=str(fake))
+  for _ in range(2):  # and again: the same error, no hang
+    with pytest.raises(meteor_lib.MeteorError, match="exit status 3.*could not reserve"):
+      m.score([("a", ["a"])])
+  m.close()
+  m.close()
+
+
+PAIRS = [
+    ("a man riding a horse", ["a man riding a horse"]),          # identical
+    ("a red car", ["green tree on the hill"]),                   # unrelated
+    ("a horse", ["a man riding a horse"]),                       # monotone: more of the ref
+    ("a man on a horse", ["a man riding a horse"]),
+    ("a person riding a horse", ["a man riding a horse"]),
+    ("the dog on the grass", ["a dog on the grass", "a brown dog", "green grass"]),
+    ("", ["a man"]),                                             # empty candidate
+    ("a man", []),                                               # no reference
+    ("a man\nriding ||| a horse", ["a man riding\na horse"]),    # sanitised
+]
+
+
+@pytest.fixture(scope="module")
+def jar_meteor():
+  if shutil.which("java") is None:
+    pytest.skip("java is not on PATH (apt-get install -y default-jre-headless)")
+  if not os.path.isfile(meteor_lib.default_jar()):
+    pytest.skip("pycocoevalcap's meteor-1.5.jar is not installed")
+  with meteor_lib.Meteor() as m:
+    yield m
+
+
+def test_meteor_jar_sanity(jar_meteor):
+  s = jar_meteor.score(PAIRS)
+  assert s.shape == (len(PAIRS),) and s.dtype == np.float64
+  assert s[0] == 1.0 and s[1] == 0.0 and s[6] == 0.0 and s[7] == 0.0 and s[8] == 1.0
+  assert 0 < s[2] < s[3] < s[4] < 1
+  assert 0 < s[5] < 1
+  # The same pairs again, one by one: segment scores do not depend on the EVAL line.
+  np.testing.assert_array_equal(np.concatenate([jar_meteor.score([p]) for p in PAIRS[:3]]),
+                                s[:3])
+  assert jar_meteor.score([]).shape == (0,)
+
+
+def test_meteor_equals_the_jar_run_on_files(jar_meteor, tmp_path):
+  """The jar's own file mode (hypotheses and references in files, one reference each)."""
+  single = [p for p in PAIRS[:5]]
+  (tmp_path / "hyp.txt").write_text("".join(c + "\n" for c, _ in single))
+  (tmp_path / "ref.txt").write_text("".join(r[0] + "\n" for _, r in single))
+  jar = meteor_lib.default_jar()
+  out = subprocess.run(["java", "-jar", "-Xmx2G", jar, str(tmp_path / "hyp.txt"),
+                        str(tmp_path / "ref.txt"), "-l", "en", "-norm"],
+                       cwd=os.path.dirname(jar), capture_output=True, text=True, check=True)
+  expected = [float(line.split("\t")[1]) for line in out.stdout.splitlines()
+              if line.startswith("Segment ")]
+  assert len(expected) == len(single)
+  np.testing.assert_array_equal(jar_meteor.score(single), expected)
+
+
+def test_meteor_equals_pycocoevalcap(jar_meteor):
+  from pycocoevalcap.meteor.meteor import Meteor as CocoMeteor
+  pairs = [p for p in PAIRS if p[1] and "\n" not in p[0] + "".join(p[1])]
+  theirs = CocoMeteor()
+  try:
+    _, scores = theirs.compute_score({i: r for i, (_, r) in enumerate(pairs)},
+                                     {i: [c] for i, (c, _) in enumerate(pairs)})
+  finally:
+    theirs.meteor_p.kill()  # its __del__ may wait on the jar
+    theirs.meteor_p.wait()
+  np.testing.assert_array_equal(jar_meteor.score(pairs), scores)
+
+
+def test_evaluator_with_the_jar(jar_meteor):
+  ev = dc.DenseCaptioningEvaluator(meteor=jar_meteor)
+  ev.add([0.9, 0.8], [G1, G2], ["a man riding a horse", "a red car"],
+         [G1, G2], ["a man riding a horse", "green tree on the hill"])
+  out = ev.evaluate()
+  # det AP 1 everywhere; METEOR [1, 0]: tp = [1, 0] of 2 -> AP 0.5 in every METEOR cell.
+  assert out["detection_map"] == pytest.approx(1.0)
+  assert out["map"] == pytest.approx(0.5)
+  assert out["meteor_mean"] == pytest.approx(0.5)
