@@ -13,7 +13,7 @@
 #                          detection (Faster R-CNN R50-FPN vs torchvision), faults
 #   hyperquest CONFIG[:tiny] [--port=8080] [--host=127.0.0.1] [--workdir=runs/hyperquest]
 #                          serve the HyperQuest game (page + JSON API; 127.0.0.1 by default)
-#   setup                  only create/refresh .venv
+#   setup                  only create/refresh .venv (and a Java runtime for METEOR)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -35,11 +35,27 @@ setup() {
     return
   fi
   echo "launch.sh: setting up $VENV (pip install -e '.[$extras]'; first time takes a few minutes)" >&2
+  install_java
   [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
   echo "$want $extras" > "$STAMP"
   echo "launch.sh: $VENV is ready" >&2
+}
+
+# METEOR (jaxseg.metrics.meteor, the dense-captioning metric) runs a Java jar: install a
+# headless Java runtime when `java` is missing (apt-get; sudo only if not root, and only
+# without a password prompt). A failure is a warning: only METEOR needs Java.
+install_java() {
+  command -v java >/dev/null && return
+  local sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo -n"
+  echo "launch.sh: installing a Java runtime for METEOR (apt-get install default-jre-headless)" >&2
+  if ! { command -v apt-get >/dev/null && $sudo apt-get update -q &&
+         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q default-jre-headless; }; then
+    echo "launch.sh: could not install Java; METEOR (dense captioning) needs it:" \
+         "apt-get install -y default-jre-headless" >&2
+  fi
 }
 
 usage() {
