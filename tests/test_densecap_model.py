@@ -140,3 +140,129 @@ def test_bilinear_sample_matches_densecap_reference_and_box_gradient():
     fd = (loss(fmap, plus) - loss(fmap, minus)) / (2 * eps)
     np.testing.assert_allclose(g_b[idx], fd, rtol=2e-2, atol=2e-3)
   assert float(jnp.abs(g_b).sum()) > 0
+
+
+# -- the model ------------------------------------------------------------------------------
+from jaxseg.errors import ConfigError  # noqa: E402
+from jaxseg.models.densecap import LOSS_TERMS, DenseCap, build_densecap  # noqa: E402
+from test_faster_rcnn import host_init  # noqa: E402
+
+T = 5  # max_length 4 + END
+CAPTIONS = np.asarray([[4, 5, 6, END, PAD], [7, 8, END, PAD, PAD]], np.int32)
+GT_BOXES = np.asarray([[4.0, 6.0, 30.0, 28.0], [28.0, 30.0, 60.0, 62.0]], np.float32)
+
+
+def _model(**fields):
+  args = dict(recognition_widths=(32, 32), sampled_regions=16, detections_per_image=6,
+              pool_size=4)
+  args.update(fields)
+  return build_densecap(
+      12, backbone="resnet18", backbone_args=dict(width=4),
+      rpn=dict(anchor_sizes=((16.0, 32.0),), aspect_ratios=(0.5, 1.0, 2.0),
+               pre_nms_top_n_train=64, post_nms_top_n_train=32, pre_nms_top_n_test=32,
+               post_nms_top_n_test=16, batch_size_per_image=32),
+      lm=dict(embed_dim=16, hidden_dim=32, max_length=4), **args)
+
+
+def _image(batch=1, seed=0):
+  rng = np.random.default_rng(seed)
+  img = rng.uniform(0, 0.3, (batch, 64, 64, 3)).astype(np.float32)
+  img[:, 6:28, 4:30, 0] += 0.6  # two coloured regions, one per caption
+  img[:, 30:62, 28:60, 2] += 0.6
+  return jnp.asarray(img)
+
+
+def _targets(batch=1, valid=True):
+  return {"boxes": jnp.asarray(np.repeat(GT_BOXES[None], batch, 0)),
+          "valid": jnp.full((batch, 2), valid),
+          "tokens": jnp.asarray(np.repeat(CAPTIONS[None], batch, 0))}
+
+
+def _terms(model, variables, images, targets):
+  return model.apply(variables, images, targets=targets, rngs={"sampling": jax.random.key(1)})
+
+
+def test_densecap_outputs_and_padding():
+  model = _model()
+  images = _image(2)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, images))
+  assert set(variables["params"]) == {"backbone", "rpn", "recognition_0", "recognition_1",
+                                      "box_pred", "confidence", "lm"}
+  assert model.loss_terms == LOSS_TERMS and model.needs_proposals is False
+  out = jax.jit(model.apply)(variables, images)
+  shapes = {k: v.shape for k, v in out.items()}
+  assert shapes == {"boxes": (2, 6, 4), "scores": (2, 6), "valid": (2, 6), "tokens": (2, 6, T),
+                    "caption_logprob": (2, 6), "proposals": (2, 16, 4),
+                    "proposal_valid": (2, 16)}
+  valid = np.asarray(out["valid"])
+  assert valid.any()
+  tokens = np.asarray(out["tokens"])
+  assert np.all(tokens[~valid] == PAD) and np.all(np.asarray(out["boxes"])[~valid] == -1)
+  assert np.all(np.asarray(out["scores"])[~valid] == 0)
+  assert np.all(np.asarray(out["caption_logprob"])[~valid] == 0)
+  for row in tokens[valid]:  # words, one END, then PAD
+    end = list(row).index(END)
+    assert all(w >= 3 for w in row[:end]) and all(w == PAD for w in row[end + 1:])
+  boxes = np.asarray(out["boxes"])[valid]
+  assert np.all(boxes >= 0) and np.all(boxes <= 64) and np.all(boxes[:, 2:] > boxes[:, :2])
+  s = np.asarray(out["scores"])[valid]
+  assert np.all((s > 0) & (s < 1))
+  # the given-box entry point: invalid rows padded
+  boxes = jnp.asarray(np.stack([GT_BOXES, [GT_BOXES[0], [-1, -1, -1, -1]]]))
+  given = model.apply(variables, images, boxes, jnp.asarray([[True, True], [True, False]]),
+                      method=DenseCap.caption_regions)
+  assert given["tokens"].shape == (2, 2, T) and given["caption_logprob"].shape == (2, 2)
+  assert np.all(np.asarray(given["tokens"][1, 1]) == PAD) and float(given["scores"][1, 1]) == 0
+  # the same box in the same image gives the same caption
+  np.testing.assert_array_equal(given["tokens"][0, 0], given["tokens"][1, 0])
+  ranked = model.apply(variables, images, jnp.asarray(CAPTIONS),
+                       method=DenseCap.region_log_likelihood)
+  assert ranked["query_logprob"].shape == (2, 6, 2)
+  q = np.asarray(ranked["query_logprob"])
+  assert np.all(np.isfinite(q[valid])) and np.all(q[~valid] == -np.inf)
+  np.testing.assert_array_equal(ranked["valid"], out["valid"])
+
+
+def test_densecap_losses_and_their_gradients():
+  model = _model()
+  images = _image(2)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, images))
+
+  def terms(params, targets):
+    t = _terms(model, {**variables, "params": params}, images, targets)
+    return jnp.stack([t[k] for k in LOSS_TERMS]), t
+
+  jac, aux = jax.jit(jax.jacrev(terms, has_aux=True))(variables["params"], _targets(2))
+  for k in LOSS_TERMS:
+    assert np.isfinite(float(aux[k])) and float(aux[k]) > 0, k
+  assert float(aux["positives"]) >= 2 and 0 <= float(aux["caption_accuracy"]) <= 1
+
+  def norm(i, *path):
+    sub = jac
+    for p in path:
+      sub = sub[p]
+    return sum(float(jnp.sum(jnp.abs(g[i]))) for g in jax.tree_util.tree_leaves(sub))
+
+  i = {k: n for n, k in enumerate(LOSS_TERMS)}
+  # caption: the LM, the recognition FCs and the backbone; not the RPN nor the other heads
+  assert norm(i["caption"], "lm") > 0 and norm(i["caption"], "recognition_1") > 0
+  assert norm(i["caption"], "backbone") > 0
+  assert norm(i["caption"], "rpn") == 0
+  assert norm(i["caption"], "box_pred") == 0 and norm(i["caption"], "confidence") == 0
+  # confidence / box: their own layer and the FCs, never the LM or the RPN
+  for term, own, other in (("confidence", "confidence", "box_pred"),
+                           ("box", "box_pred", "confidence")):
+    assert norm(i[term], own) > 0 and norm(i[term], "recognition_0") > 0
+    assert norm(i[term], other) == 0 and norm(i[term], "lm") == 0 and norm(i[term], "rpn") == 0
+  # the RPN's terms: its head only (objectness -> cls_logits, box -> bbox_pred) + backbone
+  assert norm(i["rpn_objectness"], "rpn", "head", "cls_logits") > 0
+  assert norm(i["rpn_objectness"], "rpn", "head", "bbox_pred") == 0
+  assert norm(i["rpn_box"], "rpn", "head", "bbox_pred") > 0
+  for term in ("rpn_objectness", "rpn_box"):
+    assert norm(i[term], "lm") == 0 and norm(i[term], "recognition_0") == 0
+    assert norm(i[term], "backbone") > 0
+  # all-invalid ground truth: no positives, zero box / caption terms, finite gradients
+  jac, aux = jax.jit(jax.jacrev(terms, has_aux=True))(variables["params"],
+                                                      _targets(2, valid=False))
+  assert float(aux["box"]) == 0 and float(aux["caption"]) == 0 and float(aux["positives"]) == 0
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(jac))

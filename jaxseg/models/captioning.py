@@ -46,6 +46,26 @@ def caption_mask(tokens):
   return (tokens != PAD) & ~ended_before
 
 
+def caption_loss(logits, tokens, weights):
+  """LanguageModel.loss from its teacher-forced logits [R, T, V]: softmax CE summed over
+  the non-PAD target positions of each row, weighted by `weights` [R], divided by
+  max(sum_r weights_r * n_r, 1) (n_r: the row's non-PAD tokens) -> scalar float32."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  nll = -jnp.take_along_axis(logp, tokens.astype(jnp.int32)[..., None], -1)[..., 0]
+  mask = (tokens != PAD).astype(jnp.float32)
+  w = weights.astype(jnp.float32)
+  total = jnp.sum(w[:, None] * mask * nll)
+  return total / jnp.maximum(jnp.sum(w * jnp.sum(mask, -1)), 1.0)
+
+
+def token_accuracy(logits, tokens, weights):
+  """The fraction of non-PAD target positions (rows weighted by `weights` [R]) whose
+  argmax logit is the target token (teacher forced)."""
+  mask = (tokens != PAD).astype(jnp.float32) * weights.astype(jnp.float32)[:, None]
+  hit = (jnp.argmax(logits, -1) == tokens).astype(jnp.float32)
+  return jnp.sum(mask * hit) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
 class LanguageModel(nn.Module):
   """One-layer LSTM captioner conditioned on a region code (see the module docstring).
 
@@ -143,13 +163,8 @@ class LanguageModel(nn.Module):
     return -jnp.take_along_axis(logp, tokens.astype(jnp.int32)[..., None], -1)[..., 0]
 
   def loss(self, codes, tokens, weights):
-    """Token-averaged softmax CE (module docstring): scalar float32."""
-    nll = self.token_nll(codes, tokens)
-    mask = (tokens != PAD).astype(jnp.float32)
-    w = weights.astype(jnp.float32)
-    total = jnp.sum(w[:, None] * mask * nll)
-    count = jnp.sum(w * jnp.sum(mask, -1))
-    return total / jnp.maximum(count, 1.0)
+    """Token-averaged softmax CE (module docstring, `caption_loss`): scalar float32."""
+    return caption_loss(self(codes, tokens), tokens, weights)
 
   def log_likelihood(self, codes, tokens):
     """[R] float32: the sum of log p of the tokens up to and including the first END."""
@@ -216,4 +231,5 @@ class LanguageModel(nn.Module):
     return words[:, 0], scores[:, 0]  # top_k sorts: beam 0 is the best
 
 
-__all__ = ["END", "LanguageModel", "PAD", "START", "UNK", "caption_mask"]
+__all__ = ["END", "LanguageModel", "PAD", "START", "UNK", "caption_loss", "caption_mask",
+           "token_accuracy"]

@@ -1,0 +1,309 @@
+"""DenseCap's fully convolutional localization network (FCLN; Johnson, Karpathy & Fei-Fei,
+"DenseCap: Fully Convolutional Localization Networks for Dense Captioning", CVPR 2016),
+with static shapes.
+
+    DenseCap(backbone, rpn, lm)
+    images [B, H, W, 3] in [0, 1] -> normalised -> backbone (jaxseg.models.backbones; the
+    map `backbone_level`, e.g. "stride_16") -> localization layer = the RPN of
+    `jaxseg.models.detection.rpn` itself (anchors, objectness, box regression, top-k +
+    NMS -> proposals; its *_train / *_test top-k fields) -> sampler (`sampler`:
+    "bilinear", the paper's bilinear interpolation, `ops.roi.bilinear_sample`, or
+    "roi_align") pools pool_size x pool_size per region -> recognition network
+    (flatten [+ box geometry] -> FC + ReLU per `recognition_widths` -> the region code;
+    from the code a linear box refinement `box_pred` (4 deltas over the region, box-coder
+    weights `box_weights`, zero-initialised as DenseCap's box_reg_branch) and a
+    confidence logit `confidence`) -> `LanguageModel` (jaxseg.models.captioning) on the
+    code.
+
+`box_geometry` (a jaxseg option, off by default): the box's x1 / W, y1 / H, x2 / W, y2 / H,
+w / W, h / H appended to the flattened pooled features, so the code knows the region's
+size and position (the paper's regions have no context beyond their pooled grid).
+
+Training (`__call__(images, targets=...)`; the "sampling" rng collection draws the
+samples, as FasterRCNN): the RPN's own losses ("rpn_objectness", "rpn_box": its
+matching, 256 anchors, `RPN.losses`); the proposals (the RPN's training top-k) with the
+ground-truth boxes appended (a concatenation with its own valid mask, as Faster R-CNN
+implementations do: every gt is then a positive region, which DenseCap's BoxSampler does
+not do; it gives the recognition network and the LM well-placed positives from the first
+step) are matched to the gt by IoU (positive >= fg_iou_threshold, negative <
+bg_iou_threshold, no low-quality matches) and `sampled_regions` per image drawn with up to
+`positive_fraction` positives (`roi_heads.sample_rois`, i.e. ops.matching.match +
+sample_balanced). Losses over them:
+- "confidence": binary logistic loss of the confidence logit, positives 1, negatives 0,
+  over the sampled regions, divided by their number (DenseCap's LogisticCriterion);
+- "box": smooth L1 (beta `smooth_l1_beta`, 1 as torch's SmoothL1Criterion) of the
+  refinement deltas of the positives against their matched gt, summed over the 4
+  coordinates and divided by the number of positives (DenseCap's BoxRegressionCriterion
+  averages over the 4 P elements: this is 4x that, same minimum);
+- "caption": `captioning.caption_loss` (= LanguageModel.loss: token-averaged softmax CE)
+  of the positives' codes against their matched gt's tokens; the LM runs on a static
+  `top_k` of sampled_regions * positive_fraction rows per image, positives first,
+  weighted by positivity (no boolean indexing).
+Diagnostics: "positives" (sampled positives per image), "caption_accuracy" (teacher-forced
+token accuracy on the positives), "rpn_positives".
+Gradients: proposals are stop_gradient'ed in `RPN.propose` (as Faster R-CNN), and the gt
+boxes are constants, so although the bilinear sampler is differentiable in the box
+coordinates (the paper's point: it backpropagates into the localization layer), here no
+gradient reaches the RPN through the regions; the RPN trains on its own two losses only,
+as in torchvision's Faster R-CNN. The caption loss trains the LM, the recognition FCs
+and the backbone; "box" and "confidence" their heads, the FCs and the backbone.
+
+Test time (`__call__(images)`), DenseCap's DenseCapModel.lua: the recognition network
+runs on every test proposal; final boxes = the proposals refined by `box_pred`, clipped;
+NMS at `final_nms_threshold` over the refined boxes ordered by confidence (DenseCap:
+box_utils.nms on final_boxes with the objectness scores), the best
+`detections_per_image` kept; the captions are those of the codes of the proposals the
+kept detections came from. The LM input is the code pooled at the *proposal* box, not
+re-pooled at the refined box: in DenseCapModel.lua the recognition network computes
+`roi_codes` once from the RoI features, `final_boxes = ApplyBoxTransform(roi_boxes,
+final_box_trans)` and `lm_output = language_model(roi_codes)` in the same pass, then
+`updateOutput` indexes final_boxes, scores and lm_output with the same NMS indices. (Here
+only the kept codes are decoded, which gives the same captions for less work.)
+Outputs: {"boxes" [B, D, 4], "scores" [B, D] (sigmoid confidence), "valid" [B, D],
+"tokens" [B, D, T], "caption_logprob" [B, D], "proposals", "proposal_valid"}; rows past
+the detections: boxes -1, scores 0, tokens PAD, logprob 0. `decode` "greedy" or "beam"
+(`beam_size` beams; DenseCap's run_model uses argmax sampling by default).
+
+`caption_regions(images, boxes, valid)`: captions of given boxes (e.g. the ground truth);
+`region_log_likelihood(images, tokens [Q, T])`: the final detections and log p(query |
+region code) [B, D, Q] (-inf for rows past the detections) -- retrieval by text.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxseg import losses, ops
+from jaxseg.errors import ConfigError
+from jaxseg.models.backbones import get_backbone
+from jaxseg.models.captioning import PAD, LanguageModel, caption_loss, token_accuracy
+from jaxseg.models.detection import _fields, _plain
+from jaxseg.models.detection.body import backbone_maps
+from jaxseg.models.detection.roi_heads import sample_rois
+from jaxseg.models.detection.rpn import ANCHOR_CONVENTIONS, RPN
+from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
+
+SAMPLERS = ("bilinear", "roi_align")
+DECODERS = ("greedy", "beam")
+LOSS_TERMS = ("rpn_objectness", "rpn_box", "box", "confidence", "caption")
+
+
+class DenseCap(nn.Module):
+  """Backbone + RPN (localization layer) + sampler + recognition network + LM (see the
+  module docstring)."""
+  backbone: nn.Module
+  rpn: RPN
+  lm: LanguageModel
+  sampler: str = "bilinear"  # SAMPLERS
+  pool_size: int = 7
+  backbone_level: str = "stride_16"
+  recognition_widths: Sequence[int] = (4096, 4096)
+  box_geometry: bool = False
+  sampled_regions: int = 256
+  positive_fraction: float = 0.5
+  fg_iou_threshold: float = 0.7
+  bg_iou_threshold: float = 0.3
+  box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
+  smooth_l1_beta: float = 1.0
+  final_nms_threshold: float = 0.3
+  detections_per_image: int = 100
+  decode: str = "greedy"  # DECODERS
+  beam_size: int = 3
+  pixel_mean: Sequence[float] = IMAGENET_MEAN
+  pixel_std: Sequence[float] = IMAGENET_STD
+  dtype: Any = jnp.float32
+
+  loss_terms = LOSS_TERMS
+  needs_proposals = False
+
+  def setup(self):
+    if self.sampler not in SAMPLERS:
+      raise ValueError(f"sampler={self.sampler!r}; expected one of {SAMPLERS}")
+    if self.decode not in DECODERS:
+      raise ValueError(f"decode={self.decode!r}; expected one of {DECODERS}")
+    self.recognition = [nn.Dense(w, dtype=self.dtype) for w in self.recognition_widths]
+    self.box_pred = nn.Dense(4, dtype=self.dtype, kernel_init=nn.initializers.zeros)
+    self.confidence = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01))
+
+  # -- parts ---------------------------------------------------------------------------
+  def _features(self, images, train: bool):
+    """(the backbone map [B, Hf, Wf, C], its stride)."""
+    (fmap,) = backbone_maps(self.backbone, images, (self.backbone_level,), self.pixel_mean,
+                            self.pixel_std, train)
+    return fmap, images.shape[1] // fmap.shape[1]
+
+  def _codes(self, fmap, stride, boxes, image_hw):
+    """Regions [B, R, 4] -> (codes [B, R, D], deltas [B, R, 4], confidence logits [B, R])."""
+    scale = 1.0 / stride
+    if self.sampler == "bilinear":
+      pooled = ops.roi.bilinear_sample(fmap, boxes, self.pool_size, scale, image_size=image_hw)
+    else:
+      pooled = ops.roi.roi_align(fmap, boxes, self.pool_size, scale, 2, True)
+    x = pooled.reshape(pooled.shape[:2] + (-1,)).astype(self.dtype)
+    if self.box_geometry:
+      h, w = (float(v) for v in image_hw)
+      size = jnp.asarray([w, h, w, h], jnp.float32)
+      corners = boxes / size
+      geometry = jnp.concatenate([corners, corners[..., 2:] - corners[..., :2]], -1)
+      x = jnp.concatenate([x, geometry.astype(self.dtype)], -1)
+    for fc in self.recognition:
+      x = nn.relu(fc(x))
+    deltas = self.box_pred(x).astype(jnp.float32)
+    logits = self.confidence(x)[..., 0].astype(jnp.float32)
+    return x, deltas, logits
+
+  def _decode(self, codes):
+    """codes [N, D] -> (tokens [N, T], logprob [N]) with `decode`."""
+    if self.decode == "beam":
+      return self.lm.beam_search(codes, self.beam_size)
+    return self.lm.greedy(codes)
+
+  def _captions(self, codes, valid):
+    """codes [B, K, D], valid [B, K] -> tokens [B, K, T] (PAD rows where not valid),
+    logprob [B, K] (0 there)."""
+    b, k = valid.shape
+    tokens, logprob = self._decode(codes.reshape(b * k, -1))
+    tokens = jnp.where(valid[..., None], tokens.reshape(b, k, -1), PAD)
+    return tokens, jnp.where(valid, logprob.reshape(b, k), 0.0)
+
+  def _detect(self, images):
+    """The test pipeline up to the captions: (detections dict, kept codes [B, D, Dc])."""
+    image_hw = tuple(images.shape[1:3])
+    fmap, stride = self._features(images, False)
+    rpn_out = self.rpn([fmap], [stride], image_hw, train=False)
+    proposals, proposal_valid = rpn_out["proposals"], rpn_out["proposal_valid"]
+    codes, deltas, logits = self._codes(fmap, stride, proposals, image_hw)
+    boxes = ops.boxes.decode(deltas, proposals, self.box_weights)
+    boxes = ops.boxes.clip_boxes(boxes, float(image_hw[0]), float(image_hw[1]))
+    wh = boxes[..., 2:] - boxes[..., :2]
+    ok = proposal_valid & (wh[..., 0] > 0) & (wh[..., 1] > 0)
+    d = min(self.detections_per_image, proposals.shape[1])
+    keep = jax.vmap(lambda bx, sc, v: ops.nms.nms(bx, sc, self.final_nms_threshold, d,
+                                                  valid=v)[0])(boxes, logits, ok)
+    valid = keep >= 0
+    safe = jnp.maximum(keep, 0)
+    take = lambda x: jnp.take_along_axis(x, safe.reshape(safe.shape + (1,) * (x.ndim - 2)), 1)
+    out = {"boxes": jnp.where(valid[..., None], take(boxes), -1.0),
+           "scores": jnp.where(valid, jax.nn.sigmoid(take(logits)), 0.0),
+           "valid": valid, "proposals": proposals, "proposal_valid": proposal_valid}
+    return out, take(codes)
+
+  # -- the three entry points ----------------------------------------------------------
+  def __call__(self, images, train: bool = False, targets=None):
+    if targets is None:
+      out, codes = self._detect(images)
+      out["tokens"], out["caption_logprob"] = self._captions(codes, out["valid"])
+      return out
+    return self._losses(images, train, targets)
+
+  def caption_regions(self, images, boxes, valid):
+    """Captions of given boxes [B, K, 4] (pixel xyxy; `valid` [B, K]) -> {"tokens"
+    [B, K, T], "caption_logprob" [B, K], "scores" [B, K] (sigmoid confidence)}; rows not
+    valid: PAD, 0, 0."""
+    image_hw = tuple(images.shape[1:3])
+    valid = valid.astype(bool)
+    fmap, stride = self._features(images, False)
+    boxes = jnp.where(valid[..., None], boxes.astype(jnp.float32), 0.0)
+    codes, _, logits = self._codes(fmap, stride, boxes, image_hw)
+    tokens, logprob = self._captions(codes, valid)
+    return {"tokens": tokens, "caption_logprob": logprob,
+            "scores": jnp.where(valid, jax.nn.sigmoid(logits), 0.0)}
+
+  def region_log_likelihood(self, images, tokens):
+    """The final detections ("boxes", "scores", "valid") and "query_logprob" [B, D, Q]:
+    log p(tokens[q] | code of detection d) (LanguageModel.log_likelihood, up to and
+    including END), -inf for rows past the detections."""
+    out, codes = self._detect(images)
+    b, d, c = codes.shape
+    q = tokens.shape[0]
+    flat_codes = jnp.broadcast_to(codes[:, :, None], (b, d, q, c)).reshape(-1, c)
+    flat_tokens = jnp.broadcast_to(tokens.astype(jnp.int32)[None, None],
+                                   (b, d) + tokens.shape).reshape(b * d * q, -1)
+    ll = self.lm.log_likelihood(flat_codes, flat_tokens).reshape(b, d, q)
+    return {"boxes": out["boxes"], "scores": out["scores"], "valid": out["valid"],
+            "query_logprob": jnp.where(out["valid"][..., None], ll, -jnp.inf)}
+
+  # -- training ------------------------------------------------------------------------
+  def _losses(self, images, train, targets):
+    image_hw = tuple(images.shape[1:3])
+    fmap, stride = self._features(images, train)
+    rpn_out = self.rpn([fmap], [stride], image_hw, train=True)
+    rpn_rng, roi_rng = jax.random.split(self.make_rng("sampling"))
+    gt_boxes = targets["boxes"].astype(jnp.float32)
+    gt_valid = targets["valid"].astype(bool)
+    gt_tokens = targets["tokens"].astype(jnp.int32)
+    terms = self.rpn.losses(rpn_out["objectness"], rpn_out["deltas"], rpn_out["anchors"],
+                            gt_boxes, gt_valid, rpn_rng)
+    regions, classes, box_targets, sampled, matched = sample_rois(
+        rpn_out["proposals"], rpn_out["proposal_valid"], gt_boxes,
+        jnp.ones(gt_valid.shape, jnp.int32), gt_valid, roi_rng, self.sampled_regions,
+        self.positive_fraction, self.fg_iou_threshold, self.bg_iou_threshold,
+        self.box_weights)
+    positive = sampled & (classes > 0)
+    codes, deltas, logits = self._codes(fmap, stride, regions, image_hw)
+    terms["confidence"] = losses.sigmoid_binary_cross_entropy(logits, positive, sampled)
+    terms["box"] = losses.masked_box_loss(deltas, jax.lax.stop_gradient(box_targets),
+                                          positive, positive, self.smooth_l1_beta)
+    # the LM on a static number of rows per image: the positives first
+    quota = min(regions.shape[1], max(1, int(self.sampled_regions * self.positive_fraction)))
+    _, rows = jax.lax.top_k(positive.astype(jnp.float32), quota)
+    pos = jnp.take_along_axis(positive, rows, 1)
+    pos_codes = jnp.take_along_axis(codes, rows[..., None], 1)
+    gt_index = jnp.take_along_axis(matched, rows, 1)
+    pos_tokens = jnp.take_along_axis(gt_tokens, gt_index[..., None], 1)  # [B, quota, T]
+    b = regions.shape[0]
+    flat_tokens = pos_tokens.reshape(b * quota, -1)
+    weights = pos.reshape(-1).astype(jnp.float32)
+    lm_logits = self.lm(pos_codes.reshape(b * quota, -1), flat_tokens)
+    terms["caption"] = caption_loss(lm_logits, flat_tokens, weights)
+    terms["caption_accuracy"] = token_accuracy(lm_logits, flat_tokens, weights)
+    terms["positives"] = jnp.sum(positive) / b
+    return terms
+
+
+def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = "resnet18",
+                   backbone_args=None, backbone_level: str = "stride_16", rpn=None, lm=None,
+                   **densecap_fields) -> DenseCap:
+  """DenseCap over a vocabulary of `num_words` ids (specials included: len(Vocab));
+  `rpn`: fields of `RPN` (config.model.rpn), `lm`: fields of `LanguageModel` less
+  vocab_size (config.model.lm), the rest fields of `DenseCap` (config.model.*).
+  Unknown fields, samplers or decoders -> ConfigError."""
+  densecap_fields = dict(_plain(densecap_fields))
+  fields = _fields(DenseCap, densecap_fields, "config.model")
+  if fields.get("sampler", "bilinear") not in SAMPLERS:
+    raise ConfigError(f"config.model.sampler={fields['sampler']!r}; expected one of "
+                      f"{SAMPLERS}")
+  if fields.get("decode", "greedy") not in DECODERS:
+    raise ConfigError(f"config.model.decode={fields['decode']!r}; expected one of {DECODERS}")
+  if int(fields.get("beam_size", 3)) < 1:
+    raise ConfigError(f"config.model.beam_size={fields['beam_size']!r}; expected >= 1")
+  rpn = _fields(RPN, dict(_plain(rpn or {})), "config.model.rpn")
+  if rpn.get("anchor_convention", "jaxseg") not in ANCHOR_CONVENTIONS:
+    raise ConfigError(f"config.model.rpn.anchor_convention={rpn['anchor_convention']!r}; "
+                      f"expected one of {ANCHOR_CONVENTIONS}")
+  if len(rpn.get("anchor_sizes", ((32.0, 64.0, 128.0),))) != 1:
+    raise ConfigError(f"config.model.rpn.anchor_sizes={rpn['anchor_sizes']!r}; DenseCap reads "
+                      "one feature level: give one sequence of sizes")
+  lm = dict(_plain(lm or {}))
+  if "vocab_size" in lm:
+    raise ConfigError("config.model.lm.vocab_size is set; the vocabulary size comes from the "
+                      f"dataset's vocabulary ({num_words} ids)")
+  lm = _fields(LanguageModel, lm, "config.model.lm")
+  if num_words < 5:
+    raise ConfigError(f"a vocabulary of {num_words} ids; expected the 4 special tokens and "
+                      "at least one word")
+  for key in ("pixel_mean", "pixel_std", "box_weights", "recognition_widths"):
+    if key in fields:
+      fields[key] = tuple(fields[key])
+  backbone_args = dict(_plain(backbone_args or {}))
+  backbone_args.setdefault("dtype", dtype)
+  return DenseCap(backbone=get_backbone(backbone, **backbone_args),
+                  rpn=RPN(dtype=dtype, **rpn),
+                  lm=LanguageModel(vocab_size=int(num_words), dtype=dtype, **lm),
+                  backbone_level=str(backbone_level), dtype=dtype, **fields)
+
+
+__all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "SAMPLERS", "build_densecap"]
