@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import types
 
 import numpy as np
 import pytest
@@ -234,14 +235,38 @@ PAIRS = [
 ]
 
 
+SINGLE = PAIRS[:5]  # one reference each: the jar's file mode takes them
+
+
 @pytest.fixture(scope="module")
-def jar_meteor():
+def jars(tmp_path_factory):
+  """Three JVMs started at once (each spends seconds loading the paraphrase table): ours,
+  the jar's own file mode on SINGLE, and pycocoevalcap's wrapper."""
   if shutil.which("java") is None:
     pytest.skip("java is not on PATH (apt-get install -y default-jre-headless)")
-  if not os.path.isfile(meteor_lib.default_jar()):
+  jar = meteor_lib.default_jar()
+  if not os.path.isfile(jar):
     pytest.skip("pycocoevalcap's meteor-1.5.jar is not installed")
-  with meteor_lib.Meteor() as m:
-    yield m
+  from pycocoevalcap.meteor.meteor import Meteor as CocoMeteor
+  d = tmp_path_factory.mktemp("meteor")
+  (d / "hyp.txt").write_text("".join(c + "\n" for c, _ in SINGLE))
+  (d / "ref.txt").write_text("".join(r[0] + "\n" for _, r in SINGLE))
+  file_run = subprocess.Popen(["java", "-jar", "-Xmx2G", jar, str(d / "hyp.txt"),
+                               str(d / "ref.txt"), "-l", "en", "-norm"],
+                              cwd=os.path.dirname(jar), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+  coco = CocoMeteor()
+  ours = meteor_lib.Meteor()
+  yield types.SimpleNamespace(ours=ours, file_run=file_run, coco=coco)
+  ours.close()
+  for process in (file_run, coco.meteor_p):  # pycocoevalcap's __del__ may wait on its jar
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def jar_meteor(jars):
+  return jars.ours
 
 
 def test_meteor_jar_sanity(jar_meteor):
@@ -256,32 +281,21 @@ def test_meteor_jar_sanity(jar_meteor):
   assert jar_meteor.score([]).shape == (0,)
 
 
-def test_meteor_equals_the_jar_run_on_files(jar_meteor, tmp_path):
+def test_meteor_equals_the_jar_run_on_files(jars):
   """The jar's own file mode (hypotheses and references in files, one reference each)."""
-  single = [p for p in PAIRS[:5]]
-  (tmp_path / "hyp.txt").write_text("".join(c + "\n" for c, _ in single))
-  (tmp_path / "ref.txt").write_text("".join(r[0] + "\n" for _, r in single))
-  jar = meteor_lib.default_jar()
-  out = subprocess.run(["java", "-jar", "-Xmx2G", jar, str(tmp_path / "hyp.txt"),
-                        str(tmp_path / "ref.txt"), "-l", "en", "-norm"],
-                       cwd=os.path.dirname(jar), capture_output=True, text=True, check=True)
-  expected = [float(line.split("\t")[1]) for line in out.stdout.splitlines()
+  stdout, stderr = jars.file_run.communicate(timeout=120)
+  assert jars.file_run.returncode == 0, stderr
+  expected = [float(line.split("\t")[1]) for line in stdout.splitlines()
               if line.startswith("Segment ")]
-  assert len(expected) == len(single)
-  np.testing.assert_array_equal(jar_meteor.score(single), expected)
+  assert len(expected) == len(SINGLE)
+  np.testing.assert_array_equal(jars.ours.score(SINGLE), expected)
 
 
-def test_meteor_equals_pycocoevalcap(jar_meteor):
-  from pycocoevalcap.meteor.meteor import Meteor as CocoMeteor
+def test_meteor_equals_pycocoevalcap(jars):
   pairs = [p for p in PAIRS if p[1] and "\n" not in p[0] + "".join(p[1])]
-  theirs = CocoMeteor()
-  try:
-    _, scores = theirs.compute_score({i: r for i, (_, r) in enumerate(pairs)},
-                                     {i: [c] for i, (c, _) in enumerate(pairs)})
-  finally:
-    theirs.meteor_p.kill()  # its __del__ may wait on the jar
-    theirs.meteor_p.wait()
-  np.testing.assert_array_equal(jar_meteor.score(pairs), scores)
+  _, scores = jars.coco.compute_score({i: r for i, (_, r) in enumerate(pairs)},
+                                      {i: [c] for i, (c, _) in enumerate(pairs)})
+  np.testing.assert_array_equal(jars.ours.score(pairs), scores)
 
 
 def test_evaluator_with_the_jar(jar_meteor):

@@ -284,8 +284,9 @@ class DenseCaptioningEvaluator:
         out[f"ap/iou{t_iou:g}_meteor{t_meteor:g}"] = ap
         cells.append(ap)
     det = []
-    for t_iou in self.iou_thresholds:  # Lua's min_score = -1: METEOR >= 0 > -1 always
-      ap = _average_precision(ok & (overlap >= t_iou), self.num_gt_merged)
+    for t_iou in self.iou_thresholds:  # Lua's min_score = -1 (METEOR >= 0 > -1)
+      ap = _average_precision(ok & (overlap >= t_iou) & (sorted_meteor > -1),
+                              self.num_gt_merged)
       out[f"det_ap/iou{t_iou:g}"] = ap
       det.append(ap)
     out["map"] = float(np.mean(cells)) if cells else math.nan

@@ -22,6 +22,13 @@ What pycocoevalcap's wrapper gets wrong, and this one avoids:
 - it writes SCORE lines without reading the answers in bounded batches (pycocoevalcap
   reads each answer before the next line; that is kept: the answers are read in batches
   of at most `_BATCH` lines, far below a pipe's 64 KiB, so neither side can block);
+- the jar answers an EVAL line of N statistics with N + 1 lines (segment scores, then the
+  corpus score; also for N = 1: two equal lines). pycocoevalcap's ``_score`` reads both
+  (but writes ``str`` to a binary pipe, so it fails on Python 3, and never flushes);
+  DenseCap's meteor_bridge.py reads one ("I don't know why we were reading out twice?
+  That doesn't work"), which with this jar would leave the second line to be read as the
+  next record's statistics. Its per-record score is in either case the one segment's
+  score, which is what `score` returns; here exactly N + 1 lines are read per EVAL;
 - only the candidate is cleaned of ``|||``: here references are too, and newlines (which
   would end the protocol line) become spaces in both. The candidate's cleaning is
   otherwise the reference's: ``.replace('|||', '').replace('  ', ' ')``.
