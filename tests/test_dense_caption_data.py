@@ -356,13 +356,15 @@ def test_visual_genome_build_and_read(tmp_path, caplog):
   assert [ex["captions"].tolist() for ex in test] == [[b"grass"]]
   # DenseCap's split file
   splits = tmp_path / "densecap_splits.json"
-  splits.write_text(json.dumps({"train": [1, 8], "val": [2], "test": [9, 77]}))
+  splits.write_text(json.dumps({"train": [1, 8, 9], "val": [2], "test": [77]}))
   other = str(tmp_path / "tfds2")
   visual_genome.build(other, root, splits=str(splits))
   counts = visual_genome.read_builder(other).info.metadata["warnings"]
   assert counts["missing_from_descriptions"] == 1 and counts["not_in_splits"] == 0
   val = list(tfds.as_numpy(detection.load_split(_dataset("visual_genome", other), "eval")[0]))
   assert [int(ex["image_id"]) for ex in val] == [2]
+  with pytest.raises(ConfigError, match="split 'test'"):  # no image: left out
+    detection.load_split(_dataset("visual_genome", other, eval_split="test"), "eval")
 
 
 def _edit(path, value):

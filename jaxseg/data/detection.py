@@ -53,16 +53,18 @@ Sources (config.dataset.name: TFDS name; default train / eval splits):
   region is an object of label 1 (class names background / region), box = the stored
   absolute `objects/bbox`, captions = `objects/caption`, image_id = `image/id`; never
   crowd or difficult; train / validation (and test).
-Catalog, coco_format and visual_genome datasets are read only from a prepared config.dataset.data_dir
-(required): nothing is downloaded; a missing one is a DataError saying how to prepare it.
+Catalog, coco_format and visual_genome datasets are read only from a prepared
+config.dataset.data_dir (required): nothing is downloaded; a missing one is a DataError
+saying how to prepare it.
 
 Rules for bad input (`load_split`), the same for every source:
 - a box with x2 < x1, y2 < y1 or a non-finite coordinate (degenerate), a label
   outside 1..C, masks that are not [N, H, W] for the N objects of the H x W image, an
-  empty mask (no pixel set) of a non-crowd object whose clipped box is not empty, or a
-  keypoint visibility outside {0, 1, 2} stops the pipeline with a one-line error naming
-  the dataset and the bad value (and for masks and keypoints the image and object) (a
-  DataError once `jaxseg.data.pipeline` reads it);
+  empty mask (no pixel set) of a non-crowd object whose clipped box is not empty, a
+  keypoint visibility outside {0, 1, 2}, or captions not one per object stops the
+  pipeline with a one-line error naming the dataset and the bad value (and for masks
+  and keypoints the image and object, for captions the image) (a DataError once
+  `jaxseg.data.pipeline` reads it);
 - boxes partly outside the image are clipped to it; boxes left empty by clipping (zero
   width or height, e.g. wholly outside the image) are dropped with their masks and
   keypoints;

@@ -21,7 +21,8 @@ Splits: with --splits, DenseCap's split file {"train": [ids], "val": [ids], "tes
 [ids]} gives train / validation / test (images of region_descriptions.json in no split
 are left out; split ids without an entry in region_descriptions.json are skipped; both
 counted). Without it, by image id: test if id % 10 == 9, validation if id % 10 == 8,
-train otherwise.
+train otherwise. A split that gets no image is left out of the dataset (reading it is
+then a ConfigError naming the split); no image in any split is a DataError.
 
 Features per image: `image` uint8 [H, W, 3] (the file as it is; non-RGB files converted
 to RGB), `image/id` int64, `objects`: `bbox` float32 [4] ABSOLUTE pixel
@@ -260,7 +261,12 @@ class VisualGenome(tfds.core.GeneratorBasedBuilder):
     self.info.metadata["warnings"] = dict(counts)
     self.info.metadata["split_rule"] = ("densecap split file" if self._splits
                                         else "image id % 10: 9 test, 8 validation")
-    return {split: self._generate_examples(images) for split, images in rows.items()}
+    if not any(rows.values()):
+      raise DataError(f"visual_genome: no image of {self._root!r} falls in any split"
+                      + (f" of {self._splits!r}" if self._splits else ""))
+    # (a split without images is left out: TFDS cannot write an empty split)
+    return {split: self._generate_examples(images) for split, images in rows.items()
+            if images}
 
   def _generate_examples(self, images):
     for image_id, path, regions in images:
