@@ -143,12 +143,13 @@ def test_bilinear_sample_matches_densecap_reference_and_box_gradient():
 
 
 # -- the model ------------------------------------------------------------------------------
+from jaxseg import ops  # noqa: E402
 from jaxseg.errors import ConfigError  # noqa: E402
 from jaxseg.models.densecap import LOSS_TERMS, DenseCap, build_densecap  # noqa: E402
 from test_faster_rcnn import host_init  # noqa: E402
 
 T = 5  # max_length 4 + END
-CAPTIONS = np.asarray([[4, 5, 6, END, PAD], [7, 8, END, PAD, PAD]], np.int32)
+CAPTIONS = np.asarray([[4, 5, 6, END, PAD], [7, 8, 9, END, PAD]], np.int32)
 GT_BOXES = np.asarray([[4.0, 6.0, 30.0, 28.0], [28.0, 30.0, 60.0, 62.0]], np.float32)
 
 
@@ -178,22 +179,49 @@ def _targets(batch=1, valid=True):
           "tokens": jnp.asarray(np.repeat(CAPTIONS[None], batch, 0))}
 
 
-def _terms(model, variables, images, targets):
-  return model.apply(variables, images, targets=targets, rngs={"sampling": jax.random.key(1)})
+class _Setup:
+  """One tiny model, its variables and its jitted entry points, shared by the tests (each
+  compile costs seconds here)."""
+
+  def __init__(self):
+    self.model = _model()
+    self.images = _image(1)
+    self.variables = host_init(lambda: self.model.init({"params": jax.random.key(0)},
+                                                       self.images))
+    model = self.model
+    self.forward = jax.jit(lambda v, x: model.apply(v, x))
+    self.caption = jax.jit(lambda v, x, b, m: model.apply(v, x, b, m,
+                                                          method=DenseCap.caption_regions))
+    self.rank = jax.jit(lambda v, x, t: model.apply(v, x, t,
+                                                    method=DenseCap.region_log_likelihood))
+
+    def terms(params, targets, key):
+      return model.apply({**self.variables, "params": params}, self.images, targets=targets,
+                         rngs={"sampling": key})
+
+    def stacked(params, targets, key):
+      t = terms(params, targets, key)
+      return jnp.stack([t[k] for k in LOSS_TERMS]), t
+
+    self.jacobian = jax.jit(jax.jacrev(stacked, has_aux=True))
+    self.terms = terms
 
 
-def test_densecap_outputs_and_padding():
-  model = _model()
-  images = _image(2)
-  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, images))
+@pytest.fixture(scope="module")
+def setup():
+  return _Setup()
+
+
+def test_densecap_outputs_and_padding(setup):
+  model, images, variables = setup.model, setup.images, setup.variables
   assert set(variables["params"]) == {"backbone", "rpn", "recognition_0", "recognition_1",
                                       "box_pred", "confidence", "lm"}
   assert model.loss_terms == LOSS_TERMS and model.needs_proposals is False
-  out = jax.jit(model.apply)(variables, images)
+  out = setup.forward(variables, images)
   shapes = {k: v.shape for k, v in out.items()}
-  assert shapes == {"boxes": (2, 6, 4), "scores": (2, 6), "valid": (2, 6), "tokens": (2, 6, T),
-                    "caption_logprob": (2, 6), "proposals": (2, 16, 4),
-                    "proposal_valid": (2, 16)}
+  assert shapes == {"boxes": (1, 6, 4), "scores": (1, 6), "valid": (1, 6), "tokens": (1, 6, T),
+                    "caption_logprob": (1, 6), "proposals": (1, 16, 4),
+                    "proposal_valid": (1, 16)}
   valid = np.asarray(out["valid"])
   assert valid.any()
   tokens = np.asarray(out["tokens"])
@@ -207,32 +235,23 @@ def test_densecap_outputs_and_padding():
   assert np.all(boxes >= 0) and np.all(boxes <= 64) and np.all(boxes[:, 2:] > boxes[:, :2])
   s = np.asarray(out["scores"])[valid]
   assert np.all((s > 0) & (s < 1))
-  # the given-box entry point: invalid rows padded
-  boxes = jnp.asarray(np.stack([GT_BOXES, [GT_BOXES[0], [-1, -1, -1, -1]]]))
-  given = model.apply(variables, images, boxes, jnp.asarray([[True, True], [True, False]]),
-                      method=DenseCap.caption_regions)
-  assert given["tokens"].shape == (2, 2, T) and given["caption_logprob"].shape == (2, 2)
-  assert np.all(np.asarray(given["tokens"][1, 1]) == PAD) and float(given["scores"][1, 1]) == 0
-  # the same box in the same image gives the same caption
-  np.testing.assert_array_equal(given["tokens"][0, 0], given["tokens"][1, 0])
-  ranked = model.apply(variables, images, jnp.asarray(CAPTIONS),
-                       method=DenseCap.region_log_likelihood)
-  assert ranked["query_logprob"].shape == (2, 6, 2)
+  # the given-box entry point: an invalid row is padded
+  given = setup.caption(variables, images, jnp.asarray(GT_BOXES[None]),
+                        jnp.asarray([[True, False]]))
+  assert given["tokens"].shape == (1, 2, T) and given["caption_logprob"].shape == (1, 2)
+  assert np.all(np.asarray(given["tokens"][0, 1]) == PAD)
+  assert float(given["scores"][0, 1]) == 0 and float(given["caption_logprob"][0, 1]) == 0
+  assert 0 < float(given["scores"][0, 0]) < 1 and float(given["caption_logprob"][0, 0]) < 0
+  ranked = setup.rank(variables, images, jnp.asarray(CAPTIONS))
+  assert ranked["query_logprob"].shape == (1, 6, 2)
   q = np.asarray(ranked["query_logprob"])
   assert np.all(np.isfinite(q[valid])) and np.all(q[~valid] == -np.inf)
   np.testing.assert_array_equal(ranked["valid"], out["valid"])
 
 
-def test_densecap_losses_and_their_gradients():
-  model = _model()
-  images = _image(2)
-  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, images))
-
-  def terms(params, targets):
-    t = _terms(model, {**variables, "params": params}, images, targets)
-    return jnp.stack([t[k] for k in LOSS_TERMS]), t
-
-  jac, aux = jax.jit(jax.jacrev(terms, has_aux=True))(variables["params"], _targets(2))
+def test_densecap_losses_and_their_gradients(setup):
+  params = setup.variables["params"]
+  jac, aux = setup.jacobian(params, _targets(1), jax.random.key(1))
   for k in LOSS_TERMS:
     assert np.isfinite(float(aux[k])) and float(aux[k]) > 0, k
   assert float(aux["positives"]) >= 2 and 0 <= float(aux["caption_accuracy"]) <= 1
@@ -262,7 +281,74 @@ def test_densecap_losses_and_their_gradients():
     assert norm(i[term], "lm") == 0 and norm(i[term], "recognition_0") == 0
     assert norm(i[term], "backbone") > 0
   # all-invalid ground truth: no positives, zero box / caption terms, finite gradients
-  jac, aux = jax.jit(jax.jacrev(terms, has_aux=True))(variables["params"],
-                                                      _targets(2, valid=False))
+  jac, aux = setup.jacobian(params, _targets(1, valid=False), jax.random.key(1))
   assert float(aux["box"]) == 0 and float(aux["caption"]) == 0 and float(aux["positives"]) == 0
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(jac))
+
+
+def test_densecap_overfits_two_captions_then_captions_and_retrieves_them(setup):
+  import optax  # pylint: disable=g-import-not-at-top
+  variables, images, targets = setup.variables, setup.images, _targets(1)
+  opt = optax.adam(3e-3)
+
+  @jax.jit
+  def step(params, state, key):
+    def loss(p):
+      t = setup.terms(p, targets, key)
+      return sum(t[k] for k in LOSS_TERMS), t
+    (_, t), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, t
+
+  params = variables["params"]
+  state = opt.init(params)
+  first = None
+  for i in range(80):  # batch norm in inference mode (train=False): one image
+    params, state, t = step(params, state, jax.random.key(i))
+    first = float(t["caption"]) if first is None else first
+  assert float(t["caption"]) < 0.25 * first, (first, float(t["caption"]))
+  trained = {**variables, "params": params}
+  given = setup.caption(trained, images, targets["boxes"], targets["valid"])
+  np.testing.assert_array_equal(given["tokens"][0], CAPTIONS)
+  # retrieval by text: each gt box's best-overlapping detection prefers its own caption,
+  # and each caption's best detection is the one on its box
+  ranked = setup.rank(trained, images, jnp.asarray(CAPTIONS))
+  q = np.asarray(ranked["query_logprob"][0])
+  iou = np.asarray(ops.boxes.pairwise_iou(ranked["boxes"][0], jnp.asarray(GT_BOXES)))
+  iou = np.where(np.asarray(ranked["valid"][0])[:, None], iou, 0.0)
+  for g in range(2):
+    d = int(np.argmax(iou[:, g]))
+    assert iou[d, g] >= 0.5, iou
+    assert q[d, g] > q[d, 1 - g], q
+    assert int(np.argmax(q[:, g])) == d, q
+  # beam search agrees with greedy: beam 1 exactly, beam 3 never worse (same parameters)
+  for beam_size in (1, 3):
+    beam = setup.model.clone(decode="beam", beam_size=beam_size)
+    out = jax.jit(lambda v, x, b, m: beam.apply(v, x, b, m, method=DenseCap.caption_regions))(
+        trained, images, targets["boxes"], targets["valid"])
+    if beam_size == 1:
+      np.testing.assert_array_equal(out["tokens"], given["tokens"])
+      np.testing.assert_allclose(out["caption_logprob"], given["caption_logprob"], rtol=1e-5)
+    else:
+      assert np.all(np.asarray(out["caption_logprob"])
+                    >= np.asarray(given["caption_logprob"]) - 1e-5)
+      np.testing.assert_array_equal(out["tokens"], given["tokens"])  # overfit: same argmax
+
+
+def test_build_densecap_config_errors():
+  with pytest.raises(ConfigError, match="bogus"):
+    build_densecap(12, bogus=1)
+  with pytest.raises(ConfigError, match="sampler"):
+    build_densecap(12, sampler="nearest")
+  with pytest.raises(ConfigError, match="decode"):
+    build_densecap(12, decode="sample")
+  with pytest.raises(ConfigError, match="config.model.rpn has no field nope"):
+    build_densecap(12, rpn=dict(nope=1))
+  with pytest.raises(ConfigError, match="config.model.lm has no field layers"):
+    build_densecap(12, lm=dict(layers=2))
+  with pytest.raises(ConfigError, match="vocab_size"):
+    build_densecap(12, lm=dict(vocab_size=40))
+  model = build_densecap(12, sampler="roi_align", decode="beam", beam_size=2,
+                         lm=dict(max_length=4), rpn=dict(nms_threshold=0.6))
+  assert model.sampler == "roi_align" and model.lm.vocab_size == 12 and model.lm.max_length == 4
+  assert model.rpn.nms_threshold == 0.6 and model.recognition_widths == (4096, 4096)
