@@ -7,17 +7,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxseg import ops
+from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, LanguageModel
+from jaxseg.models.densecap import LOSS_TERMS, DenseCap, build_densecap
+from test_faster_rcnn import host_init
 
 
 def _lm(vocab=6, max_length=3, width=16, seed=0, code_dim=5):
   lm = LanguageModel(vocab_size=vocab, embed_dim=width, hidden_dim=width, max_length=max_length)
   codes = jax.random.normal(jax.random.key(seed + 1), (3, code_dim))
   tokens = jnp.zeros((3, max_length + 1), jnp.int32)
-  params = lm.init(jax.random.key(seed), codes, tokens)
+  params = jax.jit(lm.init)(jax.random.key(seed), codes, tokens)
   # larger output weights: peaked distributions make greedy != beam more likely
   params = jax.tree_util.tree_map(lambda x: 3.0 * x, params)
   return lm, params, codes
+
+
+def _method(lm, name, *static):
+  """A jitted `lm.apply(params, *args, method=name)` (static trailing args)."""
+  fn = getattr(LanguageModel, name)
+  return jax.jit(lambda p, *a: lm.apply(p, *a, *static, method=fn))
 
 
 def _all_captions(vocab, max_length):
@@ -31,56 +41,52 @@ def _all_captions(vocab, max_length):
 
 def test_lm_teacher_forcing_is_causal_and_loss_matches_log_likelihood():
   lm, params, codes = _lm()
+  forward, loss_fn = jax.jit(lm.apply), _method(lm, "loss")
+  likelihood = _method(lm, "log_likelihood")
   tokens = jnp.asarray([[3, 4, END, PAD], [5, END, PAD, PAD], [4, 4, 5, END]], jnp.int32)
-  logits = lm.apply(params, codes, tokens)
+  logits = forward(params, codes, tokens)
   assert logits.shape == (3, 4, 6)
   changed = tokens.at[:, 2:].set(jnp.asarray([[5, 3], [4, 4], [3, 3]]))
-  logits2 = lm.apply(params, codes, changed)
+  logits2 = forward(params, codes, changed)
   np.testing.assert_allclose(logits[:, :3], logits2[:, :3], rtol=1e-6, atol=1e-6)
   assert not np.allclose(logits[:, 3], logits2[:, 3])
-  for r in range(3):
-    one = tokens[r:r + 1]
-    loss = lm.apply(params, codes[r:r + 1], one, jnp.ones((1,)), method=LanguageModel.loss)
-    count = int(jnp.sum(one != PAD))
-    ll = lm.apply(params, codes[r:r + 1], one, method=LanguageModel.log_likelihood)
-    np.testing.assert_allclose(ll[0], -loss * count, rtol=1e-5)
+  ll = likelihood(params, codes, tokens)
+  for r in range(3):  # one sequence: loss = -log-likelihood / its token count
+    weights = (jnp.arange(3) == r).astype(jnp.float32)
+    loss = loss_fn(params, codes, tokens, weights)
+    count = int(jnp.sum(tokens[r] != PAD))
+    np.testing.assert_allclose(ll[r], -loss * count, rtol=1e-5)
   # weights: a zero-weight row does not count
-  w = jnp.asarray([1.0, 0.0, 1.0])
-  loss = lm.apply(params, codes, tokens, w, method=LanguageModel.loss)
-  ll = lm.apply(params, codes, tokens, method=LanguageModel.log_likelihood)
+  loss = loss_fn(params, codes, tokens, jnp.asarray([1.0, 0.0, 1.0]))
   np.testing.assert_allclose(loss, -(ll[0] + ll[2]) / (3 + 4), rtol=1e-5)
 
 
 def test_lm_greedy_equals_beam_one_and_beam_finds_the_best_caption():
   lm, params, codes = _lm()
-  greedy, g_lp = lm.apply(params, codes, method=LanguageModel.greedy)
-  beam1, b1_lp = lm.apply(params, codes, 1, method=LanguageModel.beam_search)
+  likelihood = _method(lm, "log_likelihood")
+  greedy, g_lp = _method(lm, "greedy")(params, codes)
+  beam1, b1_lp = _method(lm, "beam_search", 1)(params, codes)
   np.testing.assert_array_equal(greedy, beam1)
   np.testing.assert_allclose(g_lp, b1_lp, rtol=1e-5)
   # decoded captions have the data's form and their logprob is their log-likelihood
-  ll = lm.apply(params, codes, greedy, method=LanguageModel.log_likelihood)
-  np.testing.assert_allclose(ll, g_lp, rtol=1e-5)
+  np.testing.assert_allclose(likelihood(params, codes, greedy), g_lp, rtol=1e-5)
   for row in np.asarray(greedy):
     end = list(row).index(END)
     assert all(w >= 3 for w in row[:end]) and all(w == PAD for w in row[end + 1:])
-  # brute force: every caption of <= 3 words over the 3 words
-  cands = jnp.asarray(_all_captions(6, 3))  # 40 captions
-  best = []
+  # brute force: every caption of <= 3 words over the 3 words (40), for each region
+  cands = _all_captions(6, 3)
+  n = len(cands)
+  lls = likelihood(params, jnp.repeat(codes, n, 0), jnp.asarray(np.tile(cands, (3, 1))))
+  lls = np.asarray(lls).reshape(3, n)
+  # a beam as wide as the number of captions keeps every hypothesis: exhaustive
+  tokens, lp = _method(lm, "beam_search", n)(params, codes)
   for r in range(3):
-    lls = lm.apply(params, jnp.repeat(codes[r:r + 1], len(cands), 0), cands,
-                   method=LanguageModel.log_likelihood)
-    best.append((int(jnp.argmax(lls)), float(jnp.max(lls))))
-  # a wide beam (every live hypothesis kept) is exhaustive here
-  tokens, lp = jax.jit(lambda p, c: lm.apply(p, c, 40, method=LanguageModel.beam_search))(
-      params, codes)
-  for r in range(3):
-    np.testing.assert_array_equal(tokens[r], cands[best[r][0]])
-    np.testing.assert_allclose(lp[r], best[r][1], rtol=1e-5)
+    np.testing.assert_array_equal(tokens[r], cands[np.argmax(lls[r])])
+    np.testing.assert_allclose(lp[r], lls[r].max(), rtol=1e-5)
   # beam 3 is never worse than greedy and its logprob is its tokens' likelihood
-  t3, lp3 = lm.apply(params, codes, 3, method=LanguageModel.beam_search)
+  t3, lp3 = _method(lm, "beam_search", 3)(params, codes)
   assert np.all(np.asarray(lp3) >= np.asarray(g_lp) - 1e-5)
-  np.testing.assert_allclose(lm.apply(params, codes, t3, method=LanguageModel.log_likelihood),
-                             lp3, rtol=1e-5)
+  np.testing.assert_allclose(likelihood(params, codes, t3), lp3, rtol=1e-5)
 
 
 # -- the bilinear sampler ---------------------------------------------------------------
@@ -111,7 +117,6 @@ def _densecap_reference(fmap, box, out_h, out_w, image_h, image_w):
 
 
 def test_bilinear_sample_matches_densecap_reference_and_box_gradient():
-  from jaxseg import ops
   rng = np.random.default_rng(0)
   fmap = rng.normal(size=(2, 6, 8, 3)).astype(np.float32)  # stride 8 of a 48 x 64 image
   boxes = np.array([[[3.2, 5.1, 40.7, 30.3], [0.0, 0.0, 64.0, 48.0], [50.5, 20.2, 70.1, 60.3]],
@@ -129,7 +134,7 @@ def test_bilinear_sample_matches_densecap_reference_and_box_gradient():
   np.testing.assert_allclose(flat.reshape(got.shape), got, rtol=1e-6)
 
   weights = jnp.asarray(rng.normal(size=got.shape).astype(np.float32))
-  loss = lambda f, bx: jnp.sum(weights * ops.roi.bilinear_sample(f, bx, (5, 4), 1 / 8))
+  loss = jax.jit(lambda f, bx: jnp.sum(weights * ops.roi.bilinear_sample(f, bx, (5, 4), 1 / 8)))
   g_f, g_b = jax.grad(loss, (0, 1))(jnp.asarray(fmap), jnp.asarray(boxes))
   assert float(jnp.abs(g_f).sum()) > 0
   eps = 1e-2
@@ -143,10 +148,6 @@ def test_bilinear_sample_matches_densecap_reference_and_box_gradient():
 
 
 # -- the model ------------------------------------------------------------------------------
-from jaxseg import ops  # noqa: E402
-from jaxseg.errors import ConfigError  # noqa: E402
-from jaxseg.models.densecap import LOSS_TERMS, DenseCap, build_densecap  # noqa: E402
-from test_faster_rcnn import host_init  # noqa: E402
 
 T = 5  # max_length 4 + END
 CAPTIONS = np.asarray([[4, 5, 6, END, PAD], [7, 8, 9, END, PAD]], np.int32)
@@ -321,18 +322,14 @@ def test_densecap_overfits_two_captions_then_captions_and_retrieves_them(setup):
     assert iou[d, g] >= 0.5, iou
     assert q[d, g] > q[d, 1 - g], q
     assert int(np.argmax(q[:, g])) == d, q
-  # beam search agrees with greedy: beam 1 exactly, beam 3 never worse (same parameters)
-  for beam_size in (1, 3):
-    beam = setup.model.clone(decode="beam", beam_size=beam_size)
-    out = jax.jit(lambda v, x, b, m: beam.apply(v, x, b, m, method=DenseCap.caption_regions))(
-        trained, images, targets["boxes"], targets["valid"])
-    if beam_size == 1:
-      np.testing.assert_array_equal(out["tokens"], given["tokens"])
-      np.testing.assert_allclose(out["caption_logprob"], given["caption_logprob"], rtol=1e-5)
-    else:
-      assert np.all(np.asarray(out["caption_logprob"])
-                    >= np.asarray(given["caption_logprob"]) - 1e-5)
-      np.testing.assert_array_equal(out["tokens"], given["tokens"])  # overfit: same argmax
+  # beam search (decode="beam") agrees with greedy: never a lower log-probability, and on
+  # this overfit model the same captions (beam 1 = greedy is tested on the LM above)
+  beam = setup.model.clone(decode="beam", beam_size=2)
+  out = jax.jit(lambda v, x, b, m: beam.apply(v, x, b, m, method=DenseCap.caption_regions))(
+      trained, images, targets["boxes"], targets["valid"])
+  np.testing.assert_array_equal(out["tokens"], given["tokens"])
+  assert np.all(np.asarray(out["caption_logprob"])
+                >= np.asarray(given["caption_logprob"]) - 1e-5)
 
 
 def test_build_densecap_config_errors():
