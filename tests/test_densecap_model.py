@@ -349,3 +349,29 @@ def test_build_densecap_config_errors():
                          lm=dict(max_length=4), rpn=dict(nms_threshold=0.6))
   assert model.sampler == "roi_align" and model.lm.vocab_size == 12 and model.lm.max_length == 4
   assert model.rpn.nms_threshold == 0.6 and model.recognition_widths == (4096, 4096)
+
+
+@pytest.mark.parametrize("fields", [dict(sampler="roi_align", box_geometry=True),
+                                    dict(decode="beam", dtype=jnp.bfloat16)])
+def test_densecap_variants_trace(fields):
+  """The other sampler, the box-geometry input, beam decoding and bfloat16 compute give
+  the same shapes (traced only: jax.eval_shape compiles nothing)."""
+  fields = dict(fields)
+  dtype = fields.pop("dtype", jnp.float32)
+  model = build_densecap(
+      12, dtype, backbone="resnet18", backbone_args=dict(width=4),
+      rpn=dict(anchor_sizes=((16.0, 32.0),), pre_nms_top_n_test=32, post_nms_top_n_test=16,
+               pre_nms_top_n_train=32, post_nms_top_n_train=16, batch_size_per_image=32),
+      lm=dict(embed_dim=8, hidden_dim=8, max_length=4), recognition_widths=(16,),
+      sampled_regions=8, detections_per_image=4, pool_size=3, **fields)
+  images = jnp.zeros((2, 64, 64, 3))
+  variables = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, images))
+  out = jax.eval_shape(lambda v: model.apply(v, images), variables)
+  assert out["tokens"].shape == (2, 4, T) and out["caption_logprob"].dtype == jnp.float32
+  terms = jax.eval_shape(lambda v: model.apply(v, images, targets=_targets(2),
+                                               rngs={"sampling": jax.random.key(1)}), variables)
+  assert all(terms[k].shape == () and terms[k].dtype == jnp.float32 for k in LOSS_TERMS)
+  ranked = jax.eval_shape(lambda v: model.apply(v, images, jnp.asarray(CAPTIONS),
+                                                method=DenseCap.region_log_likelihood),
+                          variables)
+  assert ranked["query_logprob"].shape == (2, 4, 2)

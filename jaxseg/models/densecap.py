@@ -48,7 +48,7 @@ gradient reaches the RPN through the regions; the RPN trains on its own two loss
 as in torchvision's Faster R-CNN. The caption loss trains the LM, the recognition FCs
 and the backbone; "box" and "confidence" their heads, the FCs and the backbone.
 
-Test time (`__call__(images)`), DenseCap's DenseCapModel.lua: the recognition network
+Test time (`__call__(images)`; `train` only sets batch norm's mode, as FasterRCNN), DenseCap's DenseCapModel.lua: the recognition network
 runs on every test proposal; final boxes = the proposals refined by `box_pred`, clipped;
 NMS at `final_nms_threshold` over the refined boxes ordered by confidence (DenseCap:
 box_utils.nms on final_boxes with the objectness scores), the best
@@ -59,7 +59,8 @@ re-pooled at the refined box: in DenseCapModel.lua the recognition network compu
 final_box_trans)` and `lm_output = language_model(roi_codes)` in the same pass, then
 `updateOutput` indexes final_boxes, scores and lm_output with the same NMS indices. (Here
 only the kept codes are decoded, which gives the same captions for less work.)
-Outputs: {"boxes" [B, D, 4], "scores" [B, D] (sigmoid confidence), "valid" [B, D],
+Outputs (D = min(detections_per_image, the RPN's post_nms_top_n_test)):
+{"boxes" [B, D, 4], "scores" [B, D] (sigmoid confidence), "valid" [B, D],
 "tokens" [B, D, T], "caption_logprob" [B, D], "proposals", "proposal_valid"}; rows past
 the detections: boxes -1, scores 0, tokens PAD, logprob 0. `decode` "greedy" or "beam"
 (`beam_size` beams; DenseCap's run_model uses argmax sampling by default).
@@ -169,10 +170,10 @@ class DenseCap(nn.Module):
     tokens = jnp.where(valid[..., None], tokens.reshape(b, k, -1), PAD)
     return tokens, jnp.where(valid, logprob.reshape(b, k), 0.0)
 
-  def _detect(self, images):
+  def _detect(self, images, train: bool = False):
     """The test pipeline up to the captions: (detections dict, kept codes [B, D, Dc])."""
     image_hw = tuple(images.shape[1:3])
-    fmap, stride = self._features(images, False)
+    fmap, stride = self._features(images, train)
     rpn_out = self.rpn([fmap], [stride], image_hw, train=False)
     proposals, proposal_valid = rpn_out["proposals"], rpn_out["proposal_valid"]
     codes, deltas, logits = self._codes(fmap, stride, proposals, image_hw)
@@ -194,7 +195,7 @@ class DenseCap(nn.Module):
   # -- the three entry points ----------------------------------------------------------
   def __call__(self, images, train: bool = False, targets=None):
     if targets is None:
-      out, codes = self._detect(images)
+      out, codes = self._detect(images, train)
       out["tokens"], out["caption_logprob"] = self._captions(codes, out["valid"])
       return out
     return self._losses(images, train, targets)
