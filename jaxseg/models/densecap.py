@@ -296,6 +296,9 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if num_words < 5:
     raise ConfigError(f"a vocabulary of {num_words} ids; expected the 4 special tokens and "
                       "at least one word")
+  for key in ("pixel_mean", "pixel_std"):  # None: the ImageNet defaults (as build_detector)
+    if key in fields and fields[key] is None:
+      del fields[key]
   for key in ("pixel_mean", "pixel_std", "box_weights", "recognition_widths"):
     if key in fields:
       fields[key] = tuple(fields[key])
