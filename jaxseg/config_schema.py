@@ -110,6 +110,16 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.keypoint_head.resolution": (positive_int, "an integer >= 1"),
     "model.keypoint_head.max_size": (positive_int, "an integer >= 1 (pixels)"),
     "model.fpn_channels": (positive_int, "an integer >= 1"),
+    # dense captioning
+    "dataset.max_caption_length": (positive_int, "an integer >= 1 (words)"),
+    "vocab.min_count": (positive_int, "an integer >= 1"),
+    "vocab.max_size": (optional(positive_int), "an integer >= 1 (None: no limit)"),
+    "loss.confidence_weight": (non_negative, "a finite number >= 0"),
+    "loss.caption_weight": (non_negative, "a finite number >= 0"),
+    "model.sampled_regions": (positive_int, "an integer >= 1"),
+    "model.final_nms_threshold": (unit, "a number in [0, 1]"),
+    "model.detections_per_image": (positive_int, "an integer >= 1"),
+    "model.beam_size": (positive_int, "an integer >= 1"),
     **{f"model.{head}.{key}": rule for head in ("rpn", "roi_heads") for key, rule in {
         "batch_size_per_image": (positive_int, "an integer >= 1"),
         "positive_fraction": (lambda x: _number(x) and 0 < x <= 1, "a number in (0, 1]"),

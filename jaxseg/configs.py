@@ -186,7 +186,7 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
               dataset: dict | None = None, run: dict | None = None,
               optimizer: dict | None = None, init_from: dict | None = None,
               small: dict | None = None, task: str = "detection",
-              best_metric: str = "AP") -> ml_collections.ConfigDict:
+              best_metric: str = "AP", loss: dict | None = None) -> ml_collections.ConfigDict:
   """The detection config (task `detection`), unlocked: the shapes main job's defaults,
   then the experiment's overrides, then the variant.
 
@@ -201,7 +201,8 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
   config.loss holds one `<term>_weight` per loss term of `jaxseg.tasks.detection` (Mask
   R-CNN's roi_mask and roi_keypoint included: a model with config.model.mask_head /
   .keypoint_head trains them). `task` "instance_segmentation" is the same task (an
-  alias naming what the run is for); `best_metric` e.g. "mask_AP".
+  alias naming what the run is for); `best_metric` e.g. "mask_AP". `loss`: config.loss
+  instead (another model's terms, e.g. dense captioning's).
   """
   check_variant(arg)
   placeholder = ml_collections.config_dict.placeholder
@@ -232,9 +233,9 @@ def detection(arg, model: dict, tiny_model: dict, small_model: dict | None = Non
   c.dataset = d
 
   c.model = ml_collections.ConfigDict(dict(model, dtype="float32"))
-  c.loss = ml_collections.ConfigDict(dict(rpn_objectness_weight=1.0, rpn_box_weight=1.0,
-                                          roi_classifier_weight=1.0, roi_box_weight=1.0,
-                                          roi_mask_weight=1.0, roi_keypoint_weight=1.0))
+  c.loss = ml_collections.ConfigDict(loss or dict(
+      rpn_objectness_weight=1.0, rpn_box_weight=1.0, roi_classifier_weight=1.0,
+      roi_box_weight=1.0, roi_mask_weight=1.0, roi_keypoint_weight=1.0))
   c.optimizer = optimizer_config(lr=1e-3, warmup_steps=100, weight_decay=1e-4,
                                  grad_clip_norm=10.0)
   c.init_from = transfer.default_config()  # docs/transfer.md; only at a fresh start

@@ -20,8 +20,12 @@ and mask (COCO RLE at the source size); classification `label`, `class`, `score`
 (the top classes with probabilities); localization the same plus `box` [x1, y1, x2, y2];
 pose `joints`: name, x, y per joint; detection `detections`: box [x1, y1, x2, y2],
 label, class, score, best first (all valid detections; --score_threshold only limits
-what the overlay draws). Coordinates are continuous source-image pixels (the image spans
-[0, W] x [0, H]).
+what the overlay draws); dense captioning `detections`: box, score, caption. With
+`--query="red circle"` (dense captioning) each detection also gets `query_logprob`, the
+log-likelihood of the query under the language model given the region, the overlays
+draw each image's --top_k regions for it, and `query_ranking.json` ranks the regions of
+all the inputs (the paper's retrieval by text). Coordinates are continuous source-image
+pixels (the image spans [0, W] x [0, H]).
 
 A task may refine its output by defining `predictions_to_json(predictions, geometry)`
 (one image's numpy predictions and its `Geometry` -> a JSON-able dict) and
@@ -63,6 +67,10 @@ def _define_flags():
                       "<workdir>/predictions).")
   flags.DEFINE_float("score_threshold", 0.3, "Detection: the overlay draws detections "
                      "scoring at least this (the JSON keeps every valid detection).")
+  flags.DEFINE_string("query", None, "Dense captioning: rank the regions of the input "
+                      "images by the likelihood of this text under the language model "
+                      "(retrieval by text) and draw the best --top_k per image.")
+  flags.DEFINE_integer("top_k", 3, "With --query: regions drawn per image.")
   flags.mark_flags_as_required(["config", "input"])
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -332,6 +340,8 @@ CONVERTERS = {  # config.task -> (predictions -> JSON dict, JSON dict -> overlay
     "instance_segmentation": (_detection_json, _detection_overlay),
 }
 DETECTION_TASKS = ("detection", "instance_segmentation")
+OWN_CONVERTERS = ("dense_captioning",)  # tasks with predictions_to_json / draw_prediction
+QUERY_RANKING = "query_ranking.json"
 
 
 def predictions_to_json(task, predictions, geometry: Geometry) -> dict:
@@ -368,7 +378,7 @@ def restore(config, workdir: str, task=None):
   from jaxseg.train import loop  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   loop.check_workdir(workdir, train=False)
-  task = task or tasks.get_task(config)
+  task = task or tasks.get_task(config, workdir)
   _, _, _, abstract = loop.build_state(config, task, loop.make_mesh(jax.local_devices()[:1]))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode, read_only=True)
@@ -385,19 +395,30 @@ def restore(config, workdir: str, task=None):
 
 # -- the command --------------------------------------------------------------------------
 def predict_files(config, files: list[str], workdir: str, output_dir: str,
-                  score_threshold: float = 0.3) -> list[dict]:
+                  score_threshold: float = 0.3, query: str | None = None,
+                  top_k: int = 3) -> list[dict]:
   """Runs the checkpoint on every file and writes its JSON and PNGs (module docstring);
-  returns the JSON records (with `json` and `overlay` paths added)."""
+  returns the JSON records (with `json` and `overlay` paths added). `query` (dense
+  captioning): each detection also gets `query_logprob`, log p(query | region), the
+  overlays draw each image's `top_k` regions by it, and `query_ranking.json` ranks the
+  regions of all the images."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxseg import viz  # pylint: disable=g-import-not-at-top
   from jaxseg.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  if config.task not in CONVERTERS:
+  if config.task not in CONVERTERS and config.task not in OWN_CONVERTERS:
     raise ConfigError(f"predict does not know task {config.task!r}; expected one of "
-                      f"{sorted(CONVERTERS)}")
+                      f"{sorted(CONVERTERS) + list(OWN_CONVERTERS)}")
+  if query is not None and config.task != "dense_captioning":
+    raise ConfigError(f"--query ranks regions by a caption model's likelihood; config.task "
+                      f"is {config.task!r}, expected 'dense_captioning'")
+  if top_k < 1:
+    raise ConfigError(f"--top_k={top_k}; expected a positive number of regions")
   task, state = restore(config, workdir)
   variables = state.variables
   step = int(jax.device_get(state.step))
   predict_fn = jax.jit(task.predict_batch)
+  if query is not None:
+    predict_fn = jax.jit(task.query_predictor(query))
   # What the model reads besides the image (e.g. Fast R-CNN's proposals, made on the host).
   inputs_of = getattr(task, "inference_inputs", lambda model_input: {})
   os.makedirs(output_dir, exist_ok=True)
@@ -410,6 +431,8 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
     predictions = jax.tree.map(lambda a: np.asarray(a)[0],
                                jax.device_get(predict_fn(variables, batch)))
     record = predictions_to_json(task, predictions, geometry)
+    if query is not None:
+      record.update(query=query, top_k=top_k)
     picture = draw(task, image, record, score_threshold)
     out = {"input": os.path.abspath(path), "task": config.task, "checkpoint_step": step,
            "image_size": [int(v) for v in image.shape[:2]],
@@ -424,6 +447,11 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
     with open(out["json"], "w") as f:
       json.dump(out, f, indent=2)
     records.append(out)
+  if query is not None:
+    ranking = sorted(({"input": r["input"], **d} for r in records for d in r["detections"]),
+                     key=lambda d: -d["query_logprob"])
+    with open(os.path.join(output_dir, QUERY_RANKING), "w") as f:
+      json.dump({"query": query, "checkpoint_step": step, "regions": ranking}, f, indent=2)
   return records
 
 
@@ -435,12 +463,15 @@ def main(argv):
   try:
     files = find_inputs(FLAGS.input)
     cli.enable_compilation_cache()
-    records = predict_files(config, files, workdir, output_dir, FLAGS.score_threshold)
+    records = predict_files(config, files, workdir, output_dir, FLAGS.score_threshold,
+                            FLAGS.query, FLAGS.top_k)
   except JaxsegError as e:
     cli.fail(str(e))
   for r in records:
     print(f"{r['input']} -> {r['json']}, {r['overlay']}")
   print(f"{len(records)} images; predictions in {output_dir}")
+  if FLAGS.query is not None:
+    print(f"regions ranked by the query: {os.path.join(output_dir, QUERY_RANKING)}")
 
 
 def run():

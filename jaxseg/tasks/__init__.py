@@ -22,15 +22,21 @@ Contract:
       "" the main picture (saved as pictures/eval_<step>[_<name>].png)
   task.train_data(start_step) / task.eval_data() -> iterators of numpy batches
   task.validate_batch(batch) -> raises DataError on bad values
+  task.workdir_files() -> {file name: text} (optional) written into the run's workdir
+      with its config (e.g. dense captioning's vocabulary); such a task has
+      `uses_workdir = True` and reads them back when built with that workdir
 """
 from __future__ import annotations
 
 from jaxseg.errors import ConfigError
 
 
-def get_task(config):
+def get_task(config, workdir: str | None = None):
+  """The task of config.task. `workdir`: the run's, for tasks that keep files with their
+  checkpoints (`uses_workdir`, e.g. dense captioning's vocabulary); None: none yet."""
   # pylint: disable=g-import-not-at-top
   from jaxseg.tasks.classification import ClassificationTask, LocalizationTask
+  from jaxseg.tasks.dense_captioning import DenseCaptioningTask
   from jaxseg.tasks.detection import DetectionTask
   from jaxseg.tasks.pose import PoseTask
   from jaxseg.tasks.segmentation import SegmentationTask
@@ -38,8 +44,10 @@ def get_task(config):
            "localization": LocalizationTask, "pose": PoseTask, "detection": DetectionTask,
            # Mask R-CNN / keypoint R-CNN: the detection task with the model's mask and
            # keypoint heads (config.model.mask_head / .keypoint_head)
-           "instance_segmentation": DetectionTask}
+           "instance_segmentation": DetectionTask,
+           "dense_captioning": DenseCaptioningTask}
   if config.task not in tasks:
     raise ConfigError(f"unknown task {config.task!r} in config.task; expected one of "
                       f"{sorted(tasks)}")
-  return tasks[config.task](config)
+  cls = tasks[config.task]
+  return cls(config, workdir) if getattr(cls, "uses_workdir", False) else cls(config)

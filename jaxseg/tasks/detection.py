@@ -78,11 +78,10 @@ class DetectionTask(base.Task):
     self.max_boxes = int(c.max_boxes)
     if self.max_boxes < 1:
       raise ConfigError(f"config.dataset.max_boxes={c.max_boxes}; expected a positive int")
-    fields = base.model_fields(config.model, drop=("dtype", "name"))
-    name = config.model.get("name", "faster_rcnn")
+    name = config.model.get("name", self.default_model)
     self.keypoint_names = tuple(self.source.keypoint_names)
-    self.model = build_detector(name, self.num_classes, base.compute_dtype(config.model),
-                                num_keypoints=len(self.keypoint_names), **fields)
+    self.model = self.build_model(name, base.model_fields(config.model, drop=("dtype", "name")),
+                                  base.compute_dtype(config.model))
     self.loss_terms = self.model.loss_terms
     # Mask R-CNN / keypoint R-CNN: "masks" and / or "keypoints" per object, as ground
     # truth in the batches and as predictions.
@@ -100,6 +99,18 @@ class DetectionTask(base.Task):
     self.proposal_seconds = {}  # "train" / "eval" -> (proposal wall seconds, images)
     self.check_model(name)  # levels, anchors, image size: one line
     self._pr_canvas = None
+
+  default_model = "faster_rcnn"  # config.model.name when it has none
+
+  def build_model(self, name: str, fields: dict, dtype):
+    """The flax module of config.model (`name`, its other `fields`): a detector of
+    `jaxseg.models.detection` (a subclass task builds its own model here)."""
+    return build_detector(name, self.num_classes, dtype,
+                          num_keypoints=len(self.keypoint_names), **fields)
+
+  def required_features(self) -> tuple[str, ...]:
+    """The source's optional per-object features this task reads (`load_split`)."""
+    return self.instance_outputs
 
   def _skeleton(self, names):
     """Keypoint edges (0-based pairs) for pictures and the COCO export: the source's, or
@@ -137,7 +148,7 @@ class DetectionTask(base.Task):
   def _load(self, which: str):
     """The split `which` ("train" / "eval"), with its proposals when the model needs them."""
     c = self.config.dataset
-    ds, n = det_data.load_split(c, which, require=self.instance_outputs)
+    ds, n = det_data.load_split(c, which, require=self.required_features())
     if self.proposals is None:
       return ds, n
     source = det_data.get_detection_source(c.name, c)
@@ -261,9 +272,7 @@ class DetectionTask(base.Task):
   def loss_fn(self, variables, batch, rng, train: bool):
     """sum_t config.loss.<t>_weight * t over the model's loss terms; aux: every term and
     diagnostics. `train` sets batch norm's mode; the losses are those of training."""
-    targets = {"boxes": batch["boxes"], "labels": batch["labels"],
-               "valid": batch["valid"] & ~batch["is_crowd"],
-               **{k: batch[k] for k in self.instance_outputs}}
+    targets = self.targets(batch)
     mutable = ["batch_stats"] if train and "batch_stats" in variables else False
     out = self.model.apply(variables, batch["image"], train=train, targets=targets,
                            rngs={"sampling": rng}, mutable=mutable,
@@ -272,6 +281,12 @@ class DetectionTask(base.Task):
     c = self.config.loss
     loss = sum(c[f"{t}_weight"] * terms[t] for t in self.loss_terms)
     return loss, (dict(terms), new_state)
+
+  def targets(self, batch) -> dict:
+    """The model's training targets of a batch (crowd objects left out)."""
+    return {"boxes": batch["boxes"], "labels": batch["labels"],
+            "valid": batch["valid"] & ~batch["is_crowd"],
+            **{k: batch[k] for k in self.instance_outputs}}
 
   def predict(self, variables, images, proposals=None, proposal_valid=None):
     """Detections in image pixels: boxes [B, D, 4], scores, classes (1..C), valid [B, D];

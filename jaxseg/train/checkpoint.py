@@ -185,8 +185,13 @@ def _describe(shape):
   return "absent" if shape is None else f"shape {shape}"
 
 
-def write_json_atomic(path: str, data) -> None:
+def write_text_atomic(path: str, text: str) -> None:
+  """`text` into `path` through a temporary file and a rename (never half-written)."""
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, data) -> None:
+  write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))

@@ -378,7 +378,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, train: bool = True,
   new_workdir = not os.path.exists(workdir)
   mesh = make_mesh() if mesh is None else mesh
   check_batch_sizes(config, mesh)
-  task = tasks.get_task(config)
+  task = tasks.get_task(config, workdir)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                config.best_metric, config.best_mode,
                                read_only=not train and not _writable(workdir), clean_up=train)
@@ -426,6 +426,8 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
       ckpt_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+      for name, text in getattr(task, "workdir_files", dict)().items():
+        ckpt_lib.write_text_atomic(os.path.join(workdir, name), text)
       log_lib.supersede_after(workdir, start_step)
   writer = log_lib.MetricWriter(workdir, enabled=save)
   run_eval = EvalRunner(task, mesh, config, writer, os.path.join(workdir, "pictures"), save)
