@@ -505,20 +505,27 @@ def build(name: str, *, data_dir: str, images: str | Mapping[str, str],
   return str(builder.data_dir)
 
 
+def newest_version_dir(base: str) -> str | None:
+  """base/<version> of the newest version (numerically, e.g. 1.10.0 after 1.9.0) built
+  under the TFDS dataset folder `base` (one holding dataset_info.json); None if there is
+  none or `base` is not a folder. Also used by `visual_genome.dataset_dir`."""
+  if not os.path.isdir(base):
+    return None
+  versions = sorted((d for d in os.listdir(base)
+                     if os.path.isfile(os.path.join(base, d, "dataset_info.json"))),
+                    key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
+  return os.path.join(base, versions[-1]) if versions else None
+
+
 def dataset_dir(name: str, data_dir: str | None) -> str:
   """D/coco_format/<name>/<version> of a built dataset, or a DataError saying how to
   build it."""
-  base = os.path.join(data_dir or "", BUILDER_NAME, name)
-  versions = []
-  if data_dir and os.path.isdir(base):
-    versions = sorted((d for d in os.listdir(base)
-                       if os.path.isfile(os.path.join(base, d, "dataset_info.json"))),
-                      key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
-  if not versions:
+  found = data_dir and newest_version_dir(os.path.join(data_dir, BUILDER_NAME, name))
+  if not found:
     where = repr(data_dir) if data_dir else "(config.dataset.data_dir is not set)"
     raise DataError(f"COCO-format dataset {name!r} is not prepared in data_dir {where}; "
                     f"build it first: {prepare_command(name)}")
-  return os.path.join(base, versions[-1])
+  return found
 
 
 def read_builder(name: str, data_dir: str | None):

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import math
 import re
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -187,6 +188,24 @@ def _config_from_name(name: str) -> ShapesConfig | None:
   try:
     config = shapes_config(**params)
   except ValueError:
+    return None
+  return config if config.name == name else None
+
+
+def parse_config_name(name: str, name_re: re.Pattern, param_names: Sequence[str],
+                      make_config: Callable[..., tfds.core.BuilderConfig],
+                      errors: type[Exception] | tuple[type[Exception], ...] = ValueError):
+  """Inverse of a config naming whose parameters are all ints: the config
+  ``make_config(**params)``, `params` the groups `name_re` captures in `name` (in
+  `param_names` order); None if `name` does not match, `make_config` raises `errors`,
+  or the config it makes has another name (e.g. ``s032...``). Used by `shapes10`,
+  `stick_figures` and `shapes_captions`."""
+  match = name_re.fullmatch(name)
+  if match is None:
+    return None
+  try:
+    config = make_config(**dict(zip(param_names, map(int, match.groups()))))
+  except errors:
     return None
   return config if config.name == name else None
 
@@ -433,19 +452,23 @@ def render_example(
 # TFDS builder.
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
-  """Synthetic random shapes for segmentation and detection (see module doc)."""
+class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """What jaxseg's builders of data rendered offline with numpy share (`shapes`,
+  `shapes10`, `stick_figures`, `shapes_captions`): nothing to download, configs also
+  resolved from their derived names, and example ``i`` of a split rendered from
+  ``np.random.default_rng([split_seeds[split], i])``.
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {
-      '1.0.0': 'Initial release.',
-      '1.1.0': 'Finer background gratings (4-13 px periods at 128 px): a texture, not '
-               'shape-sized bands.',
-  }
-  BUILDER_CONFIGS = [
-      shapes_config(),
-      shapes_config(min_objects=1, max_objects=1),
-  ]
+  A subclass sets `config_from_name` (a derived config name -> that config, or None if
+  the name is not one) and `render_example` (rng, config -> example laid out like the
+  features), both as staticmethods, and `split_seeds` (split name -> seed; the splits
+  are the keys of `builder_config.num_examples`), besides its VERSION, configs and
+  `_info` (which may use `_info_from_doc`). Not registered with TFDS itself: each
+  subclass is, under its own name.
+  """
+
+  config_from_name: Callable[[str], tfds.core.BuilderConfig | None]
+  render_example: Callable[[np.random.Generator, tfds.core.BuilderConfig], dict]
+  split_seeds: dict[str, int]
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -460,24 +483,16 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
   @classmethod
   def get_builder_config(cls, name, version=None):
     """Also resolves derived names of configs not in `BUILDER_CONFIGS`."""
-    return super().get_builder_config(name, version) or _config_from_name(name)
+    return super().get_builder_config(name, version) or cls.config_from_name(name)
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    size = self.builder_config.image_size
-    image = functools.partial(tfds.features.Image, dtype=np.uint8)
+  def _info_from_doc(self, doc: str, features: dict,
+                     supervised_keys=None) -> tfds.core.DatasetInfo:
+    """The DatasetInfo of these features, described by the first paragraph of `doc`
+    (the subclass's module docstring)."""
     return self.dataset_info_from_configs(
-        description=__doc__.split('\n\n')[0],
-        features=tfds.features.FeaturesDict({
-            'image': image(shape=(size, size, 3)),
-            'segmentation_mask': image(shape=(size, size, 1)),
-            'instance_mask': image(shape=(size, size, 1)),
-            'objects': tfds.features.Sequence({
-                'bbox': tfds.features.BBoxFeature(),
-                'label': tfds.features.ClassLabel(names=SHAPE_NAMES),
-                'area': np.int32,
-            }),
-        }),
-        supervised_keys=('image', 'segmentation_mask'),
+        description=doc.split('\n\n')[0],
+        features=tfds.features.FeaturesDict(features),
+        supervised_keys=supervised_keys,
     )
 
   def _split_generators(self, dl_manager):
@@ -490,4 +505,37 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str):
     config = self.builder_config
     for i in range(config.num_examples[split]):
-      yield i, render_example(np.random.default_rng([SPLIT_SEEDS[split], i]), config)
+      yield i, self.render_example(np.random.default_rng([self.split_seeds[split], i]),
+                                   config)
+
+
+class Shapes(GeneratedBuilder):
+  """Synthetic random shapes for segmentation and detection (see module doc)."""
+
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '1.1.0': 'Finer background gratings (4-13 px periods at 128 px): a texture, not '
+               'shape-sized bands.',
+  }
+  BUILDER_CONFIGS = [
+      shapes_config(),
+      shapes_config(min_objects=1, max_objects=1),
+  ]
+  config_from_name = staticmethod(_config_from_name)
+  render_example = staticmethod(render_example)
+  split_seeds = SPLIT_SEEDS
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    size = self.builder_config.image_size
+    image = functools.partial(tfds.features.Image, dtype=np.uint8)
+    return self._info_from_doc(__doc__, {
+        'image': image(shape=(size, size, 3)),
+        'segmentation_mask': image(shape=(size, size, 1)),
+        'instance_mask': image(shape=(size, size, 1)),
+        'objects': tfds.features.Sequence({
+            'bbox': tfds.features.BBoxFeature(),
+            'label': tfds.features.ClassLabel(names=SHAPE_NAMES),
+            'area': np.int32,
+        }),
+    }, supervised_keys=('image', 'segmentation_mask'))

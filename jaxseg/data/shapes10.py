@@ -93,14 +93,7 @@ def shapes10_config(**overrides) -> Shapes10Config:
 
 def _config_from_name(name: str) -> Shapes10Config | None:
   """Inverse of the naming in `shapes10_config`; None if `name` is not one."""
-  match = _NAME_RE.fullmatch(name)
-  if match is None:
-    return None
-  try:
-    config = shapes10_config(**dict(zip(_PARAM_NAMES, map(int, match.groups()))))
-  except ConfigError:
-    return None
-  return config if config.name == name else None
+  return shapes.parse_config_name(name, _NAME_RE, _PARAM_NAMES, shapes10_config, ConfigError)
 
 
 # ----------------------------------------------------------------------------
@@ -182,41 +175,19 @@ def render_example(rng: np.random.Generator, config: Shapes10Config) -> dict[str
 # TFDS builder.
 
 
-class Shapes10(tfds.core.GeneratorBasedBuilder):
+class Shapes10(shapes.GeneratedBuilder):
   """10 kinds of shape, one per 32 x 32 image (see module doc)."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [shapes10_config()]
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> None:
-    """None: no checksums file to find (see shapes.Shapes.code_path)."""
-    return None
-
-  @classmethod
-  def get_builder_config(cls, name, version=None):
-    """Also resolves derived names of configs not in `BUILDER_CONFIGS`."""
-    return super().get_builder_config(name, version) or _config_from_name(name)
+  config_from_name = staticmethod(_config_from_name)
+  render_example = staticmethod(render_example)
+  split_seeds = SPLIT_SEEDS
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n\n')[0],
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split)
-            for split in self.builder_config.num_examples}
-
-  def _generate_examples(self, split: str):
-    config = self.builder_config
-    for i in range(config.num_examples[split]):
-      yield i, render_example(np.random.default_rng([SPLIT_SEEDS[split], i]), config)
+    return self._info_from_doc(__doc__, {
+        'image': tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
+        'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+    }, supervised_keys=('image', 'label'))

@@ -114,14 +114,7 @@ def shapes_captions_config(**overrides) -> ShapesCaptionsConfig:
 
 
 def _config_from_name(name: str) -> ShapesCaptionsConfig | None:
-  match = _NAME_RE.fullmatch(name)
-  if match is None:
-    return None
-  try:
-    config = shapes_captions_config(**dict(zip(_PARAM_NAMES, map(int, match.groups()))))
-  except ValueError:
-    return None
-  return config if config.name == name else None
+  return shapes.parse_config_name(name, _NAME_RE, _PARAM_NAMES, shapes_captions_config)
 
 
 # -- rendering (numpy) ---------------------------------------------------------------------
@@ -209,49 +202,28 @@ def render_example(rng: np.random.Generator, config: ShapesCaptionsConfig) -> di
 
 
 # -- TFDS builder ----------------------------------------------------------------------------
-class ShapesCaptions(tfds.core.GeneratorBasedBuilder):
+class ShapesCaptions(shapes.GeneratedBuilder):
   """`shapes` scenes with a caption per object (see the module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [shapes_captions_config()]
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> None:
-    """None: no checksums file to find (see shapes.Shapes.code_path)."""
-    return None
-
-  @classmethod
-  def get_builder_config(cls, name, version=None):
-    """Also resolves derived names of configs not in `BUILDER_CONFIGS`."""
-    return super().get_builder_config(name, version) or _config_from_name(name)
+  config_from_name = staticmethod(_config_from_name)
+  render_example = staticmethod(render_example)
+  split_seeds = SPLIT_SEEDS
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
     image = functools.partial(tfds.features.Image, dtype=np.uint8)
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[0],
-        features=tfds.features.FeaturesDict({
-            "image": image(shape=(size, size, 3)),
-            "instance_mask": image(shape=(size, size, 1)),
-            "objects": tfds.features.Sequence({
-                "bbox": tfds.features.BBoxFeature(),
-                "label": tfds.features.ClassLabel(names=SHAPE_NAMES),
-                "colour": tfds.features.ClassLabel(names=COLOUR_NAMES),
-                "size": tfds.features.ClassLabel(names=SIZE_NAMES),
-                "caption": tfds.features.Text(),
-                "area": np.int32,
-            }),
+    return self._info_from_doc(__doc__, {
+        "image": image(shape=(size, size, 3)),
+        "instance_mask": image(shape=(size, size, 1)),
+        "objects": tfds.features.Sequence({
+            "bbox": tfds.features.BBoxFeature(),
+            "label": tfds.features.ClassLabel(names=SHAPE_NAMES),
+            "colour": tfds.features.ClassLabel(names=COLOUR_NAMES),
+            "size": tfds.features.ClassLabel(names=SIZE_NAMES),
+            "caption": tfds.features.Text(),
+            "area": np.int32,
         }),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split)
-            for split in self.builder_config.num_examples}
-
-  def _generate_examples(self, split: str):
-    config = self.builder_config
-    for i in range(config.num_examples[split]):
-      yield i, render_example(np.random.default_rng([SPLIT_SEEDS[split], i]), config)
+    })

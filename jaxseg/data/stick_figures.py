@@ -55,7 +55,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxseg.data import skeleton
-from jaxseg.data.shapes import render_background
+from jaxseg.data.shapes import GeneratedBuilder, parse_config_name, render_background
 from jaxseg.errors import ConfigError
 
 SPLIT_SEEDS = {'train': 0, 'validation': 1}
@@ -141,14 +141,7 @@ def stick_figures_config(**overrides) -> StickFiguresConfig:
 
 def _config_from_name(name: str) -> StickFiguresConfig | None:
   """Inverse of the naming in `stick_figures_config`; None if `name` is not one."""
-  match = _NAME_RE.fullmatch(name)
-  if match is None:
-    return None
-  try:
-    config = stick_figures_config(**dict(zip(_PARAM_NAMES, map(int, match.groups()))))
-  except ConfigError:
-    return None
-  return config if config.name == name else None
+  return parse_config_name(name, _NAME_RE, _PARAM_NAMES, stick_figures_config, ConfigError)
 
 
 # ----------------------------------------------------------------------------
@@ -364,7 +357,7 @@ def render_example(rng: np.random.Generator,
 # TFDS builder.
 
 
-class StickFigures(tfds.core.GeneratorBasedBuilder):
+class StickFigures(GeneratedBuilder):
   """Synthetic articulated figures with 14 LSP joints (see module doc)."""
 
   VERSION = tfds.core.Version('1.1.0')
@@ -375,38 +368,16 @@ class StickFigures(tfds.core.GeneratorBasedBuilder):
                'unchanged.',
   }
   BUILDER_CONFIGS = [stick_figures_config()]
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> None:
-    """None: no checksums file to find (see shapes.Shapes.code_path)."""
-    return None
-
-  @classmethod
-  def get_builder_config(cls, name, version=None):
-    """Also resolves derived names of configs not in `BUILDER_CONFIGS`."""
-    return super().get_builder_config(name, version) or _config_from_name(name)
+  config_from_name = staticmethod(_config_from_name)
+  render_example = staticmethod(render_example)
+  split_seeds = SPLIT_SEEDS
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
-    return self.dataset_info_from_configs(
-        description=__doc__.split('\n\n')[0],
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
-            'joints': tfds.features.Tensor(shape=(skeleton.NUM_JOINTS, 3),
-                                           dtype=np.float32),
-            'box': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            'mask': tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
-        }),
-        supervised_keys=('image', 'joints'),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split)
-            for split in self.builder_config.num_examples}
-
-  def _generate_examples(self, split: str):
-    config = self.builder_config
-    for i in range(config.num_examples[split]):
-      yield i, render_example(np.random.default_rng([SPLIT_SEEDS[split], i]), config)
+    return self._info_from_doc(__doc__, {
+        'image': tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
+        'joints': tfds.features.Tensor(shape=(skeleton.NUM_JOINTS, 3),
+                                       dtype=np.float32),
+        'box': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+        'mask': tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
+    }, supervised_keys=('image', 'joints'))

@@ -53,6 +53,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from jaxseg.data import vocab
+from jaxseg.data.coco_format import newest_version_dir
 from jaxseg.errors import ConfigError, DataError
 
 BUILDER_NAME = "visual_genome"
@@ -325,17 +326,12 @@ def build(data_dir: str, root: str, splits: str | None = None,
 def dataset_dir(data_dir: str | None) -> str:
   """D/visual_genome/<version> of the built dataset, or a DataError saying how to build
   it."""
-  base = os.path.join(data_dir or "", BUILDER_NAME)
-  versions = []
-  if data_dir and os.path.isdir(base):
-    versions = sorted((d for d in os.listdir(base)
-                       if os.path.isfile(os.path.join(base, d, "dataset_info.json"))),
-                      key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
-  if not versions:
+  found = data_dir and newest_version_dir(os.path.join(data_dir, BUILDER_NAME))
+  if not found:
     where = repr(data_dir) if data_dir else "(config.dataset.data_dir is not set)"
     raise DataError(f"dataset 'visual_genome' is not prepared in data_dir {where}; build "
                     f"it first: {prepare_command()}")
-  return os.path.join(base, versions[-1])
+  return found
 
 
 def read_builder(data_dir: str | None):
