@@ -6,8 +6,8 @@
 #                          run the workdir's checkpoint on your own images (JSON + PNG each)
 #   ablate ABLATION [flags] run an ablation (experiments/ablations/*.py): its runs, then
 #                          a table, CSV and plot in docs/ablations/<name>/
-#   test [pytest args]     run the test suite (installs the torch extra for the
-#                          torchvision equivalence tests)
+#   test [pytest args]     run the test suite in one xdist worker per core (installs the
+#                          torch extra for the torchvision equivalence tests)
 #   bench [NAME] [flags]   benchmarks in bench/: train_step (default; U-Net, --suite adds
 #                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall,
 #                          detection (Faster R-CNN R50-FPN vs torchvision), faults
@@ -94,7 +94,12 @@ case "$cmd" in
     exec "$VENV/bin/python" -m jaxseg.ablate --ablation="$ablation" "$@" ;;
   test)
     setup test,bench,torch
-    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    # The whole suite runs in pytest-xdist workers, one per core (at most 4: each XLA
+    # process holds ~1-2 GB); JAXSEG_TEST_WORKERS=0 runs it in this process.
+    workers=${JAXSEG_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
+    parallel=()
+    if [[ $workers -gt 1 ]]; then parallel=(-n "$workers"); fi
+    exec "$VENV/bin/python" -m pytest -q "${parallel[@]}" "$@" ;;
   bench)
     script=bench/train_step.py
     if [[ $# -gt 0 && "$1" != -* ]]; then
