@@ -1,0 +1,158 @@
+"""The dense captioning task (DenseCap): metrics from hand-made evaluation sets, the
+vocabulary kept with the run, an end-to-end tiny run, `predict --query`, bad input."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config
+from jaxseg import predict, tasks
+from jaxseg.data import vocab as vocab_lib
+from jaxseg.errors import ConfigError
+from jaxseg.tasks import dense_captioning
+from jaxseg.train import loop
+
+CONFIG = os.path.join(REPO, "experiments", "dense_captioning", "densecap_shapes.py")
+
+
+@pytest.fixture(scope="module")
+def config(data_dir):
+  c = load_config(CONFIG, "tiny")
+  c.dataset.data_dir = data_dir
+  return c
+
+
+@pytest.fixture(scope="module")
+def task(config):
+  return tasks.get_task(config)
+
+
+class ExactMeteor:
+  """A scorer for tests: 1 if the candidate is one of the references, else 0."""
+
+  def score(self, pairs):
+    return np.array([float(c in refs) for c, refs in pairs])
+
+
+def _total(task, det_captions, det_boxes, det_scores, gt_captions, gt_boxes, own_captions):
+  """One accumulated eval part from lists per image (captions as text, boxes pixel xyxy)."""
+  t = task.max_length + 1
+  n, d, m = len(gt_boxes), max(map(len, det_boxes)), max(map(len, gt_boxes))
+
+  def tokens(rows, width):
+    out = np.zeros((n, width, t), np.int32)
+    for i, captions in enumerate(rows):
+      for j, caption in enumerate(captions):
+        out[i, j] = task.vocab.encode(caption, task.max_length)[0]
+    return out
+
+  def boxes(rows, width):
+    out = np.full((n, width, 4), -1.0, np.float32)
+    for i, b in enumerate(rows):
+      out[i, :len(b)] = b
+    return out
+
+  valid = lambda rows, width: np.array([[j < len(r) for j in range(width)] for r in rows])
+  det_valid, gt_valid = valid(det_boxes, d), valid(gt_boxes, m)
+  scores = np.zeros((n, d), np.float32)
+  for i, s in enumerate(det_scores):
+    scores[i, :len(s)] = s
+  return [{
+      "det_boxes": boxes(det_boxes, d), "det_scores": scores, "det_valid": det_valid,
+      "det_classes": np.where(det_valid, 1, -1), "det_tokens": tokens(det_captions, d),
+      "gt_boxes": boxes(gt_boxes, m), "gt_valid": gt_valid,
+      "gt_labels": np.where(gt_valid, 1, -1), "gt_is_crowd": np.zeros((n, m), bool),
+      "gt_tokens": tokens(gt_captions, m), "gt_caption_of_box": tokens(own_captions, m),
+      "gt_captions_truncated": np.zeros((n,), np.int32),
+      "image_id": np.arange(1, n + 1), "scale_xy": np.full((n, 2), 0.5, np.float32),
+      "orig_size": np.full((n, 2), 64, np.int32), "num_proposals": np.full((n,), 5)}]
+
+
+BOXES = [[[2, 2, 14, 14], [16, 4, 30, 20]], [[4, 4, 28, 28]]]
+CAPTIONS = [["a small red circle", "a large blue square"], ["a medium green triangle"]]
+
+
+def test_perfect_detections_score_one_and_wrong_captions_only_lose_the_language(task):
+  own = [["a small red circle", "a large red square"], ["a medium green triangle"]]
+  perfect = task.summarize(_total(task, CAPTIONS, BOXES, [[0.9, 0.8], [0.7]], CAPTIONS, BOXES,
+                                  own), meteor=ExactMeteor())
+  assert perfect["map"] == pytest.approx(1.0) and perfect["detection_map"] == pytest.approx(1.0)
+  assert perfect["AP50"] == pytest.approx(1.0)
+  assert perfect["gt_exact_match"] == pytest.approx(2 / 3)  # one gt box captioned wrongly
+  assert perfect["meteor_mean"] == pytest.approx(1.0)
+  wrong = [["a large blue square", "a small red circle"], ["a small red circle"]]
+  scored = task.summarize(_total(task, wrong, BOXES, [[0.9, 0.8], [0.7]], CAPTIONS, BOXES,
+                                 CAPTIONS), meteor=ExactMeteor())
+  assert scored["map"] == 0.0 and scored["detection_map"] == pytest.approx(1.0)
+  assert scored["gt_exact_match"] == 1.0
+  # the best-scored detection right, the other two wrong: mAP below 1, above 0
+  half = [["a small red circle", "a small red circle"], ["a small red circle"]]
+  mixed = task.summarize(_total(task, half, BOXES, [[0.9, 0.8], [0.7]], CAPTIONS, BOXES,
+                                CAPTIONS), meteor=ExactMeteor())
+  assert 0.0 < mixed["map"] < 1.0
+
+
+def test_vocabulary_is_kept_with_the_run(config, tmp_path):
+  """A workdir's vocab.json wins over the data: decoding never depends on the data."""
+  saved = vocab_lib.Vocabulary(vocab_lib.SPECIALS + ("zebra", "giraffe"))
+  saved.save(str(tmp_path / dense_captioning.VOCAB_FILE))
+  task = tasks.get_task(config, str(tmp_path))
+  assert task.vocab == saved and task.workdir_files() == {"vocab.json": saved.to_json()}
+  with pytest.raises(ConfigError, match="no word of the model's vocabulary"):
+    task.query_tokens("red circle")
+
+
+def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = loop.train_and_evaluate(config, workdir, mesh=loop.make_mesh(jax.devices()[:2]))
+  assert summary["final_step"] == config.num_steps
+  assert {"map", "detection_map", "AP50", "gt_exact_match", "meteor_mean"} <= set(summary["eval"])
+  assert 0 <= summary["eval"]["map"] <= summary["eval"]["detection_map"] + 1e-9
+  with open(os.path.join(workdir, "vocab.json")) as f:
+    words = json.load(f)["words"]
+  assert {"circle", "square", "triangle"} <= set(words)
+  with open(os.path.join(summary["results"], "dense_captions.json")) as f:
+    records = json.load(f)
+  assert len(records) == config.dataset.generator.num_validation
+  assert all(set(d) == {"box", "score", "caption"} for r in records for d in r["detections"])
+  assert os.path.exists(summary["picture"])
+
+  image = np.zeros((40, 50, 3), np.uint8)
+  image[8:30, 10:35] = (220, 40, 40)
+  path = str(tmp_path / "red.png")
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(image).save(path)
+  out = str(tmp_path / "predictions")
+  [record] = predict.predict_files(config, [path], workdir, out, query="red square", top_k=2)
+  assert record["query"] == "red square" and record["detections"]
+  for d in record["detections"]:
+    assert 0 <= d["box"][0] <= d["box"][2] <= 50 and 0 <= d["box"][1] <= d["box"][3] <= 40
+    assert np.isfinite(d["query_logprob"]) and d["query_logprob"] < 0
+  with open(os.path.join(out, predict.QUERY_RANKING)) as f:
+    ranking = json.load(f)
+  logprobs = [r["query_logprob"] for r in ranking["regions"]]
+  assert logprobs == sorted(logprobs, reverse=True) and len(logprobs) == len(record["detections"])
+  with pytest.raises(ConfigError, match="no word of the model's vocabulary"):
+    predict.predict_files(config, [path], workdir, out, query="zebra")
+
+
+def test_bad_configs_are_one_line_errors(config, data_dir):
+  for key, value, error in (
+      ("model.name", "faster_rcnn", "takes 'densecap'"),
+      ("dataset.max_caption_length", 0, "max_caption_length"),
+      ("model.lm", {"max_length": 3}, "differs from config.dataset.max_caption_length")):
+    c = load_config(CONFIG, "tiny")
+    c.dataset.data_dir = data_dir
+    with c.unlocked():
+      node, name = c, key.split(".")
+      for part in name[:-1]:
+        node = node[part]
+      node[name[-1]] = value
+    with pytest.raises(ConfigError, match=error):
+      tasks.get_task(c)
+  detection = load_config(os.path.join(REPO, "experiments", "detection",
+                                       "faster_rcnn_shapes.py"), "tiny")
+  with pytest.raises(ConfigError, match="expected 'dense_captioning'"):
+    predict.predict_files(detection, ["x.png"], "/nonexistent", "/tmp", query="red")
