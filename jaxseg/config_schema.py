@@ -117,6 +117,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.confidence_weight": (non_negative, "a finite number >= 0"),
     "loss.caption_weight": (non_negative, "a finite number >= 0"),
     "model.sampled_regions": (positive_int, "an integer >= 1"),
+    "model.caption_iou_threshold": (optional(unit), "a number in [0, 1] (None: every positive)"),
     "model.final_nms_threshold": (unit, "a number in [0, 1]"),
     "model.detections_per_image": (positive_int, "an integer >= 1"),
     "model.beam_size": (positive_int, "an integer >= 1"),

@@ -375,3 +375,23 @@ def test_densecap_variants_trace(fields):
                                                 method=DenseCap.region_log_likelihood),
                           variables)
   assert ranked["query_logprob"].shape == (2, 4, 2)
+
+
+def test_caption_iou_threshold_captions_only_tight_regions(setup):
+  """caption_iou_threshold: the caption loss reads only positives this tight; the other
+  terms are unchanged (same samples). With loose positives (IoU >= 0.3) the caption loss
+  changes when 1.0 keeps the appended ground-truth boxes alone; above 1 nothing is
+  captioned."""
+  key = jax.random.key(3)
+  loose = dict(fg_iou_threshold=0.3, bg_iou_threshold=0.1)
+  base = _model(**loose).apply(setup.variables, setup.images, targets=_targets(1),
+                               rngs={"sampling": key})
+  assert float(base["positives"]) > 2  # proposals among the positives, not just the gt
+  for threshold, captioned in ((1.0, True), (1.5, False)):
+    terms = _model(caption_iou_threshold=threshold, **loose).apply(
+        setup.variables, setup.images, targets=_targets(1), rngs={"sampling": key})
+    for k in ("rpn_objectness", "rpn_box", "box", "confidence", "positives"):
+      np.testing.assert_allclose(float(terms[k]), float(base[k]), rtol=1e-6)
+    assert (float(terms["caption"]) > 0) == captioned
+    if captioned:  # the loss of the gt rows alone: not the loss over every positive
+      assert float(terms["caption"]) != pytest.approx(float(base["caption"]), rel=1e-4)

@@ -21,25 +21,26 @@ LOSS = dict(rpn_objectness_weight=1.0, rpn_box_weight=1.0, box_weight=1.0,
 def get_config(arg=None):
   model = dict(
       name="densecap", backbone="resnet18", backbone_args=dict(width=16),
-      backbone_level="stride_8",
+      backbone_level="stride_4",
       rpn=dict(anchor_sizes=((16.0, 32.0, 64.0),), aspect_ratios=(0.5, 1.0, 2.0),
                pre_nms_top_n_train=600, post_nms_top_n_train=300, pre_nms_top_n_test=300,
                post_nms_top_n_test=100, nms_threshold=0.7, batch_size_per_image=128),
-      sampler="bilinear", pool_size=7, recognition_widths=(256, 256), box_geometry=True,
-      sampled_regions=64, positive_fraction=0.5, final_nms_threshold=0.3,
-      detections_per_image=20, decode="greedy",
-      lm=dict(embed_dim=128, hidden_dim=256))
+      sampler="bilinear", pool_size=7, recognition_widths=(1024, 1024), box_geometry=True,
+      sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
+      caption_iou_threshold=0.9, final_nms_threshold=0.3, detections_per_image=20,
+      decode="greedy", lm=dict(embed_dim=256, hidden_dim=384))
   tiny = dict(backbone_args=dict(width=4),
               rpn=dict(anchor_sizes=((8.0, 16.0),), pre_nms_top_n_train=64,
                        post_nms_top_n_train=32, pre_nms_top_n_test=32, post_nms_top_n_test=16,
                        batch_size_per_image=32),
-              recognition_widths=(16,), sampled_regions=16, detections_per_image=8,
+              backbone_level="stride_8", recognition_widths=(16,), sampled_regions=16,
+              detections_per_image=8,
               lm=dict(embed_dim=8, hidden_dim=16))
   small = dict(rpn=dict(anchor_sizes=((8.0, 16.0, 32.0),)))
   c = configs.detection(
       arg, model, tiny, small, task="dense_captioning", best_metric="map", loss=LOSS,
       dataset=dict(name="shapes_captions", max_caption_length=10),
-      run=dict(num_steps=2000, eval_every=1000, checkpoint_every=250),
+      run=dict(num_steps=5000, eval_every=2500, checkpoint_every=500),
       optimizer=dict(lr=1e-3, warmup_steps=100, weight_decay=1e-4, grad_clip_norm=10.0))
   c.vocab = dict(min_count=1, max_size=None)
   return c.lock()

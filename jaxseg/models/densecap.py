@@ -38,7 +38,11 @@ sample_balanced). Losses over them:
 - "caption": `captioning.caption_loss` (= LanguageModel.loss: token-averaged softmax CE)
   of the positives' codes against their matched gt's tokens; the LM runs on a static
   `top_k` of sampled_regions * positive_fraction rows per image, positives first,
-  weighted by positivity (no boolean indexing).
+  weighted by positivity (no boolean indexing). `caption_iou_threshold` (a jaxseg
+  option; None, the paper: every positive) keeps only the positives whose IoU with their
+  gt is at least that for this term: a caption that depends on the box (e.g. "small" /
+  "large" by the box's side) is then learnt from boxes that match it, not from regions
+  up to 30% off.
 Diagnostics: "positives" (sampled positives per image), "caption_accuracy" (teacher-forced
 token accuracy on the positives), "rpn_positives".
 Gradients: proposals are stop_gradient'ed in `RPN.propose` (as Faster R-CNN), and the gt
@@ -107,6 +111,7 @@ class DenseCap(nn.Module):
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
   bg_iou_threshold: float = 0.3
+  caption_iou_threshold: float | None = None  # None: every positive (the paper)
   box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
   smooth_l1_beta: float = 1.0
   final_nms_threshold: float = 0.3
@@ -248,10 +253,15 @@ class DenseCap(nn.Module):
     terms["confidence"] = losses.sigmoid_binary_cross_entropy(logits, positive, sampled)
     terms["box"] = losses.masked_box_loss(deltas, jax.lax.stop_gradient(box_targets),
                                           positive, positive, self.smooth_l1_beta)
-    # the LM on a static number of rows per image: the positives first
+    captioned = positive
+    if self.caption_iou_threshold is not None:  # captions only on regions this tight
+      gt_of = jnp.take_along_axis(gt_boxes, jnp.maximum(matched, 0)[..., None], 1)
+      tight = ops.boxes.elementwise_iou(regions, gt_of) >= self.caption_iou_threshold
+      captioned = positive & tight
+    # the LM on a static number of rows per image: the captioned positives first
     quota = min(regions.shape[1], max(1, int(self.sampled_regions * self.positive_fraction)))
-    _, rows = jax.lax.top_k(positive.astype(jnp.float32), quota)
-    pos = jnp.take_along_axis(positive, rows, 1)
+    _, rows = jax.lax.top_k(captioned.astype(jnp.float32), quota)
+    pos = jnp.take_along_axis(captioned, rows, 1)
     pos_codes = jnp.take_along_axis(codes, rows[..., None], 1)
     gt_index = jnp.take_along_axis(matched, rows, 1)
     pos_tokens = jnp.take_along_axis(gt_tokens, gt_index[..., None], 1)  # [B, quota, T]
