@@ -27,7 +27,7 @@ def get_config(arg=None):
                post_nms_top_n_test=100, nms_threshold=0.7, batch_size_per_image=128),
       sampler="bilinear", pool_size=7, recognition_widths=(1024, 1024), box_geometry=True,
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
-      caption_iou_threshold=0.9, final_nms_threshold=0.3, detections_per_image=20,
+      caption_iou_threshold=None, final_nms_threshold=0.3, detections_per_image=20,
       decode="greedy", lm=dict(embed_dim=256, hidden_dim=384))
   tiny = dict(backbone_args=dict(width=4),
               rpn=dict(anchor_sizes=((8.0, 16.0),), pre_nms_top_n_train=64,
