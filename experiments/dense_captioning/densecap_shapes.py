@@ -5,12 +5,17 @@ blue square"): the fully convolutional localization network with an LSTM languag
 ./launch.sh train experiments/dense_captioning/densecap_shapes.py
 Variants: `:small` (64 x 64), `:tiny` (seconds; tests).
 The paper's network is VGG-16 with 4096-wide recognition FCs and a 512-unit LSTM on
-720 px Visual Genome images; here a ResNet-18 of width 16 at stride 8, 256-wide FCs and
-a 256-unit LSTM on 128 px images. The loss weights are 1 for every term (the paper's
+720 px Visual Genome images; here a ResNet-18 of width 16 read at stride 4, 1024-wide
+FCs and a 384-unit LSTM on 128 px images, 32 regions sampled per image (the LM runs on
+16 rows per image: the positives). The loss weights are 1 for every term (the paper's
 code weighs the localization layer's box 0.05 and objectness 0.1, the recognition box
 and confidence 0.1 and the captions 1: set config.loss.*_weight for them).
 `model.box_geometry` (a jaxseg option, not the paper's) gives the recognition network
 the box's normalised position and size, so "small" / "large" can be told apart.
+Explored on this machine (gt-box exact match / dense-captioning mAP at the last step):
+stride-8 features, 256-wide FCs, LSTM 256, 2000 steps: 0.46 / 0.79; stride 4: 4000
+steps 0.55 / 0.88; this config 0.575 / 0.893; with model.caption_iou_threshold=0.9
+0.563 / 0.821.
 """
 from jaxseg import configs
 
