@@ -24,7 +24,8 @@ what the overlay draws); dense captioning `detections`: box, score, caption. Wit
 `--query="red circle"` (dense captioning) each detection also gets `query_logprob`, the
 log-likelihood of the query under the language model given the region, the overlays
 draw each image's --top_k regions for it, and `query_ranking.json` ranks the regions of
-all the inputs (the paper's retrieval by text). Coordinates are continuous source-image
+all the inputs (the paper's retrieval by text), both among the detections scoring at
+least --score_threshold. Coordinates are continuous source-image
 pixels (the image spans [0, W] x [0, H]).
 
 A task may refine its output by defining `predictions_to_json(predictions, geometry)`
@@ -401,7 +402,7 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
   returns the JSON records (with `json` and `overlay` paths added). `query` (dense
   captioning): each detection also gets `query_logprob`, log p(query | region), the
   overlays draw each image's `top_k` regions by it, and `query_ranking.json` ranks the
-  regions of all the images."""
+  regions of all the images; both only among detections scoring >= score_threshold."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxseg import viz  # pylint: disable=g-import-not-at-top
   from jaxseg.errors import ConfigError  # pylint: disable=g-import-not-at-top
@@ -432,7 +433,7 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
                                jax.device_get(predict_fn(variables, batch)))
     record = predictions_to_json(task, predictions, geometry)
     if query is not None:
-      record.update(query=query, top_k=top_k)
+      record.update(query=query, top_k=top_k, min_score=score_threshold)
     picture = draw(task, image, record, score_threshold)
     out = {"input": os.path.abspath(path), "task": config.task, "checkpoint_step": step,
            "image_size": [int(v) for v in image.shape[:2]],
@@ -448,8 +449,8 @@ def predict_files(config, files: list[str], workdir: str, output_dir: str,
       json.dump(out, f, indent=2)
     records.append(out)
   if query is not None:
-    ranking = sorted(({"input": r["input"], **d} for r in records for d in r["detections"]),
-                     key=lambda d: -d["query_logprob"])
+    ranking = sorted(({"input": r["input"], **d} for r in records for d in r["detections"]
+                      if d["score"] >= score_threshold), key=lambda d: -d["query_logprob"])
     with open(os.path.join(output_dir, QUERY_RANKING), "w") as f:
       json.dump({"query": query, "checkpoint_step": step, "regions": ranking}, f, indent=2)
   return records

@@ -125,7 +125,8 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(image).save(path)
   out = str(tmp_path / "predictions")
-  [record] = predict.predict_files(config, [path], workdir, out, query="red square", top_k=2)
+  [record] = predict.predict_files(config, [path], workdir, out, score_threshold=0.0,
+                                   query="red square", top_k=2)
   assert record["query"] == "red square" and record["detections"]
   for d in record["detections"]:
     assert 0 <= d["box"][0] <= d["box"][2] <= 50 and 0 <= d["box"][1] <= d["box"][3] <= 40
@@ -134,6 +135,10 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
     ranking = json.load(f)
   logprobs = [r["query_logprob"] for r in ranking["regions"]]
   assert logprobs == sorted(logprobs, reverse=True) and len(logprobs) == len(record["detections"])
+  # only detections scoring >= score_threshold are ranked
+  predict.predict_files(config, [path], workdir, out, score_threshold=1.01, query="red square")
+  with open(os.path.join(out, predict.QUERY_RANKING)) as f:
+    assert json.load(f)["regions"] == []
   with pytest.raises(ConfigError, match="no word of the model's vocabulary"):
     predict.predict_files(config, [path], workdir, out, query="zebra")
 

@@ -218,9 +218,10 @@ class DenseCaptioningTask(detection.DetectionTask):
   def summarize(self, total, meteor=None):
     """The module docstring's metrics over the accumulated eval set. `meteor`: a scorer
     with `score(pairs)` (default: the METEOR 1.5 jar, `jaxseg.metrics.meteor`)."""
-    cat = lambda k: np.concatenate([t[k] for t in total]) if total else np.zeros((0,))
-    if not total:
-      return {"map": 0.0, "detection_map": 0.0, "AP": 0.0, "AP50": 0.0, "num_images": 0}
+    if not total:  # no eval batch at all
+      return {"map": 0.0, "detection_map": 0.0, "AP": 0.0, "AP50": 0.0,
+              "gt_exact_match": 0.0, "num_images": 0}
+    cat = lambda k: np.concatenate([t[k] for t in total])
     gt, results = self.coco_json(total)
     boxes_ap = coco_eval.evaluate(gt, results, "bbox").stats_dict()
     evaluator = dc_metric.DenseCaptioningEvaluator(meteor=meteor)
@@ -245,7 +246,8 @@ class DenseCaptioningTask(detection.DetectionTask):
                    gt_exact_match=float(np.mean(same)) if same.size else 0.0,
                    captions_truncated=int(np.sum(cat("gt_captions_truncated"))),
                    num_images=len(det_boxes),
-                   detections_per_image=float(np.mean(np.sum(det_valid, -1))))
+                   detections_per_image=(float(np.mean(np.sum(det_valid, -1)))
+                                         if len(det_valid) else 0.0))
     return summary
 
   def exports(self, total) -> dict:
@@ -305,8 +307,9 @@ class DenseCaptioningTask(detection.DetectionTask):
 
   def draw_prediction(self, image, record, score_threshold: float = PICTURE_SCORE_THRESHOLD):
     dets = record["detections"]
-    if "query" in record:  # retrieval: the top regions for the query
-      dets = sorted(dets, key=lambda d: -d["query_logprob"])[:record.get("top_k", 3)]
+    if "query" in record:  # retrieval: the top confident regions for the query
+      dets = sorted((d for d in dets if d["score"] >= record.get("min_score", score_threshold)),
+                    key=lambda d: -d["query_logprob"])[:record.get("top_k", 3)]
     else:
       dets = [d for d in dets if d["score"] >= score_threshold][:PICTURE_MAX_BOXES]
     scale = max(1, 256 // max(image.shape[:2]))
