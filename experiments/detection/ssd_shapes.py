@@ -10,7 +10,8 @@ Scales s_k from 0.15 to 0.55 of the image over the three maps (eq. 4; shapes obj
 4 default boxes per cell, 336 at 128 px. A first run with a fourth, stride-8 map (ResNet
 stage 2, 32 channels; s 0.12-0.6, 1360 boxes) reached only AP50 0.689 after 1500 steps
 (0.571 at 750): the shallow map's boxes were most of the boxes and its features the
-weakest. 4000 steps, as YOLO's config.
+weakest. 4000 steps, as YOLO's config; images scaled by 0.8-1.25 before the 128 px crop
+or padding (config.dataset.augment).
 """
 import ml_collections
 
@@ -33,4 +34,8 @@ def get_config(arg=None):
       small_model=dict(),
       run=dict(num_steps=4000, eval_every=1000, checkpoint_every=500))
   c.loss = ml_collections.ConfigDict(dict(ssd_classifier_weight=1.0, ssd_box_weight=1.0))
+  # Scale jitter, SSD's "zoom in / zoom out" in small (Sec. 3.6: data augmentation is
+  # crucial): AP50 0.863 / AP 0.594 at 4000 steps against 0.845 / 0.551 without.
+  c.dataset.augment.min_scale = 0.8
+  c.dataset.augment.max_scale = 1.25
   return c.lock()
