@@ -67,7 +67,7 @@ class DenseCaptioningTask(detection.DetectionTask):
     super().__init__(config)
     self.class_names = ("background", "region")  # localization is class-agnostic
     self.num_classes = 2
-    self.gt_keys = detection.GT_KEYS + ("captions",)
+    self.gt_keys = detection.GT_KEYS + ("tokens",)  # a batch's, once tokenised
 
   # -- vocabulary -----------------------------------------------------------------------
   def _vocabulary(self, config, workdir):
@@ -112,6 +112,11 @@ class DenseCaptioningTask(detection.DetectionTask):
 
   def required_features(self):
     return ("captions",)
+
+  def _batch_keys(self, keys):
+    """What the pipeline's batches keep: the captions, which `_tokenized` turns into the
+    gt key `tokens`."""
+    return tuple(k for k in super()._batch_keys(keys) if k != "tokens") + ("captions",)
 
   # -- data -----------------------------------------------------------------------------
   def _tokenized(self, batch):
@@ -189,31 +194,15 @@ class DenseCaptioningTask(detection.DetectionTask):
 
   # -- evaluation -----------------------------------------------------------------------
   def eval_stats(self, variables, batch, predictions=None):
-    """Per-image detections (with tokens), ground truth (labels 1: class-agnostic box
-    AP), and the captions generated for the ground-truth boxes themselves."""
-    if predictions is None:
-      predictions = self.predict_batch(variables, batch)
-    n, size = batch["image"].shape[0], batch["image"].shape[1]
-    stats = {f"det_{k}": v for k, v in predictions.items() if k != "num_proposals"}
-    stats.update({f"gt_{k}": batch[k] for k in ("boxes", "valid", "is_crowd", "tokens")})
+    """The detection task's per-image stats (ground truth labelled 1: class-agnostic box
+    AP), its tokens, and the captions generated for the ground-truth boxes themselves."""
+    stats = super().eval_stats(variables, batch, predictions)
     stats.update(
-        gt_labels=jnp.where(batch["valid"], 1, -1),
         gt_caption_of_box=self.caption_boxes(variables, batch["image"], batch["boxes"],
                                              batch["valid"]),
-        gt_captions_truncated=batch.get("captions_truncated", jnp.zeros((n,), jnp.int32)),
-        image_id=batch.get("image_id", jnp.zeros((n,), jnp.int32)),
-        scale_xy=batch.get("scale_xy", jnp.ones((n, 2), jnp.float32)),
-        orig_size=batch.get("orig_size", jnp.full((n, 2), size, jnp.int32)),
-        example_mask=batch["example_mask"], num_proposals=predictions["num_proposals"])
+        gt_captions_truncated=batch.get("captions_truncated",
+                                        jnp.zeros(batch["image"].shape[:1], jnp.int32)))
     return stats
-
-  def accumulate(self, total, stats):
-    real = np.asarray(stats["example_mask"]) > 0
-    return (total or []) + [{k: np.asarray(v)[real] for k, v in stats.items()
-                             if k != "example_mask"}]
-
-  def decode(self, tokens) -> list[str]:
-    return [self.vocab.decode(t) for t in np.asarray(tokens).reshape(-1, tokens.shape[-1])]
 
   def summarize(self, total, meteor=None):
     """The module docstring's metrics over the accumulated eval set. `meteor`: a scorer
