@@ -50,8 +50,10 @@ def _syntax_error(e: SyntaxError) -> str:
 
 
 def fail(message: str):
-  """Report a user error in one line and exit with status 2."""
-  print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)
+  """Report a user error in one line and exit with status 2 (in the local launcher's
+  processes: one line per job, multihost.print_user_error)."""
+  from jaxseg.train import multihost  # pylint: disable=g-import-not-at-top
+  multihost.print_user_error(f"jaxseg: error: {' '.join(message.split())}")
   _quiet_teardown()
   sys.exit(2)
 

@@ -48,6 +48,13 @@ FLAGS = flags.FLAGS
 def main(argv):
   config = cli.loaded_config(argv)
   from jaxseg.errors import JaxsegError  # pylint: disable=g-import-not-at-top
+  if multihost.CHILD_MARK not in os.environ:
+    for name in ("num_processes", "devices_per_process"):  # CPU only: not on a GPU / TPU
+      if FLAGS[name].present:
+        try:
+          multihost.check_forced_cpu_devices(f"--{name}={FLAGS[name].value}")
+        except JaxsegError as e:
+          cli.fail(str(e))
   if FLAGS.num_processes is not None and multihost.CHILD_MARK not in os.environ:
     try:
       multihost.check_local_launch(FLAGS.num_processes, FLAGS.devices_per_process, config)

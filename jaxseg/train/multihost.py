@@ -11,8 +11,11 @@ runs the same program; only process 0 writes files other than checkpoints (loop.
 for all of them and forwards SIGTERM/SIGINT (JAX's preemption service makes every process
 stop at the same step and save it, also when only one of them got SIGTERM). When one dies
 the others cannot go on (every step is a collective), so it kills them at once and
-reports the first one in one line.
-Exit status: 0 all finished; 2 a user error (the process printed it); 1 a process died
+reports the first one in one line. A user error (`jaxseg: error: ...`, exit 2) that every
+process hits alike (a config value, the data) is printed once: the first process to meet
+it records it in the launcher's error file and prints it, the others stay quiet, and the
+launcher stops them all (`print_user_error`).
+Exit status: 0 all finished; 2 a user error (a process printed it); 1 a process died
 (then run the same command to resume from the last checkpoint); 143/130 stopped by
 SIGTERM/SIGINT.
 """
@@ -20,16 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from jaxseg.errors import ConfigError
 
 ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 CHILD_MARK = "JAXSEG_LAUNCHED_BY"  # set in the launcher's children: run, do not launch
+ERROR_FILE = "JAXSEG_ERROR_FILE"  # the launcher's children: where the first user error goes
+USER_ERROR_WAIT_S = 30  # how long a child that reported a user error waits to be stopped
 STOP_GRACE_S = 120  # after a forwarded SIGTERM/SIGINT, how long before SIGKILL
 STOPPED = 128 + signal.SIGTERM  # a process that saved a checkpoint and stopped
 
@@ -96,10 +103,46 @@ def exit_now(message: str, status: int):
   """`jaxseg: error: <message>` and exit with `status` at once. In a multi-process job a
   normal exit would run jax.distributed's shutdown barrier, which waits (5 minutes) for
   processes that may themselves be blocked in a collective waiting for this one."""
-  print(f"jaxseg: error: {' '.join(message.split())}", file=sys.stderr)
+  line = f"jaxseg: error: {' '.join(message.split())}"
+  if status == 2:
+    print_user_error(line)
+  else:
+    print(line, file=sys.stderr)
   sys.stderr.flush()
   sys.stdout.flush()
   os._exit(status)  # pylint: disable=protected-access
+
+
+def print_user_error(line: str) -> None:
+  """Print a user error's `jaxseg: error:` line to stderr; in a process of the local
+  launcher, once per job.
+
+  The launcher's processes run the same command, so a user error usually strikes them
+  all alike. The first to report a line records it in the launcher's error file
+  (atomically: a hard link) and prints it; a process with the same line stays quiet (a
+  different line is printed). Then the process waits for the launcher, which sees the file,
+  stops every process and exits 2: exiting at once would make the coordination service
+  abort the other processes, each with a page of jaxlib logs.
+  """
+  path = os.environ.get(ERROR_FILE) if CHILD_MARK in os.environ else None
+  if not path:
+    print(line, file=sys.stderr)
+    return
+  mine = f"{path}.{os.getpid()}"
+  with open(mine, "w") as f:
+    f.write(line)
+  try:
+    os.link(mine, path)
+    first = True
+  except FileExistsError:
+    with open(path) as f:
+      first = f.read() != line
+  finally:
+    os.remove(mine)
+  if first:
+    print(line, file=sys.stderr)
+  sys.stderr.flush()
+  time.sleep(USER_ERROR_WAIT_S)  # the launcher stops this process within its poll interval
 
 
 @contextlib.contextmanager
@@ -147,6 +190,19 @@ def wait_for_coordinator(address: str, timeout_s: float) -> None:
       time.sleep(0.5)
 
 
+def check_forced_cpu_devices(flag: str) -> None:
+  """The local launcher runs its processes on forced CPU devices (JAX_PLATFORMS=cpu): where
+  jax would run on a GPU or TPU, asking for it is a ConfigError rather than a silent switch
+  to the CPU."""
+  from jaxseg import platform  # pylint: disable=g-import-not-at-top
+  backend = platform.default_backend()
+  if backend != "cpu":
+    raise ConfigError(f"{flag} starts local processes on forced CPU devices, but jax here "
+                      f"runs on {backend}; on GPUs and TPUs start one process per GPU or "
+                      f"host with --distributed (docs/multihost.md), or set "
+                      f"JAX_PLATFORMS=cpu to run the local job on the CPU")
+
+
 def check_local_launch(num_processes: int, devices_per_process: int, config) -> None:
   """Launcher flags and the config's batch sizes, checked before any process starts."""
   if num_processes < 1:
@@ -168,11 +224,15 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def child_env(index: int, num_processes: int, devices_per_process: int, port: int) -> dict:
-  """The environment of local process `index`: CPU only, its device count, and (N > 1)
-  the coordinator over 127.0.0.1."""
+def child_env(index: int, num_processes: int, devices_per_process: int, port: int,
+              error_file: str | None = None) -> dict:
+  """The environment of local process `index`: CPU only, its device count, where a user
+  error goes, and (N > 1) the coordinator over 127.0.0.1."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process),
              **{CHILD_MARK: str(os.getpid())})
+  env.pop(ERROR_FILE, None)
+  if error_file:
+    env[ERROR_FILE] = error_file
   if num_processes > 1:
     env.update({ENV_ADDRESS: f"127.0.0.1:{port}", ENV_COUNT: str(num_processes),
                 ENV_ID: str(index)})
@@ -205,9 +265,12 @@ def launch_local(argv: list[str], num_processes: int, devices_per_process: int,
   returns the exit status for the launcher (see the module docstring)."""
   port = free_port()
   extra = ["--distributed"] if num_processes > 1 else []
+  error_dir = tempfile.mkdtemp(prefix="jaxseg-launch-")
+  error_file = os.path.join(error_dir, "error")
   procs = [subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
       [sys.executable, "-m", "jaxseg.main", *argv, *extra],
-      env=child_env(i, num_processes, devices_per_process, port), preexec_fn=_die_with_parent)
+      env=child_env(i, num_processes, devices_per_process, port, error_file),
+      preexec_fn=_die_with_parent)
       for i in range(num_processes)]
   stop = {"signal": None, "at": None}
 
@@ -221,6 +284,9 @@ def launch_local(argv: list[str], num_processes: int, devices_per_process: int,
   previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     while True:
+      if os.path.exists(error_file):  # a user error, printed by a process (print_user_error)
+        _kill(procs)
+        return 2
       codes = [p.poll() for p in procs]
       if all(c == 0 for c in codes):
         return 0
@@ -239,12 +305,12 @@ def launch_local(argv: list[str], num_processes: int, devices_per_process: int,
       else:
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
+          _kill(procs)
+          if any(c == 2 for _, c in failed):
+            return 2  # a user error: the process printed its one line; the others broke after
           # A process killed by a signal (e.g. the OOM killer) is the cause; the others
           # fail after it (a broken collective).
           index, code = min(failed, key=lambda f: (f[1] >= 0, f[0]))
-          _kill(procs)
-          if code == 2:
-            return 2  # a user error: the process printed its one line
           print(f"jaxseg: error: process {index} of {num_processes} (pid {procs[index].pid}) "
                 f"{describe_exit(code)}; stopped the other processes; run the same command "
                 f"to resume from the last checkpoint", file=sys.stderr)
@@ -252,12 +318,14 @@ def launch_local(argv: list[str], num_processes: int, devices_per_process: int,
       time.sleep(poll_s)
   finally:
     _kill(procs)
+    shutil.rmtree(error_dir, ignore_errors=True)
     for s, handler in previous.items():
       signal.signal(s, handler)
 
 
 def _kill(procs) -> None:
-  for p in procs:
+  # The coordinator (process 0) last: the others then do not see it vanish first.
+  for p in reversed(procs):
     if p.poll() is None:
       p.kill()
   for p in procs:
