@@ -143,7 +143,7 @@ install_java() {
 
 usage() {
   # The header comment above (every line up to the first that is not a comment).
-  sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^[^#]/{/^#/p;}' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd=${1:-}
