@@ -166,7 +166,7 @@ case "$cmd" in
     exec "$VENV/bin/python" -m jaxseg.predict --config="$config" "$@" ;;
   ablate)
     if [[ $# -lt 1 || "$1" == -* ]]; then
-      echo "usage: ./launch.sh ablate ABLATION [--workdir=DIR] [--report_dir=DIR] [--only=RUN,...]" >&2
+      echo "usage: ./launch.sh ablate ABLATION [--workdir=DIR] [--report_dir=DIR] [--only=RUN,...] [--seeds=N] [--shard=i/n | --merge=DIR,...]" >&2
       exit 2
     fi
     ablation=$1; shift
