@@ -1,21 +1,26 @@
 """Ablations: train a list or grid of config overrides, then tabulate and plot them.
 
   ./launch.sh ablate experiments/ablations/<name>.py [--seeds=N] [--workdir=DIR]
-      [--report_dir=DIR] [--only=RUN,...]
+      [--report_dir=DIR] [--only=RUN,...] [--shard=i/n | --merge=DIR,...]
 
 An ablation file's `get_config()` returns a ConfigDict with
   base      experiment config every run starts from ("path.py" or "path.py:variant")
   overrides {key: value} applied to every run; keys are dotted ("model.depth") or nested
             dicts ({"model": {"depth": 3}}: ConfigDict fields cannot hold dots)
   runs      list of {"name", "overrides", optional "base" (this run's own experiment
-            config, e.g. another model), optional "evaluate_checkpoint_of": run name}
+            config, e.g. another model), optional "evaluate_checkpoint_of": run name,
+            optional "tags": {attribute: value} for the plot, e.g. {"meta": "ssd",
+            "backbone": "resnet18"}; tags change no config}
   grid      or {key: [values]} (keys as in overrides): one run per combination, named
             "key=value,..."
   metrics   the columns of the table (eval metrics such as mIoU or iou/circle, and the
             profile figures of `profile`: params, gflops_per_image, train_gflops,
             train_memory_mb, ms_per_step, infer_ms_per_image, receptive_field)
   plot      {"x": column or "run", "y": [columns], "kind": "bar" | "line" | "scatter"
-            (labelled points, x on a log scale: e.g. speed vs accuracy)}
+            (labelled points, x on a log scale: e.g. speed vs accuracy); a scatter may
+            add "marker_by": tag (one marker shape per value), "colour_by": tag (one
+            colour per value), with a legend, and "pareto": True (the points no other
+            point beats in both lower x and higher y, as a step line, labelled)}
   receptive_field_scale  the receptive field is measured on inputs this many times the
             image size (default 4): it can be no larger
   claims    list of {"text", "check"}: `check` is a Python expression over `r`, the
@@ -32,7 +37,26 @@ evaluates that run's final checkpoint (of the same seed) under its own overrides
 the same weights with a different inference mode). The report (results.md with per-metric
 mean, std, min and max, claims and provenance; results.csv, one row per run and seed;
 plot.png with std error bars) goes into the workdir and into `--report_dir` (default
-docs/ablations/<name>).
+docs/ablations/<name> when --workdir is the default, else nowhere).
+
+Many hosts: `--shard=i/n` runs only shard i's (run, seed) pairs (`shard_of`: round-robin
+over groups, a run evaluating another's checkpoint in its group, the same on every host
+given the same file and --seeds) in its --workdir, and keeps `shard_<i>_of_<n>.json` there
+(its pairs, finished, failed, status, wall time, provenance); a shard writes its partial
+report into its workdir only. Shards may share one workdir. `--merge=DIR,...` trains
+nothing: it reads every (run, seed) result in those workdirs and writes the whole report
+(into --report_dir, default docs/ablations/<name>, and --workdir if given), naming each
+pair found nowhere ("missing: RUN seed S", with its shard and state from a manifest) and
+each pair found twice with different results (the first DIR listed wins); a claim that
+needs a missing result is not checked or inconclusive. `--merge=DIR` alone rebuilds the
+report of one workdir without training. A SLURM job array of 4:
+
+  #SBATCH --array=0-3
+  srun ./launch.sh ablate rcnn_family --shard=${SLURM_ARRAY_TASK_ID}/4 \\
+      --workdir=/shared/runs/rcnn_family/shard_${SLURM_ARRAY_TASK_ID}
+  # then, once all have ended (a shard that did not finish is named in the report):
+  ./launch.sh ablate rcnn_family \\
+      --merge=$(echo /shared/runs/rcnn_family/shard_{0..3} | tr ' ' ,)
 """
 from __future__ import annotations
 
@@ -43,6 +67,7 @@ if __name__ == "__main__":
 
 import csv
 import datetime
+import glob
 import hashlib
 import importlib.util
 import itertools
@@ -51,6 +76,7 @@ import math
 import operator
 import os
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -71,6 +97,11 @@ flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also 
                     "nowhere; '' to skip).")
 flags.DEFINE_list("only", [], "Run only these runs (names); the report covers all done.")
 flags.DEFINE_integer("seeds", None, "Seeds per run (default: the ablation's `seeds`, else 1).")
+flags.DEFINE_string("shard", None, "i/n: run only shard i of n of the (run, seed) pairs "
+                    "(a SLURM array task or a host); writes shard_<i>_of_<n>.json into "
+                    "the workdir and no report into docs/ unless --report_dir says so.")
+flags.DEFINE_list("merge", [], "DIR,...: train nothing; write the report of the results "
+                  "found in these workdirs (shards, or one workdir to rebuild its report).")
 flags.mark_flags_as_required(["ablation"])
 FLAGS = flags.FLAGS
 
@@ -153,6 +184,7 @@ def expand_runs(ablation) -> list[dict]:
       raise ConfigError(f"run {r['name']!r}: evaluate_checkpoint_of={source!r} must name an "
                         "earlier run")
     r["overrides"] = flatten(r.get("overrides"))
+    r["tags"] = dict(r.get("tags") or {})
   return runs
 
 
@@ -325,9 +357,73 @@ def _flops(compiled) -> float:
 
 
 # -- running ------------------------------------------------------------------------------
-def run_all(ablation, workdir: str, only=(), seeds=None) -> list[dict]:
+def parse_shard(text: str) -> tuple[int, int]:
+  """`--shard=i/n` as (i, n), 0 <= i < n; anything else is a ConfigError."""
+  match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+  if not match or not int(match[1]) < int(match[2]):
+    raise ConfigError(f"--shard={text!r}: expected i/n with 0 <= i < n (this shard's "
+                      "index and the number of shards), e.g. --shard=0/4")
+  return int(match[1]), int(match[2])
+
+
+def shard_of(runs: list[dict], n_seeds: int, count: int) -> dict:
+  """(run name, seed index k) -> the shard (0..count-1) that runs it. A run and the runs
+  that evaluate its checkpoint (`evaluate_checkpoint_of`, followed to the run that trains)
+  form a group per seed; groups go round-robin over the shards in run order, seeds
+  ascending. A function of the ablation (and the seed count) alone: the same on every host."""
+  by_name = {r["name"]: r for r in runs}
+
+  def root(run):
+    while run.get("evaluate_checkpoint_of") is not None:
+      run = by_name[run["evaluate_checkpoint_of"]]
+    return run["name"]
+
+  roots = list(dict.fromkeys(root(r) for r in runs))
+  group = {(name, k): (i * n_seeds + k) % count for i, name in enumerate(roots)
+           for k in range(n_seeds)}
+  return {(r["name"], k): group[root(r), k] for r in runs for k in range(n_seeds)}
+
+
+def plan(ablation, seeds=None, shard=None) -> list[dict]:
+  """The (run, seed) pairs in run order, seeds ascending: {"run", "k", "config", "seed",
+  "base_seed", "shard"}; with `shard` = (i, n) only shard i's pairs."""
+  runs = expand_runs(ablation)
+  n_seeds = num_seeds(ablation, seeds)
+  owner = shard_of(runs, n_seeds, shard[1]) if shard else {}
+  pairs = []
+  for run in runs:
+    base_seed = run_config(ablation, run).seed
+    for k in range(n_seeds):
+      if shard and owner[run["name"], k] != shard[0]:
+        continue
+      config = run_config(ablation, run, k)
+      pairs.append({"run": run, "k": k, "config": config, "seed": config.seed,
+                    "base_seed": base_seed, "shard": owner.get((run["name"], k))})
+  return pairs
+
+
+def read_result(workdir: str, pair: dict):
+  """The result.json of a (run, seed) pair in `workdir` (with its `seed`), or None; one
+  made with another config than `pair`'s is a ConfigError."""
+  run_dir = seed_dir(workdir, pair["run"]["name"], pair["seed"], pair["base_seed"])
+  path = os.path.join(run_dir, "result.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  if result.get("config") != _jsonable(pair["config"].to_dict()):
+    raise ConfigError(f"run {pair['run']['name']!r} in {run_dir} was made with another "
+                      "config than the ablation now gives; delete that directory to re-run it")
+  result.setdefault("seed", pair["seed"])  # the older single-seed layout
+  return result
+
+
+def run_all(ablation, workdir: str, only=(), seeds=None, shard=None,
+            on_pair=None) -> list[dict]:
   """Train and profile every (run, seed) not yet done; return all results (each with its
-  `seed`) in run order, seeds ascending.
+  `seed`) in run order, seeds ascending. With `shard` = (i, n): only shard i's pairs
+  (`shard_of`). `on_pair(run name, seed, result or None)` is called as each pair starts
+  (None) and ends.
 
   A run that fails with a user-level error (e.g. a non-finite loss) is recorded as
   failed and the ablation goes on. A finished run whose recorded config differs from
@@ -341,54 +437,157 @@ def run_all(ablation, workdir: str, only=(), seeds=None) -> list[dict]:
   unknown = set(only) - {r["name"] for r in runs}
   if unknown:
     raise ConfigError(f"--only names runs the ablation does not have: {sorted(unknown)}")
+  on_pair = on_pair or (lambda *_: None)
   results = []
-  for i, run in enumerate(runs, 1):
-    base_seed = run_config(ablation, run).seed
-    for k in range(n_seeds):
-      config = run_config(ablation, run, k)
-      label = f"run {i}/{len(runs)} {run['name']!r}" + (
-          f" seed {config.seed} ({k + 1}/{n_seeds})" if n_seeds > 1 else "")
-      run_dir = seed_dir(workdir, run["name"], config.seed, base_seed)
-      result_path = os.path.join(run_dir, "result.json")
-      if os.path.exists(result_path):
-        with open(result_path) as f:
-          result = json.load(f)
-        if result.get("config") != _jsonable(config.to_dict()):
-          raise ConfigError(f"run {run['name']!r} in {run_dir} was made with another config "
-                            "than the ablation now gives; delete that directory to re-run it")
-        result.setdefault("seed", config.seed)  # the older single-seed layout
-        results.append(result)
-        _progress(f"{label}: done before, not repeated")
-        continue
-      if only and run["name"] not in only:
-        continue
-      _progress(f"{label}: {run['overrides'] or 'base config'}")
-      source = run.get("evaluate_checkpoint_of")
-      if source is not None:
-        _copy_checkpoints(seed_dir(workdir, source, config.seed, base_seed), run_dir)
-      t0 = time.time()
-      origin = provenance()
-      result = {"name": run["name"], "seed": config.seed, "overrides": run["overrides"],
-                "evaluated_checkpoint_of": source, "commit": origin["commit"],
-                "provenance": origin, "config": config.to_dict()}
-      try:
-        summary = loop.train_and_evaluate(config, run_dir, train=source is None)
-      except NonFiniteLossError as e:
-        result.update(error=" ".join(str(e).split()), wall_seconds=time.time() - t0)
-        _progress(f"{label} FAILED: {result['error']}")
-      else:
-        if summary["interrupted"]:
-          raise AblationInterrupted()
-        task = tasks.get_task(config)
-        result.update(final_step=summary["final_step"], **summary["eval"],
-                      **profile(task, config, summary["state"], run_dir,
-                                ablation.get("receptive_field_scale", 4)))
-        result["wall_seconds"] = time.time() - t0
-        _progress(f"{label} finished in {time.time() - t0:.0f} s")
-      result = _jsonable(result)
-      ckpt_lib.write_json_atomic(result_path, result)
+  for pair in plan(ablation, seeds, shard):
+    run, k, config = pair["run"], pair["k"], pair["config"]
+    i = runs.index(run) + 1
+    label = f"run {i}/{len(runs)} {run['name']!r}" + (
+        f" seed {config.seed} ({k + 1}/{n_seeds})" if n_seeds > 1 else "")
+    run_dir = seed_dir(workdir, run["name"], config.seed, pair["base_seed"])
+    result = read_result(workdir, pair)
+    if result is not None:
       results.append(result)
+      on_pair(run["name"], config.seed, result)
+      _progress(f"{label}: done before, not repeated")
+      continue
+    if only and run["name"] not in only:
+      continue
+    on_pair(run["name"], config.seed, None)
+    _progress(f"{label}: {run['overrides'] or 'base config'}")
+    source = run.get("evaluate_checkpoint_of")
+    if source is not None:
+      _copy_checkpoints(seed_dir(workdir, source, config.seed, pair["base_seed"]), run_dir)
+    t0 = time.time()
+    origin = provenance()
+    result = {"name": run["name"], "seed": config.seed, "overrides": run["overrides"],
+              "evaluated_checkpoint_of": source, "commit": origin["commit"],
+              "provenance": origin, "config": config.to_dict()}
+    try:
+      summary = loop.train_and_evaluate(config, run_dir, train=source is None)
+    except NonFiniteLossError as e:
+      result.update(error=" ".join(str(e).split()), wall_seconds=time.time() - t0)
+      _progress(f"{label} FAILED: {result['error']}")
+    else:
+      if summary["interrupted"]:
+        raise AblationInterrupted()
+      task = tasks.get_task(config)
+      result.update(final_step=summary["final_step"], **summary["eval"],
+                    **profile(task, config, summary["state"], run_dir,
+                              ablation.get("receptive_field_scale", 4)))
+      result["wall_seconds"] = time.time() - t0
+      _progress(f"{label} finished in {time.time() - t0:.0f} s")
+    result = _jsonable(result)
+    ckpt_lib.write_json_atomic(os.path.join(run_dir, "result.json"), result)
+    results.append(result)
+    on_pair(run["name"], config.seed, result)
   return results
+
+
+class ShardManifest:
+  """`<workdir>/shard_<i>_of_<n>.json`: the (run, seed) pairs a shard owns, which finished,
+  which failed (a recorded error, or the pair it was running when the command stopped
+  with an error), its status, wall time, command and provenance; rewritten as each pair
+  starts and ends."""
+
+  def __init__(self, ablation, workdir: str, shard, pairs, n_seeds: int, command: str):
+    self.path = os.path.join(workdir, f"shard_{shard[0]}_of_{shard[1]}.json")
+    self.t0 = time.time()
+    self.data = {"ablation": ablation.name, "shard": f"{shard[0]}/{shard[1]}",
+                 "seeds": n_seeds, "pairs": [[p["run"]["name"], p["seed"]] for p in pairs],
+                 "finished": [], "failed": [], "running": None, "status": "running",
+                 "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                 "wall_seconds": 0.0, "command": command, "provenance": provenance()}
+    self._write()
+
+  def on_pair(self, name: str, seed: int, result):
+    self.data["running"] = [name, seed] if result is None else None
+    if result is not None and "error" in result:
+      self.data["failed"].append([name, seed, result["error"]])
+    elif result is not None:
+      self.data["finished"].append([name, seed])
+    self._write()
+
+  def close(self, status: str):
+    """Record how the shard ended ("done", "interrupted" or "error: ..."): a pair still
+    running after an error is failed."""
+    if self.data["running"] and status.startswith("error"):
+      self.data["failed"].append([*self.data["running"], status[len("error: "):]])
+    self.data.update(status=status, running=None)
+    self._write()
+
+  def _write(self):
+    from jaxseg.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    self.data["wall_seconds"] = time.time() - self.t0
+    ckpt_lib.write_json_atomic(self.path, _jsonable(self.data))
+
+
+def read_manifests(dirs) -> dict:
+  """(run name, seed) -> (shard "i/n", "failed: <error>" | "finished" | "not finished")
+  from the shard manifests in `dirs` (the first listed wins)."""
+  out = {}
+  for d in dirs:
+    for path in sorted(glob.glob(os.path.join(d, "shard_*_of_*.json"))):
+      with open(path) as f:
+        m = json.load(f)
+      failed = {(n, s): e for n, s, e in m.get("failed", [])}
+      finished = {tuple(p) for p in m.get("finished", [])}
+      for name, seed in m.get("pairs", []):
+        state = (f"failed: {failed[name, seed]}" if (name, seed) in failed else
+                 "finished" if (name, seed) in finished else "not finished")
+        out.setdefault((name, seed), (m.get("shard", "?"), state))
+  return out
+
+
+def merge_results(ablation, dirs, seeds=None) -> tuple[list[dict], dict]:
+  """Every (run, seed) result found in the workdirs `dirs`, in run order, seeds ascending,
+  and what the report says about the merge: {"dirs", "missing": [(run, seed)], "lines"}.
+  A pair in no dir is missing (with its shard and state if a manifest names it); a pair
+  in several dirs with different results is taken from the first dir listed (one without
+  an error first); one made with another config than the ablation gives is not used.
+  The seed count: `seeds`, else the manifests' (if they agree), else the ablation's."""
+  absent = [d for d in dirs if not os.path.isdir(d)]
+  if absent:
+    raise ConfigError(f"--merge: no such directory: {', '.join(absent)}")
+  if seeds is None:
+    counts = set()
+    for d in dirs:
+      for path in glob.glob(os.path.join(d, "shard_*_of_*.json")):
+        with open(path) as f:
+          counts.add(json.load(f).get("seeds"))
+    seeds = counts.pop() if len(counts) == 1 and None not in counts else None
+  manifests = read_manifests(dirs)
+  results, missing, lines = [], [], []
+  for pair in plan(ablation, seeds):
+    name, seed = pair["run"]["name"], pair["seed"]
+    found = []
+    for d in dirs:
+      try:
+        result = read_result(d, pair)
+      except ConfigError:
+        lines.append(f"- not used: {name} seed {seed} in {d} was made with another config "
+                     "than the ablation now gives")
+        continue
+      if result is not None:
+        found.append((d, result))
+    if not found:
+      missing.append((name, seed))
+      shard, state = manifests.get((name, seed), (None, None))
+      owner = f"shard {shard}, {state}" if shard else "no shard manifest names it"
+      lines.append(f"- missing: {name} seed {seed} ({owner})")
+      continue
+    ordered = [f for f in found if "error" not in f[1]] + [f for f in found if "error" in f[1]]
+    d, result = ordered[0]
+    others = [o for o, r in found if r != result]
+    if others:
+      differ = [m for m in ablation.metrics
+                if any(r.get(m) != result.get(m) for o, r in found)]
+      lines.append(f"- {name} seed {seed} is in {', '.join([d, *others])} with different "
+                   f"results (metrics differing: {', '.join(differ) or 'none'}); used {d} "
+                   "(the first listed, one without an error first)")
+    results.append(result)
+  return results, {"dirs": list(dirs), "missing": missing, "lines": lines}
 
 
 class AblationInterrupted(Exception):
@@ -460,22 +659,39 @@ class _Inconclusive(Exception):
   """A comparison in a claim's check is within two standard errors."""
 
 
-class _Seeds:
-  """A metric's values over seeds {seed: value} in a claim check (see CLAIM_RULE)."""
+class _Missing(dict):
+  """A run with no result at all in a claim check: any metric of it is a KeyError."""
 
-  def __init__(self, values: dict):
+  def __init__(self, name: str):
+    super().__init__()
+    self.name = name
+
+  def __missing__(self, key):
+    raise KeyError(self.name)
+
+
+class _Seeds:
+  """A metric's values over seeds {seed: value} in a claim check (see CLAIM_RULE);
+  `missing`: seeds of the study without a result (comparisons are then undecided)."""
+
+  def __init__(self, values: dict, missing=()):
     self.values = values
+    self.missing = frozenset(missing)
 
   def _map(self, other, op):
     if isinstance(other, _Seeds):
       seeds = sorted(self.values.keys() & other.values.keys())
       if not seeds:
         raise ValueError("the compared runs share no seed")
-      return _Seeds({s: op(self.values[s], other.values[s]) for s in seeds})
-    return _Seeds({s: op(v, other) for s, v in self.values.items()})
+      return _Seeds({s: op(self.values[s], other.values[s]) for s in seeds},
+                    self.missing | other.missing)
+    return _Seeds({s: op(v, other) for s, v in self.values.items()}, self.missing)
 
   def _interval(self, other):
-    d = np.asarray(list(self._map(other, lambda a, b: a - b).values.values()), float)
+    diff = self._map(other, lambda a, b: a - b)
+    if diff.missing:
+      raise _Inconclusive()
+    d = np.asarray(list(diff.values.values()), float)
     if not np.all(np.isfinite(d)):
       raise ValueError("a compared value is not finite")
     se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
@@ -543,10 +759,10 @@ class _Seeds:
     return self._map(other, operator.pow)
 
   def __neg__(self):
-    return _Seeds({s: -v for s, v in self.values.items()})
+    return _Seeds({s: -v for s, v in self.values.items()}, self.missing)
 
   def __abs__(self):
-    return _Seeds({s: abs(v) for s, v in self.values.items()})
+    return _Seeds({s: abs(v) for s, v in self.values.items()}, self.missing)
 
 
 def _number(value):
@@ -568,10 +784,15 @@ def _by_run(results) -> dict:
   return {k: sorted(v, key=lambda res: res.get("seed", 0)) for k, v in groups.items()}
 
 
-def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
+def check_claims(ablation, results: list[dict], missing=()) -> list[tuple[str, str]]:
   """(claim text, verdict) per claim: 'holds', 'does not hold', 'inconclusive' (CLAIM_RULE)
-  or why it could not be checked."""
-  r = {}
+  or why it could not be checked. `missing`: (run, seed) pairs without a result (a merge
+  of shards): a claim needing a run with no result is not checked, one comparing a run
+  with a missing seed is inconclusive."""
+  lost = {}
+  for name, seed in missing:
+    lost.setdefault(name, set()).add(seed)
+  r = {name: _Missing(name) for name in lost}
   for name, group in _by_run(results).items():
     values = {}
     for res in group:
@@ -579,7 +800,7 @@ def check_claims(ablation, results: list[dict]) -> list[tuple[str, str]]:
         v = _number(value)
         if v is not None and key not in ("seed", "wall_seconds"):
           values.setdefault(key, {})[res.get("seed", 0)] = v
-    r[name] = {k: _Seeds(v) for k, v in values.items()}
+    r[name] = {k: _Seeds(v, lost.get(name, ())) for k, v in values.items()}
   verdicts = []
   for claim in ablation.get("claims", None) or []:
     try:
@@ -690,10 +911,12 @@ def _provenance_lines(results, command: str, seconds) -> list[str]:
 
 
 def write_report(ablation, results: list[dict], out_dir: str, command: str,
-                 seconds: float | None = None) -> str:
+                 seconds: float | None = None, merge: dict | None = None) -> str:
   """results.md (mean ± std per metric, spread, claim verdicts, provenance), results.csv
   (one row per run and seed, with params, GFLOP per image, wall time and commit) and
-  plot.png (std error bars with several seeds)."""
+  plot.png (std error bars with several seeds). `merge`: what `merge_results` says
+  (its dirs, missing pairs and notes), for a report merged from workdirs."""
+  missing = merge["missing"] if merge else []
   os.makedirs(out_dir, exist_ok=True)
   metrics = list(ablation.metrics)
   figures = [m for m in CSV_FIGURES if m not in metrics]
@@ -727,13 +950,22 @@ def write_report(ablation, results: list[dict], out_dir: str, command: str,
         if s["n"]:
           lines.append(f"| {name} | {m} | {s['n']} | " + " | ".join(
               _cell(s[k]) for k in ("mean", "std", "min", "max")) + " |")
+  if merge:
+    lines += ["", "## Merged from", ""] + [f"- `{d}`" for d in merge["dirs"]]
+    if merge["lines"]:
+      lines += ["", f"{len(missing)} (run, seed) pairs have no result:" if missing
+                else "Notes:", ""] + merge["lines"]
   failed = [res for res in results if "error" in res]
   if failed:
     lines += ["", "## Failed runs", ""]
     lines += [f"- {res['name']} (seed {res.get('seed', 0)}): {res['error']}" for res in failed]
-  verdicts = check_claims(ablation, results)
+  verdicts = check_claims(ablation, results, missing)
   if verdicts:
     lines += ["", "## Claims", "", f"Rule: {CLAIM_RULE}", ""]
+    if missing:
+      lines += ["Some (run, seed) pairs have no result (see above): a claim that needs a "
+                "run without any result is not checked; a comparison with a run that "
+                "misses a seed is undecided.", ""]
     checks = [c["check"] for c in ablation.claims]
     lines += [f"- {text}: **{verdict}** (`{check}`)"
               for (text, verdict), check in zip(verdicts, checks)]
@@ -756,11 +988,16 @@ def _plot(ablation, results, path):
   plot = dict(ablation.get("plot", None) or {})
   kind = plot.get("kind", "bar")
   ys = list(plot.get("y", ablation.metrics[:1]))
-  fig, axes = plt.subplots(1, len(ys), figsize=(4.5 * len(ys), 3.6), squeeze=False)
+  tagged = kind == "scatter" and any(plot.get(k) for k in ("marker_by", "colour_by", "pareto"))
+  fig, axes = plt.subplots(1, len(ys), figsize=((7 if tagged else 4.5) * len(ys) + 2 * tagged,
+                                                 5 if tagged else 3.6), squeeze=False)
+  legend = []
   x_key = plot.get("x", "run")
   groups = {k: [res for res in g if "error" not in res] or g
             for k, g in _by_run(results).items()}
   several = any(len(g) > 1 for g in groups.values())
+  tags = ({r["name"]: r["tags"] for r in expand_runs(ablation)}
+          if plot.get("marker_by") or plot.get("colour_by") else {})
 
   def stats(key):
     s = [run_spread(g, key) for g in groups.values()]
@@ -779,11 +1016,9 @@ def _plot(ablation, results, path):
     if kind == "line":
       ax.errorbar(xs, values, yerr=yerr, marker="o", capsize=3)
       ax.set_xlabel(x_key)
-    elif kind == "scatter":  # e.g. speed vs accuracy, each run a labelled point
-      ax.errorbar(xs, values, xerr=xerr if several else None, yerr=yerr, fmt="o",
-                  capsize=3)
-      for x, v, name in zip(xs, values, groups):
-        ax.annotate(name, (x, v), fontsize=8, textcoords="offset points", xytext=(4, 4))
+    elif kind == "scatter":  # e.g. speed vs accuracy, each run a point
+      legend = _scatter(ax, plot, tags, list(groups), xs, values, xerr if several else None,
+                        yerr)
       ax.set_xscale("log")
       ax.set_xlabel(f"{x_key} (log scale)")
     else:
@@ -793,9 +1028,64 @@ def _plot(ablation, results, path):
     ax.set_title(y + (" (mean ± std)" if several else ""))
     ax.grid(alpha=0.3)
   fig.suptitle(ablation.name)
-  fig.tight_layout()
+  if legend:  # one legend for all panels, right of them
+    fig.legend(handles=legend, loc="center right", fontsize=8)
+  fig.tight_layout(rect=(0, 0, 1 - 2 / fig.get_figwidth(), 1) if legend else None)
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+MARKERS = "os^Dvp*<>hX"
+
+
+def _scatter(ax, plot, tags, names, xs, ys, xerr, yerr):
+  """One point per run: labelled; or with `marker_by` / `colour_by` one marker shape per
+  value of that tag and one colour per value of the other; `pareto` draws the front
+  (`pareto_front`) as a step line and labels its points. Returns the legend's handles."""
+  from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  marker_by, colour_by, pareto = (plot.get(k) for k in ("marker_by", "colour_by", "pareto"))
+  colours = [f"C{i}" for i in range(10)]  # matplotlib's default colour cycle
+
+  def style(key, choices, default):
+    kinds = list(dict.fromkeys(str(tags.get(n, {}).get(key, "-")) for n in names))
+    pick = [choices[kinds.index(str(tags.get(n, {}).get(key, "-"))) % len(choices)]
+            if key else default for n in names]
+    return kinds if key else [], pick
+
+  marker_kinds, markers = style(marker_by, MARKERS, "o")
+  colour_kinds, point_colours = style(colour_by, colours, "C0")
+  for i in range(len(names)):
+    ax.errorbar([xs[i]], [ys[i]], xerr=None if xerr is None else [xerr[i]],
+                yerr=None if yerr is None else [yerr[i]], fmt=markers[i],
+                color=point_colours[i], capsize=3)
+  labelled = range(len(names))
+  handles = [Line2D([], [], marker=MARKERS[j % len(MARKERS)], color="0.4", linestyle="",
+                    label=f"{marker_by}: {v}") for j, v in enumerate(marker_kinds)]
+  handles += [Patch(color=colours[j % len(colours)], label=f"{colour_by}: {v}")
+              for j, v in enumerate(colour_kinds)]
+  if pareto:
+    labelled = pareto_front(list(zip(xs, ys)))
+    ax.step([xs[i] for i in labelled], [ys[i] for i in labelled], where="post", color="k",
+            linewidth=1, alpha=0.7)
+    handles.append(Line2D([], [], color="k", linewidth=1, label="Pareto front"))
+  elif marker_by or colour_by:
+    labelled = []  # the legend says what each point is
+  for i in labelled:
+    ax.annotate(names[i], (xs[i], ys[i]), fontsize=7, textcoords="offset points",
+                xytext=(4, 4))
+  return handles
+
+
+def pareto_front(points) -> list[int]:
+  """Indices of the points (x, y) that no other point dominates, by ascending x: lower x
+  (e.g. test time) and higher y (e.g. AP) are better, and a point is dominated by one at
+  least as good in both and better in one. Points with a nan are left out."""
+  ok = [i for i, p in enumerate(points) if all(math.isfinite(float(v)) for v in p)]
+  front = [i for i in ok if not any(
+      points[j][0] <= points[i][0] and points[j][1] >= points[i][1]
+      and tuple(points[j]) != tuple(points[i]) for j in ok)]
+  return sorted(front, key=lambda i: (points[i][0], points[i][1]))
 
 
 def provenance() -> dict:
@@ -877,26 +1167,56 @@ def main(argv):
     name = ablation.name
   except (OSError, AttributeError) as e:
     cli.fail(f"cannot load --ablation: {e}")
-  cli.enable_compilation_cache()
-  workdir = FLAGS.workdir or os.path.join("runs", "ablations", name)
-  report_dir = FLAGS.report_dir
-  if report_dir is None:  # the committed tables only come from the default workdir
-    report_dir = "" if FLAGS.workdir else os.path.join("docs", "ablations", name)
   flags_given = [a for a in sys.argv[1:] if not a.startswith("--ablation=")]
   command = " ".join(shlex.quote(a) for a in [FLAGS["ablation"].config_filename, *flags_given])
   command = f"./launch.sh ablate {command}"
+  report_dir = FLAGS.report_dir
+  if report_dir is None:  # the committed tables only come from the default workdir
+    default = not FLAGS.workdir and not FLAGS.shard
+    report_dir = os.path.join("docs", "ablations", name) if default else ""
   t0 = time.time()
   try:
-    results = run_all(ablation, workdir, FLAGS.only, FLAGS.seeds)
+    if FLAGS.merge:
+      if FLAGS.shard or FLAGS.only:
+        raise ConfigError("--merge trains nothing: it takes no --shard or --only")
+      results, merge = merge_results(ablation, FLAGS.merge, FLAGS.seeds)
+      outs = [FLAGS.workdir] if FLAGS.workdir else []
+    else:
+      shard = parse_shard(FLAGS.shard) if FLAGS.shard is not None else None
+      workdir = FLAGS.workdir or os.path.join("runs", "ablations", name)
+      cli.enable_compilation_cache()
+      results = run_command(ablation, workdir, command, FLAGS.only, FLAGS.seeds, shard)
+      merge, outs = None, [workdir]
   except JaxsegError as e:
     cli.fail(str(e))
+  for out in outs + ([report_dir] if report_dir else []):
+    path = write_report(ablation, results, out, command, time.time() - t0, merge)
+    print(f"report: {path}")
+
+
+def run_command(ablation, workdir: str, command: str, only=(), seeds=None,
+                shard=None) -> list[dict]:
+  """`run_all` as the command runs it: a shard keeps its manifest up to date."""
+  manifest = None
+  if shard:
+    n_seeds = num_seeds(ablation, seeds)
+    manifest = ShardManifest(ablation, workdir, shard, plan(ablation, n_seeds, shard),
+                             n_seeds, command)
+  try:
+    results = run_all(ablation, workdir, only, seeds, shard, manifest and manifest.on_pair)
   except AblationInterrupted:
+    if manifest:
+      manifest.close("interrupted")
     print("jaxseg: ablation stopped (SIGTERM): the current run saved a checkpoint; run the "
           "same command to resume", file=sys.stderr)
     sys.exit(128 + 15)
-  for out in [workdir] + ([report_dir] if report_dir else []):
-    path = write_report(ablation, results, out, command, time.time() - t0)
-    print(f"report: {path}")
+  except Exception as e:
+    if manifest:
+      manifest.close(f"error: {' '.join(str(e).split())}")
+    raise
+  if manifest:
+    manifest.close("done")
+  return results
 
 
 def run():

@@ -9,9 +9,10 @@ for Faster R-CNN the number of proposals at test time (10, 50, 100, 300: the tra
 
 18 trainings and 9 re-evaluations: about an hour on the 2-core CPU (not run yet). The
 table has AP, AP50, test and train ms per image, parameters and GFLOPs (XLA's cost
-analysis of one image's inference) per point; the plot is AP50 and AP against test time.
-Huang et al.'s figure (one marker per meta-architecture, one colour per backbone, the
-Pareto front) is not drawn by jaxseg.ablate's scatter plot yet.
+analysis of one image's inference) per point; the plot is Huang et al.'s figure: AP50 and
+AP against test time, one marker per meta-architecture, one colour per backbone (each
+run's `tags`), and the Pareto front (no other point both faster and more accurate) as a
+step line with its points labelled.
 """
 import ml_collections
 
@@ -27,6 +28,11 @@ def _name(meta, backbone, size, proposals=None):
   return f"{meta} {backbone} {size}{extra}"
 
 
+def _tags(meta, backbone, size, proposals=100):
+  """What the plot draws by (marker: meta-architecture, colour: backbone)."""
+  return {"meta": meta, "backbone": backbone, "size": size, "proposals": proposals}
+
+
 def get_config():
   a = ml_collections.ConfigDict()
   a.name = "speed_accuracy"
@@ -40,18 +46,21 @@ def get_config():
     for meta in META:
       for backbone in BACKBONES:
         runs.append(dict(name=_name(meta, backbone, size),
-                         base=f"{GRID}:{meta},{backbone},{size}", overrides={}))
+                         base=f"{GRID}:{meta},{backbone},{size}", overrides={},
+                         tags=_tags(meta, backbone, size)))
   for backbone in BACKBONES:
     for p in PROPOSALS:
       runs.append(dict(name=_name("faster_rcnn", backbone, 128, p),
                        base=f"{GRID}:faster_rcnn,{backbone},128",
                        overrides={"model.rpn.post_nms_top_n_test": p,
                                   "model.rpn.pre_nms_top_n_test": max(p, 300)},
-                       evaluate_checkpoint_of=_name("faster_rcnn", backbone, 128)))
+                       evaluate_checkpoint_of=_name("faster_rcnn", backbone, 128),
+                       tags=_tags("faster_rcnn", backbone, 128, p)))
   a.runs = runs
   a.metrics = ("AP", "AP50", "test_ms_per_image", "train_ms_per_image", "params",
                "gflops_per_image", "proposals_per_image")
-  a.plot = dict(x="test_ms_per_image", y=("AP50", "AP"), kind="scatter")
+  a.plot = dict(x="test_ms_per_image", y=("AP50", "AP"), kind="scatter", marker_by="meta",
+                colour_by="backbone", pareto=True)
   single = [f"{m} {b} {s}" for m in ("ssd", "yolo") for b in BACKBONES for s in SIZES]
   a.claims = [
       dict(text="single-shot detectors are faster at test than Faster R-CNN on the same "
