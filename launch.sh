@@ -10,7 +10,7 @@
 #                          torch extra for the torchvision equivalence tests)
 #   bench [NAME] [flags]   benchmarks in bench/: train_step (default; U-Net, --suite adds
 #                          FCN-8s, DeepLab v3+), nms, roi_align, coco_eval, proposal_recall,
-#                          detection (Faster R-CNN R50-FPN vs torchvision), faults
+#                          detection, faults, input_pipeline, compile_time, time_to_accuracy
 #   hyperquest CONFIG[:tiny] [--port=8080] [--host=127.0.0.1] [--workdir=runs/hyperquest]
 #                          serve the HyperQuest game (page + JSON API; 127.0.0.1 by default)
 #   setup                  only create/refresh .venv (and a Java runtime for METEOR)
