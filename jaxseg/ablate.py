@@ -930,7 +930,7 @@ def write_report(ablation, results: list[dict], out_dir: str, command: str,
                        res.get("provenance", {}).get("commit") or res.get("commit"),
                        res.get("error")])
   groups = _by_run(results)
-  seeds = sorted({res.get("seed", 0) for res in results})
+  seeds = sorted({res.get("seed", 0) for res in results} | {s for _, s in missing})
   lines = [f"# Ablation: {ablation.name}", "", ablation.get("description", "") or "", "",
            f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ", f"Base config: `{ablation.base}` "
            f"with {flatten(ablation.get('overrides', None)) or 'no overrides'}  ",
