@@ -100,6 +100,21 @@ def train_step(task, tx, schedule, state: TrainState, batch):
   return new_state, metrics
 
 
+def jit_train_step(task, tx, schedule, abstract, mesh):
+  """The trainer's jitted `train_step(state, batch)`: the state (donated) keeps the
+  shardings of `abstract` (build_state's), the metrics are replicated. Also what
+  bench/input_pipeline.py and bench/compile_time.py time."""
+  return jax.jit(functools.partial(train_step, task, tx, schedule),
+                 out_shardings=(jax.tree.map(lambda a: a.sharding, abstract),
+                                NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
+
+
+def jit_eval_step(task, mesh):
+  """The trainer's jitted `eval_step(variables, batch)` (replicated outputs)."""
+  return jax.jit(functools.partial(eval_step, task),
+                 out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
 class _Sigterm:
   """Remembers a SIGTERM so the loop can checkpoint and stop between steps (main thread
   only; the handler it replaces is restored on exit). In a multi-process job JAX's
@@ -328,8 +343,7 @@ class EvalRunner:
 
   def __init__(self, task, mesh, config, writer, picture_dir: str, save: bool):
     self.task, self.mesh, self.config = task, mesh, config
-    self.fn = jax.jit(functools.partial(eval_step, task),
-                      out_shardings=NamedSharding(mesh, PartitionSpec()))
+    self.fn = jit_eval_step(task, mesh)
     self.writer, self.picture_dir, self.save = writer, picture_dir, save
     self.results_dir = os.path.join(os.path.dirname(picture_dir), "results")
     self.pictures, self.results = {}, {}
@@ -434,9 +448,7 @@ def _run(config, workdir, mesh, task, tx, schedule, init, abstract, ckpt, train,
   summary = {"workdir": workdir, "checkpoints": ckpt.directory,
              "metrics": writer.path, "start_step": start_step, "interrupted": False}
 
-  step_fn = jax.jit(functools.partial(train_step, task, tx, schedule),
-                    out_shardings=(jax.tree.map(lambda a: a.sharding, abstract),
-                                   NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
+  step_fn = jit_train_step(task, tx, schedule, abstract, mesh)
   progress = _Progress(config.num_steps, start_step)
   eval_metrics = None
   pending = None  # metrics of the last dispatched step, checked one step later
