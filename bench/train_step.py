@@ -192,13 +192,15 @@ def build_jax_step(model, variant, images, labels):
 
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state[0]))
   return dict(run=run, compile_s=compile_s, flops=float(cost.get("flops", np.nan)),
-              num_params=num_params)
+              num_params=num_params, hlo=compiled.as_text())
 
 
 def import_torch(args):
   """bench/torch_models, or None (--torch=off, or auto without torch)."""
   if args.torch == "off":
     return None
+  from jaxseg.weights import torchvision as tvw  # pylint: disable=g-import-not-at-top
+  tvw.hide_triton()  # the CUDA torch wheel's triton crashes next to TensorFlow
   try:
     import torch  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
