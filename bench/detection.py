@@ -1,40 +1,60 @@
-"""Benchmark Faster R-CNN R50-FPN: jaxseg (jit, XLA:CPU) against torchvision (eager) on the
-same weights and the same input tensors. Not part of the tests (a smoke test runs it tiny).
+"""Benchmark a detector, jaxseg (jit, XLA:CPU) against torchvision (eager), on the same
+weights and the same input tensors: Faster R-CNN R50-FPN (--model=faster_rcnn, the default)
+or SSD300 VGG-16 (--model=ssd300). Not part of the tests (a smoke test runs it tiny).
 
-  ./launch.sh bench detection                            # 1 x 800 x 1088, 5 repeats
+  ./launch.sh bench detection                            # Faster R-CNN, 1 x 800 x 1088
   ./launch.sh bench detection --batch=2 --repeats=3 --threads=2
   ./launch.sh bench detection --height=512 --width=512 --no-train
+  ./launch.sh bench detection --model=ssd300             # SSD300, 1 x 300 x 300
 
-Models: torchvision's `fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)`, made
-to leave the input size as it is (min_size / max_size = the image's sides, so its
-GeneralizedRCNNTransform resizes by exactly 1), and jaxseg's
-`build_detector("faster_rcnn", 91, **jaxseg.weights.torchvision.FASTERRCNN_RESNET50_FPN)`
-with the torchvision state dict converted by `convert_fasterrcnn_resnet50_fpn`. The weights
-are those of the equivalence test (tests/test_torchvision_weights.py, loaded by path, as
-bench/roi_align.py loads its references): random init (seed 0), batch norms calibrated on
-random images, the classifier sharpened x4 and the RPN deltas scaled x0.1, so that both
-models give a realistic number of detections (score > 0.05) and the same ones; the
-parameter counts are asserted equal and the detection counts of the first image printed.
+Both models are built the way their equivalence tests build them (the test module is loaded
+by path, as bench/roi_align.py loads its references; its tests are not run), and each is
+made to leave the input size as it is:
+- faster_rcnn: torchvision's `fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)`
+  with min_size / max_size = the image's sides (its GeneralizedRCNNTransform resizes by
+  exactly 1), and jaxseg's `build_detector("faster_rcnn", 91,
+  **jaxseg.weights.torchvision.FASTERRCNN_RESNET50_FPN)` with the torchvision state dict
+  converted by `convert_fasterrcnn_resnet50_fpn`. The weights are those of
+  tests/test_torchvision_weights.py: random init (seed 0), batch norms calibrated on random
+  images, the classifier sharpened x4 and the RPN deltas scaled x0.1, so that both models
+  give a realistic number of detections (score > 0.05) and the same ones. H and W must be
+  multiples of 32 (torchvision pads its batch to multiples of 32).
+- ssd300: torchvision's `ssd300_vgg16(weights=None, weights_backbone=None)` (seed 0, the
+  classifier x0.3: the `tv_model` fixture of tests/test_torchvision_ssd.py), its transform's
+  `fixed_size` set to the image's (W, H) (ssd300_vgg16 fixes size=(300, 300) and ignores a
+  `size` argument; at 300 x 300, the default, nothing changes), and jaxseg's
+  `build_detector("ssd", 91, **SSD300_VGG16 fields)` with the state dict converted by
+  `convert_ssd300_vgg16`. H and W at least 268 (below, the last extra layer's 3x3 conv
+  has no room); torchvision and jaxseg are proven equal (tests/test_torchvision_ssd.py) at
+  300 x 300, the size SSD300 is made for.
+The parameter counts are asserted equal and the detection counts of the first image printed.
 Both get the same [0, 1] RGB images: jaxseg [B, H, W, 3], torchvision a list of B [3, H, W]
-tensors (each side normalises inside its model). H and W must be multiples of 32.
+tensors (each side normalises inside its model).
 
 Inference: torchvision in eval mode under torch.inference_mode(); jaxseg's
 `jax.jit(model.apply)` compiled once (compile time reported separately), inputs already on
 the device. Time per image = time per call / batch.
-Train step: forward with B images and --boxes ground-truth boxes each, the four losses
-summed (rpn objectness + box, RoI classifier + box; weights 1, as torchvision and
-DetectionTask's default), backward, SGD (momentum 0.9, --lr) over every parameter.
-torchvision in train mode with its backbone's batch norms in eval mode (running statistics,
-as jaxseg's `frozen_bn=True` of FASTERRCNN_RESNET50_FPN computes; scale and bias are
-trained on both sides); jaxseg one jitted step (value_and_grad + optax.sgd, donated state).
+Train step: forward with B images and --boxes ground-truth boxes each, the model's own
+losses summed with weight 1 (as torchvision and DetectionTask's default config.loss):
+Faster R-CNN's four (rpn objectness + box, RoI classifier + box); SSD's multibox loss
+(softmax cross-entropy over the positives and 3 hard negatives per positive + smooth L1 of
+the positives' deltas, each / N positives: torchvision's "classification" +
+"bbox_regression", jaxseg's `SSD.losses` terms ssd_classifier + ssd_box, the function
+DetectionTask.loss_fn reaches through `model.apply(..., targets=...)`); backward, SGD
+(momentum 0.9, --lr) over every parameter. torchvision in train mode with its batch norms
+in eval mode (running statistics, as jaxseg's `frozen_bn=True` of FASTERRCNN_RESNET50_FPN
+computes; scale and bias are trained on both sides; SSD's VGG has none); jaxseg one
+jitted step (value_and_grad + optax.sgd, donated state). SSD's matching and hard negative
+mining have no randomness, so its first-step losses should agree between the two sides
+(printed); Faster R-CNN's sample proposals at random, so they only roughly do.
 Timing: --warmup untimed runs, then --repeats rounds, each timing torchvision once and
 jaxseg once (interleaved, so a noisy machine affects both alike); min / median / max over
 the rounds, ratio = torchvision median / jaxseg median (>= 1: jaxseg at least as fast).
 torch uses --threads threads (torch.set_num_threads); XLA:CPU uses every core.
 The load average is printed at the start and the end: on a machine shared with other jobs
 torch eager slows down much more than jaxseg (at 128 x 128 under a load of ~10 on 2 cores,
-torchvision 4.7x slower at inference and 12x at the train step, jaxseg 2.8x and 3.7x), so
-only runs on a quiet machine give a fair ratio.
+Faster R-CNN: torchvision 4.7x slower at inference and 12x at the train step, jaxseg 2.8x
+and 3.7x), so only runs on a quiet machine give a fair ratio.
 """
 from __future__ import annotations
 
@@ -59,16 +79,15 @@ tvw.hide_triton()  # before torchvision imports torch._dynamo (see hide_triton)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-# the detector's named loss terms (jaxseg.tasks.detection.LOSS_TERMS; that module imports
-# the data pipeline, which the benchmark does not need)
-LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
+SSD300_MIN_SIDE = 268  # 268 -> conv4_3 34 -> fc7 17 -> extras 9, 5, 3, 1
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--height", type=int, default=800)
-  p.add_argument("--width", type=int, default=1088)
+  p.add_argument("--model", choices=sorted(MODELS), default="faster_rcnn")
+  p.add_argument("--height", type=int, default=None, help="800 (faster_rcnn), 300 (ssd300)")
+  p.add_argument("--width", type=int, default=None, help="1088 (faster_rcnn), 300 (ssd300)")
   p.add_argument("--batch", type=int, default=1, help="images per call")
   p.add_argument("--repeats", type=int, default=5, help="timed rounds (each side once each)")
   p.add_argument("--warmup", type=int, default=2, help="untimed runs per side (at least 1)")
@@ -78,19 +97,26 @@ def parse_args(argv=None):
   p.add_argument("--boxes", type=int, default=4, help="ground-truth boxes per image (train)")
   p.add_argument("--lr", type=float, default=1e-5, help="SGD learning rate (train)")
   args = p.parse_args(argv)
-  if args.height % 32 or args.width % 32 or min(args.height, args.width) < 64:
+  default_hw = MODELS[args.model]["size"]
+  args.height = default_hw[0] if args.height is None else args.height
+  args.width = default_hw[1] if args.width is None else args.width
+  if args.model == "faster_rcnn" and (args.height % 32 or args.width % 32
+                                      or min(args.height, args.width) < 64):
     p.error(f"--height={args.height} --width={args.width}: expected multiples of 32, at "
             f"least 64 (torchvision pads its batch to multiples of 32)")
+  if args.model == "ssd300" and min(args.height, args.width) < SSD300_MIN_SIDE:
+    p.error(f"--height={args.height} --width={args.width}: SSD300 needs at least "
+            f"{SSD300_MIN_SIDE} px per side (its last extra layer's 3x3 conv)")
   if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or args.boxes < 1:
     p.error("--batch, --repeats and --boxes must be positive, --warmup >= 0")
   return args
 
 
-def load_equivalence_test():
-  """tests/test_torchvision_weights.py as a module (its calibrated random torchvision model
-  and detector builder; the tests are not run)."""
+def load_equivalence_test(filename: str = "test_torchvision_weights.py"):
+  """tests/<filename> as a module (its random torchvision model and detector builder;
+  the tests are not run)."""
   spec = importlib.util.spec_from_file_location(
-      "torchvision_weights_test", os.path.join(REPO, "tests", "test_torchvision_weights.py"))
+      filename[:-3], os.path.join(REPO, "tests", filename))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -129,7 +155,7 @@ def random_targets(rng, batch, boxes, height, width):
   return xyxy, rng.integers(1, 91, (batch, boxes)).astype(np.int32)
 
 
-def build_models(args, test_module, torch, torchvision):
+def build_faster_rcnn(args, test_module, torch, torchvision):
   """(torchvision model, jaxseg model, jaxseg variables) on the same weights."""
   torch.manual_seed(0)
   init = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None,
@@ -148,6 +174,28 @@ def build_models(args, test_module, torch, torchvision):
   variables = jax.device_put(tvw.convert_fasterrcnn_resnet50_fpn(state))
   model = test_module._detector()  # pylint: disable=protected-access
   return tv_model.eval(), model, variables
+
+
+def build_ssd300(args, test_module, torch, torchvision):
+  """(torchvision model, jaxseg model, jaxseg variables) on the same weights: those of
+  tests/test_torchvision_ssd.py's `tv_model` fixture (its function, called directly)."""
+  del torch, torchvision  # the test module's
+  from jaxseg.models.detection import build_detector  # pylint: disable=g-import-not-at-top
+  tv_model = test_module.tv_model.__wrapped__()
+  # leave the input as it is (GeneralizedRCNNTransform reads fixed_size as (W, H))
+  tv_model.transform.fixed_size = (args.width, args.height)
+  variables = jax.device_put(tvw.convert_ssd300_vgg16(tv_model.state_dict()))
+  model = build_detector("ssd", 91, **test_module._fields())  # pylint: disable=protected-access
+  return tv_model.eval(), model, variables
+
+
+# --model: the title, default (H, W), the equivalence test whose weights are used, the builder
+MODELS = {
+    "faster_rcnn": dict(title="Faster R-CNN R50-FPN", size=(800, 1088),
+                        test="test_torchvision_weights.py", build=build_faster_rcnn),
+    "ssd300": dict(title="SSD300 VGG-16", size=(300, 300), test="test_torchvision_ssd.py",
+                   build=build_ssd300),
+}
 
 
 def bench_inference(args, torch, tv_model, model, variables, images_np):
@@ -209,18 +257,24 @@ def bench_train(args, torch, tv_model, model, variables, images_np, rng):
   images = jax.device_put(jnp.asarray(images_np))
   key = jax.random.key(1)  # the same sampling key each step costs the same
 
+  # the model's own loss terms, weights 1 (DetectionTask.loss_fn with the default config.loss)
+  loss_terms = tuple(model.loss_terms)
+  has_stats = "batch_stats" in variables  # Faster R-CNN's ResNet; SSD's VGG has none
+
   def train_step(params, batch_stats, opt_state, images, targets, key):
     def loss_fn(params):
-      terms, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                   train=True, targets=targets, rngs={"sampling": key},
-                                   mutable=["batch_stats"])
-      return sum(terms[t] for t in LOSS_TERMS), updates["batch_stats"]
+      out = model.apply({"params": params, **({"batch_stats": batch_stats} if has_stats
+                                               else {})},
+                        images, train=True, targets=targets, rngs={"sampling": key},
+                        mutable=["batch_stats"] if has_stats else False)
+      terms, updates = out if has_stats else (out, {"batch_stats": batch_stats})
+      return sum(terms[t] for t in loss_terms), updates["batch_stats"]
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
   params = jax.tree.map(jnp.array, variables["params"])  # copies: the state is donated
-  batch_stats = jax.tree.map(jnp.array, variables["batch_stats"])
+  batch_stats = jax.tree.map(jnp.array, variables.get("batch_stats", {}))
   state = (params, batch_stats, tx.init(params))
   t0 = time.perf_counter()
   step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
@@ -253,11 +307,12 @@ def bench_train(args, torch, tv_model, model, variables, images_np, rng):
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  test_module = load_equivalence_test()
+  spec = MODELS[args.model]
+  test_module = load_equivalence_test(spec["test"])
   torch = test_module.torch
   torchvision = test_module.torchvision
-  torch.set_num_threads(args.threads)
-  tv_model, model, variables = build_models(args, test_module, torch, torchvision)
+  tv_model, model, variables = spec["build"](args, test_module, torch, torchvision)
+  torch.set_num_threads(args.threads)  # after the build (the SSD fixture sets 2)
   tv_params = sum(p.numel() for p in tv_model.parameters())
   jax_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
   assert tv_params == jax_params, (
@@ -265,13 +320,14 @@ def main(argv=None) -> dict:
   rng = np.random.default_rng(0)
   images_np = rng.random((args.batch, args.height, args.width, 3), dtype=np.float32)
   dev = jax.devices()[0]
-  print(f"Faster R-CNN R50-FPN, {tv_params:,} parameters each; batch {args.batch} x "
+  print(f"{spec['title']}, {tv_params:,} parameters each; batch {args.batch} x "
         f"{args.height} x {args.width}; torch {torch.__version__} / torchvision "
         f"{torchvision.__version__} eager, {args.threads} threads; jax {jax.__version__} on "
         f"{dev.platform} ({os.cpu_count()} cpus, {cpu_name()}); load average "
         f"{os.getloadavg()[0]:.1f}", flush=True)
 
-  result = dict(params=tv_params, batch=args.batch, height=args.height, width=args.width)
+  result = dict(model=args.model, params=tv_params, batch=args.batch, height=args.height,
+                width=args.width)
   result["inference"] = inf = bench_inference(args, torch, tv_model, model, variables,
                                               images_np)
   inf["ratio"] = inf["torch"]["median"] / inf["jax"]["median"]
@@ -280,9 +336,15 @@ def main(argv=None) -> dict:
   if args.train:
     result["train"] = tr = bench_train(args, torch, tv_model, model, variables, images_np, rng)
     tr["ratio"] = tr["torch"]["median"] / tr["jax"]["median"]
+    tv_first, jax_first = tr["first_loss"]
+    tr["first_loss_rel_diff"] = abs(tv_first - jax_first) / max(abs(tv_first), 1e-12)
+    if args.model == "ssd300":  # deterministic matching and mining: the same loss
+      assert tr["first_loss_rel_diff"] < 1e-3, (
+          f"SSD first-step losses differ: torchvision {tv_first}, jaxseg {jax_first}")
     print(f"  jaxseg train step compile {tr['compile_s']:.1f} s; losses of the first and last "
           f"step: torchvision {tr['first_loss'][0]:.4f}, {tr['last_loss'][0]:.4f}; jaxseg "
-          f"{tr['first_loss'][1]:.4f}, {tr['last_loss'][1]:.4f}", flush=True)
+          f"{tr['first_loss'][1]:.4f}, {tr['last_loss'][1]:.4f} (first: relative difference "
+          f"{tr['first_loss_rel_diff']:.1e})", flush=True)
 
   b = args.batch
   print(f"\nms, median (min / max) of {args.repeats} interleaved rounds; load average "
