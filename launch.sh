@@ -170,6 +170,12 @@ case "$cmd" in
       exit 2
     fi
     ablation=$1; shift
+    # HyperQuest's agents' study plays games rather than training configs: its own module.
+    if [[ $ablation == hyperquest_agents ]]; then
+      setup
+      exec "$VENV/bin/python" -m jaxseg.hyperquest.agents_study \
+        --config=experiments/hyperquest/game.py "$@"
+    fi
     # A bare study name (rcnn_family) is experiments/ablations/<name>.py.
     if [[ ! -f $ablation && -f experiments/ablations/$ablation.py ]]; then
       ablation=experiments/ablations/$ablation.py

@@ -21,7 +21,7 @@ agent returns the state of its best game.
   best `fraction`) and explore (learning rate and weight decay each Up or Down, applied
   with the next Continue).
 
-Not built yet (issue 16): the agents' study (`./launch.sh ablate hyperquest_agents`).
+The agents' study: `./launch.sh ablate hyperquest_agents` (jaxseg/hyperquest/agents_study.py).
 
 Command line (next to a running server, the same workdir: its leaderboard shows them):
   python -m jaxseg.hyperquest.agents --config=experiments/hyperquest/game.py[:tiny]

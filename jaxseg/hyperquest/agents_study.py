@@ -1,8 +1,8 @@
 """The agents' study: each HyperQuest agent over several seeds against the baseline.
 
-  python -m jaxseg.hyperquest.agents_study --config=experiments/hyperquest/game.py \
-      [--seeds=5] [--agents=random_search,...] [--workdir=runs/hyperquest_agents] \
-      [--report_dir=docs/ablations/hyperquest_agents]
+  ./launch.sh ablate hyperquest_agents [--seeds=5] [--agents=random_search,...] \
+      [--workdir=runs/hyperquest_agents] [--report_dir=docs/ablations/hyperquest_agents]
+  (= python -m jaxseg.hyperquest.agents_study --config=experiments/hyperquest/game.py ...)
 
 Every agent plays with about the same budget of trained epochs (`BUDGETS`, ~20 epochs per
 run; Hyperband's brackets spend more) in one shared workdir, so the baseline (the game
@@ -12,8 +12,8 @@ baseline's best validation accuracy over as many epochs as the best game trained
 epochs it spent in total, its games and wall time. Each finished run is written to
 `<workdir>/results/<agent>_seed<k>.json` and not repeated. The report: results.csv (one
 row per run), results.md (per agent mean +- std over seeds and the gain over the
-baseline) and plot.png, in the workdir and in --report_dir. (Not run through `./launch.sh
-ablate`: jaxseg.ablate trains trainer configs.)
+baseline) and plot.png, in the workdir and in --report_dir. (`./launch.sh ablate
+hyperquest_agents` runs this module, not jaxseg.ablate, which trains trainer configs.)
 """
 from __future__ import annotations
 
