@@ -54,7 +54,9 @@ torch uses --threads threads (torch.set_num_threads); XLA:CPU uses every core.
 The load average is printed at the start and the end: on a machine shared with other jobs
 torch eager slows down much more than jaxseg (at 128 x 128 under a load of ~10 on 2 cores,
 Faster R-CNN: torchvision 4.7x slower at inference and 12x at the train step, jaxseg 2.8x
-and 3.7x), so only runs on a quiet machine give a fair ratio.
+and 3.7x), so only runs on a quiet machine give a fair ratio. On a loaded machine run
+--threads=1 as well: SSD300 at load ~5 on 2 cores, torchvision was 8x faster at inference
+and 3x at the train step with 1 thread than with 2 (docs/bench_detection.md).
 """
 from __future__ import annotations
 
