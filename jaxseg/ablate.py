@@ -57,6 +57,12 @@ report of one workdir without training. A SLURM job array of 4:
   # then, once all have ended (a shard that did not finish is named in the report):
   ./launch.sh ablate rcnn_family \\
       --merge=$(echo /shared/runs/rcnn_family/shard_{0..3} | tr ' ' ,)
+
+Timing: each run's `infer_ms_per_image` / `test_ms_per_image` is measured when it ends,
+under whatever else the machine (or another shard) is doing then. `--merge=DIR,...
+--retime=N` measures them again, all in one process: every run's final checkpoint is
+restored and its jitted prediction timed once per round in turn, best of N rounds, so a
+busy moment slows every run alike (`retime`); the report says so.
 """
 from __future__ import annotations
 
@@ -102,6 +108,9 @@ flags.DEFINE_string("shard", None, "i/n: run only shard i of n of the (run, seed
                     "the workdir and no report into docs/ unless --report_dir says so.")
 flags.DEFINE_list("merge", [], "DIR,...: train nothing; write the report of the results "
                   "found in these workdirs (shards, or one workdir to rebuild its report).")
+flags.DEFINE_integer("retime", 0, "With --merge: re-measure every run's inference time "
+                     "from its checkpoint, round-robin in one process, best of N rounds "
+                     "(runs timed at different moments of a busy machine compare badly).")
 flags.mark_flags_as_required(["ablation"])
 FLAGS = flags.FLAGS
 
@@ -588,6 +597,69 @@ def merge_results(ablation, dirs, seeds=None) -> tuple[list[dict], dict]:
                    "(the first listed, one without an error first)")
     results.append(result)
   return results, {"dirs": list(dirs), "missing": missing, "lines": lines}
+
+
+def retime(ablation, results: list[dict], dirs, seeds=None, rounds: int = 7):
+  """`results` with `infer_ms_per_image` (and a detector's `test_ms_per_image`,
+  `proposal_share`) measured again round-robin in this process: each (run, seed)'s newest
+  checkpoint restored from the first of `dirs` holding its result, its jitted
+  `task.predict_batch` on the eval batch `profile` times (the first eval_batch_size
+  examples), timed once per round in turn after a warm-up, best of `rounds` per image."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxseg import tasks  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import checkpoint as ckpt_lib, loop  # pylint: disable=g-import-not-at-top
+  by_pair = {(r["name"], r.get("seed", 0)): r for r in results if "error" not in r}
+  mesh = loop.make_mesh()
+  timed = []
+  for pair in plan(ablation, seeds):
+    result = by_pair.get((pair["run"]["name"], pair["seed"]))
+    if result is None:
+      continue
+    run_dir = next(seed_dir(d, pair["run"]["name"], pair["seed"], pair["base_seed"])
+                   for d in dirs if _same_result(d, pair, result))
+    config = pair["config"]
+    task = tasks.get_task(config, run_dir)
+    abstract = loop.build_state(config, task, mesh)[3]
+    ckpt = ckpt_lib.Checkpointer(os.path.join(run_dir, "checkpoints"), config.keep_checkpoints,
+                                 config.best_metric, config.best_mode, read_only=True,
+                                 clean_up=False)
+    try:
+      if not ckpt.steps():
+        raise ConfigError(f"--retime: {run_dir} has no checkpoint to time")
+      variables = ckpt.restore(abstract).variables
+    finally:
+      ckpt.close()
+    sample = next(iter(task.eval_data()))
+    sample = {k: np.asarray(v)[:config.eval_batch_size] for k, v in sample.items()}
+    predict = jax.jit(task.predict_batch)
+    jax.block_until_ready(predict(variables, sample))
+    timed.append((result, lambda p=predict, v=variables, b=sample: p(v, b),
+                  len(sample["image"])))
+    _progress(f"retime: {pair['run']['name']} seed {pair['seed']} compiled")
+  best = [math.inf] * len(timed)
+  for _ in range(rounds):
+    for i, (_, run, _) in enumerate(timed):
+      t0 = time.perf_counter()
+      jax.block_until_ready(run())
+      best[i] = min(best[i], time.perf_counter() - t0)
+  retimed = {id(result): (1e3 * b / n) for (result, _, n), b in zip(timed, best)}
+  out = []
+  for result in results:
+    if id(result) in retimed:
+      result = dict(result, infer_ms_per_image=retimed[id(result)])
+      if "test_ms_per_image" in result:
+        proposal_ms = result.get("proposal_ms_per_image") or 0.0
+        result["test_ms_per_image"] = result["infer_ms_per_image"] + proposal_ms
+        result["proposal_share"] = proposal_ms / result["test_ms_per_image"]
+    out.append(result)
+  return out
+
+
+def _same_result(workdir: str, pair: dict, result: dict) -> bool:
+  try:
+    return read_result(workdir, pair) == result
+  except ConfigError:
+    return False
 
 
 class AblationInterrupted(Exception):
@@ -1180,8 +1252,16 @@ def main(argv):
       if FLAGS.shard or FLAGS.only:
         raise ConfigError("--merge trains nothing: it takes no --shard or --only")
       results, merge = merge_results(ablation, FLAGS.merge, FLAGS.seeds)
+      if FLAGS.retime:
+        results = retime(ablation, results, FLAGS.merge, FLAGS.seeds, FLAGS.retime)
+        merge["lines"].append(
+            f"- inference and test times re-measured by `--retime={FLAGS.retime}`: every "
+            "run's checkpoint timed round-robin in one process, best of "
+            f"{FLAGS.retime} rounds ({machine()}); the other figures are each run's own")
       outs = [FLAGS.workdir] if FLAGS.workdir else []
     else:
+      if FLAGS.retime:
+        raise ConfigError("--retime re-measures a finished study: use it with --merge=DIR")
       shard = parse_shard(FLAGS.shard) if FLAGS.shard is not None else None
       workdir = FLAGS.workdir or os.path.join("runs", "ablations", name)
       cli.enable_compilation_cache()

@@ -46,6 +46,19 @@ def test_shards_merged_equal_the_unsharded_study(data_dir, tmp_path):
   whole = ablate.run_command(a, str(tmp_path / "whole"), "cmd")
   ablate.write_report(a, whole, str(tmp_path / "whole_report"), "cmd")
 
+  # --retime: every run's checkpoint timed again in this process; nothing else changes.
+  retimed = ablate.retime(a, whole, [str(tmp_path / "whole")], rounds=2)
+  assert [(r["name"], r["seed"]) for r in retimed] == [(r["name"], r["seed"]) for r in whole]
+  for old, new in zip(whole, retimed):
+    assert 0 < new["infer_ms_per_image"] < float("inf")
+    assert {k: v for k, v in new.items() if k != "infer_ms_per_image"} == {
+        k: v for k, v in old.items() if k != "infer_ms_per_image"}
+  gone = str(tmp_path / "no_checkpoints")
+  shutil.copytree(str(tmp_path / "whole"), gone)
+  shutil.rmtree(os.path.join(gone, "maxpool", "seed_0", "checkpoints"))
+  with pytest.raises(ConfigError, match="no checkpoint to time"):
+    ablate.retime(a, whole, [gone], rounds=1)
+
   shard_dirs = [str(tmp_path / f"shard_{i}") for i in range(2)]
   for i, d in enumerate(shard_dirs):
     ablate.run_command(a, d, f"cmd --shard={i}/2", shard=(i, 2))

@@ -5,9 +5,14 @@ the study scale (600 steps of batch 8 each: experiments/detection/detector_grid.
 for Faster R-CNN the number of proposals at test time (10, 50, 100, 300: the trained
 128 px checkpoints re-evaluated, nothing retrained).
 
-./launch.sh ablate experiments/ablations/speed_accuracy.py
+./launch.sh ablate experiments/ablations/speed_accuracy.py          # or as shards:
+./launch.sh ablate speed_accuracy --shard=0/2   # and --shard=1/2 beside it, then
+./launch.sh ablate speed_accuracy --merge=runs/ablations/speed_accuracy --retime=7
 
-18 trainings and 9 re-evaluations: about an hour on the 2-core CPU (not run yet). The
+18 trainings and 9 re-evaluations: 6060 s of run time on the 2-core CPU, about 80 min as
+two shards side by side (docs/ablations/speed_accuracy/, one seed). Test times measured
+while other runs train are unfair; `--retime=7` times every checkpoint again,
+round-robin in one process, as the committed table does. The
 table has AP, AP50, test and train ms per image, parameters and GFLOPs (XLA's cost
 analysis of one image's inference) per point; the plot is Huang et al.'s figure: AP50 and
 AP against test time, one marker per meta-architecture, one colour per backbone (each
