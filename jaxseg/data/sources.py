@@ -35,7 +35,9 @@ Catalog datasets are read only from a prepared data_dir: nothing is downloaded.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 from typing import Callable, Sequence
 
@@ -227,6 +229,22 @@ def _check_data_dir(data_dir, create: bool):
     raise DataError(f"config.dataset.data_dir {data_dir!r} is not readable")
 
 
+@contextlib.contextmanager
+def _preparing(builder):
+  """Held while `builder`'s dataset is generated: one process at a time per dataset and
+  config on this machine (two jobs starting on a fresh data_dir would both generate it,
+  and the second one's final rename would fail). A lock file in the data_dir's root."""
+  root = os.fspath(builder.data_dir_root)
+  name = os.path.relpath(os.path.dirname(os.fspath(builder.data_dir)), root).replace(os.sep, "-")
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, f".jaxseg-prepare-{name}.lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _num_examples(builder, split, ds) -> int:
   try:
     return builder.info.splits[split].num_examples
@@ -247,7 +265,10 @@ def read_split(tfds_name: str, split: str, data_dir, *, builder_config=None,
   _check_data_dir(data_dir, create=generated_offline)
   builder = tfds_builder(tfds_name, data_dir, builder_config)
   if generated_offline:
-    builder.download_and_prepare()
+    with _preparing(builder):
+      # Made again under the lock: it sees a dataset another process finished meanwhile.
+      builder = tfds_builder(tfds_name, data_dir, builder_config)
+      builder.download_and_prepare()
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                             read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
