@@ -25,20 +25,28 @@ def _bench():
   return module
 
 
-def test_detection_bench_prints_a_ratio_on_equal_models(capsys):
-  bench = _bench()
-  result = bench.main(["--height=128", "--width=128", "--repeats=1", "--warmup=1",
-                       "--threads=2", "--no-train"])
-  out = capsys.readouterr().out
+def _check_inference_run(out, result, params) -> float:
+  """What every inference-only run must show: a positive ratio line, the parameter count
+  (asserted equal on both sides), the same detections, a compile time, the table row and
+  no train step. Returns the printed ratio."""
   ratio = float(re.search(r"^inference ratio torchvision/jaxseg = (\S+)$", out, re.M).group(1))
   assert math.isfinite(ratio) and ratio > 0, out
-  assert result["params"] == 41_808_406  # torchvision's fasterrcnn_resnet50_fpn, asserted
+  assert result["params"] == params
   tv_count, jax_count = result["inference"]["detections"]
   assert tv_count == jax_count > 10, out  # same weights, same image: the same detections
   assert result["inference"]["compile_s"] > 0
   assert re.search(r"^\| inference ms / image \| \d+ \(\d+ / \d+\) \| \d+ \(\d+ / \d+\) \| "
                    r"[\d.]+ \| [\d.]+ s \|$", out, re.M), out
   assert "train" not in result
+  return ratio
+
+
+def test_detection_bench_prints_a_ratio_on_equal_models(capsys):
+  bench = _bench()
+  result = bench.main(["--height=128", "--width=128", "--repeats=1", "--warmup=1",
+                       "--threads=2", "--no-train"])
+  out = capsys.readouterr().out
+  _check_inference_run(out, result, 41_808_406)  # torchvision's fasterrcnn_resnet50_fpn
 
 
 def test_detection_bench_rejects_sizes_torchvision_would_pad():
@@ -55,17 +63,9 @@ def test_detection_bench_runs_ssd300_on_equal_models(capsys):
                        "--warmup=1", "--threads=2", "--no-train"])
   out = capsys.readouterr().out
   assert out.startswith("SSD300 VGG-16, 35,641,826 parameters each; batch 1 x 268 x 268"), out
-  ratio = float(re.search(r"^inference ratio torchvision/jaxseg = (\S+)$", out, re.M).group(1))
-  assert math.isfinite(ratio) and ratio > 0, out
   assert result["model"] == "ssd300"
-  assert result["params"] == 35_641_826  # torchvision's ssd300_vgg16, asserted equal
+  ratio = _check_inference_run(out, result, 35_641_826)  # torchvision's ssd300_vgg16
   assert result["inference"]["ratio"] == pytest.approx(ratio, rel=1e-3)
-  tv_count, jax_count = result["inference"]["detections"]
-  assert tv_count == jax_count > 10, out  # same weights, same image: the same detections
-  assert result["inference"]["compile_s"] > 0
-  assert re.search(r"^\| inference ms / image \| \d+ \(\d+ / \d+\) \| \d+ \(\d+ / \d+\) \| "
-                   r"[\d.]+ \| [\d.]+ s \|$", out, re.M), out
-  assert "train" not in result
 
 
 def test_detection_bench_model_defaults_and_size_checks():
