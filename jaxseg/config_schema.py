@@ -77,6 +77,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.dtype": (one_of("float32", "bfloat16"), "'float32' or 'bfloat16'"),
     "dataset.image_size": (positive_int, "an integer >= 1 (pixels)"),
     "dataset.shuffle_buffer": (positive_int, "an integer >= 1"),
+    "dataset.shard_by_process": (lambda x: isinstance(x, bool), "True or False"),
     "dataset.ignore_index": (non_negative_int, "an integer >= 0"),
     "dataset.eval_crop": (optional(lambda x: _number(x) and 0 < x <= 1), "a number in (0, 1]"),
     "dataset.augment.min_scale": (positive, "a number > 0"),

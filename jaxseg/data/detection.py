@@ -473,14 +473,18 @@ def check_provides(source: DetectionSource, require: Sequence[str]) -> tuple[str
   return require
 
 
-def _read_built(source: DetectionSource, split: str, data_dir, decoders):
+def _read_built(source: DetectionSource, split: str, data_dir, decoders, by_process: bool):
+  """`sources.read_split` for a source with its own builder (prepared by `prepare`)."""
   builder = source.read_builder(data_dir)
   try:
-    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+    read, shares = sources.process_split(builder, split, by_process)
+    ds = builder.as_dataset(split=read, shuffle_files=False, decoders=decoders,
                             read_config=tfds.ReadConfig(shuffle_seed=0,
                                                         interleave_cycle_length=1))
   except (KeyError, ValueError) as e:
     raise ConfigError(f"split {split!r} of dataset {source.name!r}: {e}") from None
+  if shares is not None:
+    return ds, shares
   try:
     num_examples = builder.info.splits[split].num_examples
   except KeyError:
@@ -506,21 +510,24 @@ def load_split(dataset_config, which: str,
   decoders = None
   if source.mask_feature and "masks" in source.provides and "masks" not in features:
     decoders = {source.mask_feature: tfds.decode.SkipDecoding()}
+  by_process = sources.shard_by_process(dataset_config)
   if source.read_builder is not None:
-    ds, num_examples = _read_built(source, split, data_dir, decoders)
+    ds, num_examples = _read_built(source, split, data_dir, decoders, by_process)
   else:
     builder_config = source.builder_config(dataset_config) if source.builder_config else None
     ds, num_examples = sources.read_split(
         source.tfds_name, split, data_dir, builder_config=builder_config,
         generated_offline=source.generated_offline, prepare=source.prepare,
-        decoders=decoders)
+        decoders=decoders, by_process=by_process)
+  # image_id = position in the split, also when this process reads only its share.
+  offset = getattr(num_examples, "offset", 0)
 
   @tf.autograph.experimental.do_not_convert
   def to_example(index, raw):
     example = source.to_example(raw, dataset_config, features)
     example = {k: v for k, v in example.items()
                if k not in OPTIONAL_FEATURES or k in features}
-    example.setdefault("image_id", index)
+    example.setdefault("image_id", index + offset)
     return _checked(example, name, source.num_classes)
 
   return ds.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE), num_examples

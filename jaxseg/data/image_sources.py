@@ -57,10 +57,11 @@ import math
 import os
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxseg.data import shapes, shapes10, skeleton, sources
+from jaxseg.data import pipeline, shapes, shapes10, skeleton, sources
 from jaxseg.errors import ConfigError
 
 FEATURES = ("label", "box", "joints")
@@ -347,14 +348,22 @@ def load_split(dataset_config, which: str,
   split = dataset_config.get(f"{which}_split") or defaults[which == "eval"]
   read = dict(builder_config=source.builder_config and source.builder_config(dataset_config),
               generated_offline=source.generated_offline, prepare=source.prepare)
-  ds, num_examples = sources.read_split(source.tfds_name, split, dataset_config.data_dir, **read)
+  ds, num_examples = sources.read_split(source.tfds_name, split, dataset_config.data_dir,
+                                        **read, by_process=sources.shard_by_process(dataset_config))
   if "box" in features and source.unannotated_box_key:
     has_box = _has_box(source.unannotated_box_key)
     ds = ds.filter(has_box)
     boxes, _ = sources.read_split(
         source.tfds_name, split, dataset_config.data_dir, **read,
         decoders=tfds.decode.PartialDecoding({source.unannotated_box_key: True}))
-    num_examples = int(boxes.reduce(0, lambda n, ex: n + tf.cast(has_box(ex), tf.int32)))
+    if isinstance(num_examples, pipeline.SplitShares):  # boxed examples of every share
+      flags = np.fromiter(boxes.map(has_box).as_numpy_iterator(), bool)
+      ends = np.cumsum(num_examples.shares)
+      num_examples = pipeline.SplitShares(
+          [int(flags[end - n:end].sum()) for n, end in zip(num_examples.shares, ends)],
+          num_examples.index)
+    else:
+      num_examples = int(boxes.reduce(0, lambda n, ex: n + tf.cast(has_box(ex), tf.int32)))
 
   @tf.autograph.experimental.do_not_convert
   def to_example(raw):

@@ -32,6 +32,10 @@ Label maps (jaxseg name: TFDS name, image / mask feature, raw values -> labels, 
   split has no labels). Needs a manual download (see `SegmentationSource.prepare`).
 
 Catalog datasets are read only from a prepared data_dir: nothing is downloaded.
+
+With several processes, every process reads the whole split by default;
+config.dataset.shard_by_process=True makes each read only its even share of the split's
+records (`read_split`; trade-off in `jaxseg.data.pipeline`).
 """
 from __future__ import annotations
 
@@ -41,10 +45,11 @@ import fcntl
 import os
 from typing import Callable, Sequence
 
+import jax
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxseg.data import shapes
+from jaxseg.data import pipeline, shapes
 from jaxseg.errors import ConfigError, DataError
 
 IGNORE = -1  # label-table entry: the raw value becomes config.dataset.ignore_index
@@ -253,14 +258,47 @@ def _num_examples(builder, split, ds) -> int:
     return cardinality if cardinality >= 0 else int(ds.reduce(0, lambda n, _: n + 1))
 
 
+def shard_by_process(dataset_config) -> bool:
+  """config.dataset.shard_by_process (default False): whether each process reads only its
+  share of a split."""
+  value = dataset_config.get("shard_by_process", False)
+  if not isinstance(value, bool):
+    raise ConfigError(f"config.dataset.shard_by_process={value!r}; expected True or False")
+  return value
+
+
+def process_split(builder, split: str, by_process: bool):
+  """(what to read, its size or None): `split` itself, or with `by_process` and several
+  processes this process's share of it, `tfds.even_splits(split, n=process count)
+  [process index]` (sizes differ by at most one; nothing dropped), and a
+  `pipeline.SplitShares` holding every share's size (from the dataset's metadata)."""
+  count, index = jax.process_count(), jax.process_index()
+  if not by_process or count == 1:
+    return split, None
+  if "+" in split:
+    raise ConfigError(f"split {split!r}: config.dataset.shard_by_process reads one split or "
+                      f"one slice of it (e.g. 'train[:90%]'), not a sum of splits")
+  if not builder.info.splits:
+    raise FileNotFoundError(f"no split of {builder.name!r} is recorded")
+  parts = tfds.even_splits(split, n=count, drop_remainder=False)
+  # An unknown split is a KeyError or ValueError here, as in `as_dataset`.
+  sizes = [builder.info.splits[part].num_examples for part in parts]
+  return parts[index], pipeline.SplitShares(sizes, index)
+
+
 def read_split(tfds_name: str, split: str, data_dir, *, builder_config=None,
                generated_offline: bool = False, prepare: str = "",
-               decoders=None) -> tuple[tf.data.Dataset, int]:
+               decoders=None, by_process: bool = False) -> tuple[tf.data.Dataset, int]:
   """A TFDS split, unshuffled, and its size: the loading shared by every source.
 
   Checks `data_dir`; builds datasets `generated_offline` on first use (nothing is
   downloaded); a catalog dataset that is not prepared in `data_dir` is a DataError that
   says how to prepare it (`prepare`); an unknown split is a ConfigError.
+
+  `by_process` (config.dataset.shard_by_process) with several processes: this process
+  opens only its even share of the split's records (`process_split`), and the size is a
+  `pipeline.SplitShares` (the whole split's size, plus every share's) that makes
+  `pipeline.train_batches` / `eval_batches` batch the share as it is.
   """
   _check_data_dir(data_dir, create=generated_offline)
   builder = tfds_builder(tfds_name, data_dir, builder_config)
@@ -270,7 +308,8 @@ def read_split(tfds_name: str, split: str, data_dir, *, builder_config=None,
       builder = tfds_builder(tfds_name, data_dir, builder_config)
       builder.download_and_prepare()
   try:
-    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+    read, shares = process_split(builder, split, by_process)
+    ds = builder.as_dataset(split=read, shuffle_files=False, decoders=decoders,
                             read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
   except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
     where = data_dir or "the default TFDS data_dir"
@@ -279,7 +318,7 @@ def read_split(tfds_name: str, split: str, data_dir, *, builder_config=None,
                     f"jaxseg never downloads at run time") from None
   except (KeyError, ValueError) as e:
     raise ConfigError(f"split {split!r} of dataset {tfds_name!r}: {e}") from None
-  return ds, _num_examples(builder, split, ds)
+  return ds, shares if shares is not None else _num_examples(builder, split, ds)
 
 
 def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
@@ -293,7 +332,8 @@ def load_split(dataset_config, which: str) -> tuple[tf.data.Dataset, int]:
   ds, num_examples = read_split(
       source.tfds_name, split, dataset_config.data_dir,
       builder_config=_builder_config(source, dataset_config),
-      generated_offline=source.generated_offline, prepare=source.prepare)
+      generated_offline=source.generated_offline, prepare=source.prepare,
+      by_process=shard_by_process(dataset_config))
 
   ignore_index = dataset_config.ignore_index
 

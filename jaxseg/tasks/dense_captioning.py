@@ -91,7 +91,12 @@ class DenseCaptioningTask(detection.DetectionTask):
 
   @staticmethod
   def _training_captions(config):
-    ds, _ = det_data.load_split(config.dataset, "train", require=("captions",))
+    # The whole split on every process (also with config.dataset.shard_by_process): every
+    # process must build the same vocabulary.
+    dataset = config.dataset.copy_and_resolve_references()
+    with dataset.unlocked():
+      dataset.shard_by_process = False
+    ds, _ = det_data.load_split(dataset, "train", require=("captions",))
     for captions in ds.map(lambda e: e["captions"]).as_numpy_iterator():
       yield from (c.decode("utf-8") for c in captions)
 

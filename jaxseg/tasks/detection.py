@@ -151,6 +151,10 @@ class DetectionTask(base.Task):
     ds, n = det_data.load_split(c, which, require=self.required_features())
     if self.proposals is None:
       return ds, n
+    if isinstance(n, pipeline.SplitShares):
+      raise ConfigError("config.dataset.shard_by_process=True with precomputed region "
+                        "proposals: they are computed and cached for the whole split; "
+                        "set shard_by_process=False")
     source = det_data.get_detection_source(c.name, c)
     split = c.get(f"{which}_split") or (source.eval_split if which == "eval"
                                          else source.train_split)
