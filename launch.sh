@@ -185,10 +185,12 @@ case "$cmd" in
   test)
     setup test,bench,torch
     # The whole suite runs in pytest-xdist workers, one per core (at most 4: each XLA
-    # process holds ~1-2 GB); JAXSEG_TEST_WORKERS=0 runs it in this process.
+    # process holds ~1-2 GB); JAXSEG_TEST_WORKERS=0 runs it in this process. Work stealing:
+    # an idle worker takes pending tests from the other, so no long test is left queued
+    # behind another at the end.
     workers=${JAXSEG_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
     parallel=()
-    if [[ $workers -gt 1 ]]; then parallel=(-n "$workers"); fi
+    if [[ $workers -gt 1 ]]; then parallel=(-n "$workers" --dist worksteal); fi
     exec "$VENV/bin/python" -m pytest -q "${parallel[@]}" "$@" ;;
   bench)
     script=bench/train_step.py
