@@ -670,14 +670,23 @@ class AblationInterrupted(Exception):
   """SIGTERM during a run: its checkpoint is saved; the same command resumes."""
 
 
-def _commit() -> str:
-  """The git commit of the code (with '+dirty' for uncommitted changes), or 'unknown'."""
+# Changed files that cannot change a result: reports (a study's own results.md, csv and
+# plot, written into docs/ablations/ and committed later) and prose.
+_NOT_CODE = (":(top,exclude)docs", ":(top,exclude)README.md")
+
+
+def _commit(here: str | None = None) -> str:
+  """The git commit of the code (with '+dirty' for uncommitted changes to tracked files
+  outside docs/ and README.md: the report of a study just run, not committed yet, does
+  not make the next study's code dirty), or 'unknown'. `here`: a folder in the checkout
+  (default: this module's)."""
   import subprocess  # pylint: disable=g-import-not-at-top
-  here = os.path.dirname(os.path.abspath(__file__))
+  here = here or os.path.dirname(os.path.abspath(__file__))
   try:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
                           capture_output=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ":(top)", *_NOT_CODE], cwd=here,
                            text=True, capture_output=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"

@@ -253,3 +253,29 @@ def test_committed_tables_match_the_code(path):
   assert a.name not in STALE_UNTIL_RERUN, f"{a.name} was re-run: drop it from STALE_UNTIL_RERUN"
   wrong = ablate.table_mismatches(a, table)
   assert not wrong, f"{table} is stale (re-run the study): " + "; ".join(wrong)
+
+
+def test_commit_is_dirty_for_code_changes_only(tmp_path):
+  """A changed tracked file makes the commit '+dirty', except reports and prose (docs/,
+  README.md): a study's report written but not committed yet leaves the next study clean."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  def git(*args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                   check=True, capture_output=True)
+
+  for path in ("pkg/code.py", "docs/ablations/s/results.md", "README.md"):
+    (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / path).write_text("v1\n")
+  git("init", "-q")
+  git("add", ".")
+  git("commit", "-qm", "c")
+  pkg = str(tmp_path / "pkg")
+  clean = ablate._commit(pkg)  # pylint: disable=protected-access
+  assert clean and clean != "unknown" and not clean.endswith("+dirty")
+  (tmp_path / "docs/ablations/s/results.md").write_text("v2\n")
+  (tmp_path / "README.md").write_text("v2\n")
+  (tmp_path / "new_untracked.py").write_text("x\n")
+  assert ablate._commit(pkg) == clean  # pylint: disable=protected-access
+  (tmp_path / "pkg/code.py").write_text("v2\n")
+  assert ablate._commit(pkg) == clean + "+dirty"  # pylint: disable=protected-access
