@@ -117,6 +117,9 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
     records = json.load(f)
   assert len(records) == config.dataset.generator.num_validation
   assert all(set(d) == {"box", "score", "caption"} for r in records for d in r["detections"])
+  assert all(set(g) == {"box", "caption", "generated"} for r in records for g in r["ground_truth"])
+  errors = dense_captioning.caption_errors(records)
+  assert errors["exact"] / errors["boxes"] == pytest.approx(summary["eval"]["gt_exact_match"])
   assert os.path.exists(summary["picture"])
 
   image = np.zeros((40, 50, 3), np.uint8)
@@ -161,3 +164,35 @@ def test_bad_configs_are_one_line_errors(config, data_dir):
                                        "faster_rcnn_shapes.py"), "tiny")
   with pytest.raises(ConfigError, match="expected 'dense_captioning'"):
     predict.predict_files(detection, ["x.png"], "/nonexistent", "/tmp", query="red")
+
+
+def test_caption_errors_break_gt_box_captions_down_by_part():
+  parts = dense_captioning.caption_parts
+  assert parts("a large red circle") == ("large", "red", "circle", None, None)
+  assert parts("a small blue square behind an orange triangle") == (
+      "small", "blue", "square", "behind", ("orange", "triangle"))
+  assert parts("a small blue square in front of a red circle")[3:] == ("in front of",
+                                                                       ("red", "circle"))
+  assert parts("a red") is None and parts("a small red circle behind") is None
+  ref = "a small red circle in front of a blue square"
+  gt = lambda caption, generated: {"box": [0.0, 0.0, 32.0, 10.0], "caption": caption,
+                                   "generated": generated}
+  records = [{"ground_truth": [
+      gt("a small red circle", "a small red circle"),
+      gt("a small red circle", "a medium red circle"),                      # size only
+      gt("a small red circle", "a small red circle behind a blue square"),  # said
+      gt(ref, "a small red circle"),                                        # unsaid
+      gt(ref, "a small red circle behind a blue square"),                   # direction
+      gt(ref, "a large green circle in front of a blue circle"),  # size, colour, object
+      gt(ref, "a small red circle in front of")]}]                          # malformed
+  e = dense_captioning.caption_errors(records, image_size=128)
+  assert (e["boxes"], e["exact"], e["malformed"]) == (7, 1, 1)
+  assert e["wrong"] == {"size": 2, "colour": 1, "shape": 0, "relation said": 1,
+                        "relation unsaid": 1, "relation direction": 1, "relation object": 1}
+  assert e["only"] == {"size": 1, "colour": 0, "shape": 0, "relation said": 1,
+                       "relation unsaid": 1, "relation direction": 1, "relation object": 0}
+  assert e["size_margin"]["q50"] == pytest.approx(0.005)  # 32 / 128 = 0.25 vs 0.245
+  text = dense_captioning.format_caption_errors(e)
+  assert "7 gt boxes, exact 1 (0.143)" in text and "relation unsaid" in text
+  with pytest.raises(ValueError, match="generated"):
+    dense_captioning.caption_errors([{"ground_truth": [{"box": [0, 0, 1, 1], "caption": "a"}]}])

@@ -10,7 +10,7 @@ import pytest
 from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, LanguageModel
-from jaxseg.models.densecap import LOSS_TERMS, DenseCap, build_densecap
+from jaxseg.models.densecap import LOSS_TERMS, DenseCap, box_geometry_features, build_densecap
 from test_faster_rcnn import host_init
 
 
@@ -345,6 +345,10 @@ def test_build_densecap_config_errors():
     build_densecap(12, lm=dict(layers=2))
   with pytest.raises(ConfigError, match="vocab_size"):
     build_densecap(12, lm=dict(vocab_size=40))
+  with pytest.raises(ConfigError, match="geometry_width"):
+    build_densecap(12, box_geometry=True, geometry_width=-1)
+  with pytest.raises(ConfigError, match="context_scale"):
+    build_densecap(12, context_scale=-1.0)
   model = build_densecap(12, sampler="roi_align", decode="beam", beam_size=2,
                          lm=dict(max_length=4), rpn=dict(nms_threshold=0.6))
   assert model.sampler == "roi_align" and model.lm.vocab_size == 12 and model.lm.max_length == 4
@@ -352,6 +356,8 @@ def test_build_densecap_config_errors():
 
 
 @pytest.mark.parametrize("fields", [dict(sampler="roi_align", box_geometry=True),
+                                    dict(box_geometry=True, geometry_width=8),
+                                    dict(context_scale=2.0),
                                     dict(decode="beam", dtype=jnp.bfloat16)])
 def test_densecap_variants_trace(fields):
   """The other sampler, the box-geometry input, beam decoding and bfloat16 compute give
@@ -395,3 +401,54 @@ def test_caption_iou_threshold_captions_only_tight_regions(setup):
     assert (float(terms["caption"]) > 0) == captioned
     if captioned:  # the loss of the gt rows alone: not the loss over every positive
       assert float(terms["caption"]) != pytest.approx(float(base["caption"]), rel=1e-4)
+
+
+def test_box_geometry_raw_and_encoded():
+  """box_geometry_features: the 6 raw numbers, + longer / shorter side and 3 logs when
+  encoded; geometry_width > 0 puts them through their own Dense + ReLU (its width, not
+  the 6 numbers, joins the pooled features), 0 appends the raw 6."""
+  boxes = jnp.asarray([[[8.0, 16.0, 40.0, 24.0]]])  # 32 x 8 in a 64 (H) x 128 (W) image
+  raw = np.asarray(box_geometry_features(boxes, (64, 128)))[0, 0]
+  np.testing.assert_allclose(raw, [1 / 16, 1 / 4, 5 / 16, 3 / 8, 1 / 4, 1 / 8])
+  enc = np.asarray(box_geometry_features(boxes, (64, 128), encoded=True))[0, 0]
+  np.testing.assert_allclose(enc[:6], raw)
+  np.testing.assert_allclose(enc[6:], [1 / 4, 1 / 8, np.log(1 / 4), np.log(1 / 8), np.log(1 / 4)],
+                             rtol=1e-6)
+  assert np.isfinite(np.asarray(box_geometry_features(jnp.zeros((1, 4)), (8, 8), True))).all()
+  images = jnp.zeros((1, 64, 64, 3))
+  kernels = {}
+  for width in (0, 8):
+    model = _model(box_geometry=True, geometry_width=width)
+    params = jax.eval_shape(lambda m=model: m.init({"params": jax.random.key(0)}, images))
+    params = params["params"]
+    kernels[width] = params["recognition_0"]["kernel"].shape[0]
+    assert ("geometry_fc" in params) == (width > 0)
+  assert params["geometry_fc"]["kernel"].shape == (11, 8)
+  assert kernels[8] - kernels[0] == 8 - 6
+
+
+def test_context_scale_adds_the_enlarged_box_grid(setup):
+  """context_scale: the recognition input is the box's grid then the grid of the box
+  enlarged about its centre (here 2x: [8, 8, 24, 24] -> [0, 0, 32, 32])."""
+  model = _model(context_scale=2.0)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  first = variables["params"]["recognition_0"]["kernel"]
+  assert first.shape[0] == 2 * setup.variables["params"]["recognition_0"]["kernel"].shape[0]
+  boxes = jnp.asarray([[[8.0, 8.0, 24.0, 24.0]]])
+
+  def inputs(m, v, b):  # the flattened grids that enter recognition_0
+    fmap, stride = m.apply(v, setup.images, False, method=DenseCap._features)
+    return jnp.concatenate([ops.roi.bilinear_sample(fmap, r, m.pool_size, 1.0 / stride,
+                                                    image_size=(64, 64)).reshape(1, 1, -1)
+                            for r in b], -1)
+
+  def code(m, v, x):  # recognition on given inputs
+    for k in range(len(m.recognition_widths)):
+      p = v["params"][f"recognition_{k}"]
+      x = jax.nn.relu(x @ p["kernel"] + p["bias"])
+    return x
+
+  x = inputs(model, variables, [boxes, jnp.asarray([[[0.0, 0.0, 32.0, 32.0]]])])
+  fmap, stride = model.apply(variables, setup.images, False, method=DenseCap._features)
+  codes, _, _ = model.apply(variables, fmap, stride, boxes, (64, 64), method=DenseCap._codes)
+  np.testing.assert_allclose(codes, code(model, variables, x), rtol=1e-5, atol=1e-6)

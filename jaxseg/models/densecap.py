@@ -9,7 +9,8 @@ with static shapes.
     NMS -> proposals; its *_train / *_test top-k fields) -> sampler (`sampler`:
     "bilinear", the paper's bilinear interpolation, `ops.roi.bilinear_sample`, or
     "roi_align") pools pool_size x pool_size per region -> recognition network
-    (flatten [+ box geometry] -> FC + ReLU per `recognition_widths` -> the region code;
+    (flatten [+ a context grid] [+ box geometry] -> FC + ReLU per `recognition_widths`
+    -> the region code;
     from the code a linear box refinement `box_pred` (4 deltas over the region, box-coder
     weights `box_weights`, zero-initialised as DenseCap's box_reg_branch) and a
     confidence logit `confidence`) -> `LanguageModel` (jaxseg.models.captioning) on the
@@ -18,6 +19,15 @@ with static shapes.
 `box_geometry` (a jaxseg option, off by default): the box's x1 / W, y1 / H, x2 / W, y2 / H,
 w / W, h / H appended to the flattened pooled features, so the code knows the region's
 size and position (the paper's regions have no context beyond their pooled grid).
+`geometry_width` (with box_geometry; 0, the default: the 6 raw numbers as above): the box
+encoded by its own learned layer instead, Dense(geometry_width) + ReLU of those 6 numbers
+and the longer and shorter side over the image side and the logs of w / W, h / H and the
+longer side (`box_geometry_features`), concatenated with the flattened pooled features:
+a handful of raw numbers among thousands of pooled features is easily drowned out.
+`context_scale` (a jaxseg option; 0, the default: none): the box enlarged about its
+centre by this factor is sampled too (same sampler and pool_size; beyond the image
+border the bilinear sampler reads 0) and its flattened grid concatenated with the box's,
+so the code sees what surrounds the region (an occluder just outside it).
 
 Training (`__call__(images, targets=...)`; the "sampling" rng collection draws the
 samples, as FasterRCNN): the RPN's own losses ("rpn_objectness", "rpn_box": its
@@ -96,6 +106,21 @@ DECODERS = ("greedy", "beam")
 LOSS_TERMS = ("rpn_objectness", "rpn_box", "box", "confidence", "caption")
 
 
+def box_geometry_features(boxes, image_hw, encoded: bool = False):
+  """Boxes [..., 4] (pixels) -> x1 / W, y1 / H, x2 / W, y2 / H, w / W, h / H [..., 6];
+  `encoded`: also the longer and the shorter of w / W, h / H and the logs of w / W, h / H
+  and the longer side (floored at 1e-3) [..., 11]."""
+  h, w = (float(v) for v in image_hw)
+  corners = boxes.astype(jnp.float32) / jnp.asarray([w, h, w, h], jnp.float32)
+  sides = corners[..., 2:] - corners[..., :2]
+  parts = [corners, sides]
+  if encoded:
+    longer = jnp.max(sides, -1, keepdims=True)
+    logs = jnp.log(jnp.maximum(jnp.concatenate([sides, longer], -1), 1e-3))
+    parts += [longer, jnp.min(sides, -1, keepdims=True), logs]
+  return jnp.concatenate(parts, -1)
+
+
 class DenseCap(nn.Module):
   """Backbone + RPN (localization layer) + sampler + recognition network + LM (see the
   module docstring)."""
@@ -107,6 +132,8 @@ class DenseCap(nn.Module):
   backbone_level: str = "stride_16"
   recognition_widths: Sequence[int] = (4096, 4096)
   box_geometry: bool = False
+  geometry_width: int = 0  # > 0: the box geometry through Dense(geometry_width) + ReLU
+  context_scale: float = 0.0  # > 0: also sample the box enlarged by this factor
   sampled_regions: int = 256
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
@@ -133,6 +160,10 @@ class DenseCap(nn.Module):
     self.recognition = [nn.Dense(w, dtype=self.dtype) for w in self.recognition_widths]
     self.box_pred = nn.Dense(4, dtype=self.dtype, kernel_init=nn.initializers.zeros)
     self.confidence = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01))
+    if self.geometry_width < 0:
+      raise ValueError(f"geometry_width={self.geometry_width}; expected >= 0")
+    if self.box_geometry and self.geometry_width:
+      self.geometry_fc = nn.Dense(self.geometry_width, dtype=self.dtype)
 
   # -- parts ---------------------------------------------------------------------------
   def _features(self, images, train: bool):
@@ -144,16 +175,24 @@ class DenseCap(nn.Module):
   def _codes(self, fmap, stride, boxes, image_hw):
     """Regions [B, R, 4] -> (codes [B, R, D], deltas [B, R, 4], confidence logits [B, R])."""
     scale = 1.0 / stride
-    if self.sampler == "bilinear":
-      pooled = ops.roi.bilinear_sample(fmap, boxes, self.pool_size, scale, image_size=image_hw)
-    else:
-      pooled = ops.roi.roi_align(fmap, boxes, self.pool_size, scale, 2, True)
-    x = pooled.reshape(pooled.shape[:2] + (-1,)).astype(self.dtype)
+
+    def pool(regions):
+      if self.sampler == "bilinear":
+        out = ops.roi.bilinear_sample(fmap, regions, self.pool_size, scale,
+                                      image_size=image_hw)
+      else:
+        out = ops.roi.roi_align(fmap, regions, self.pool_size, scale, 2, True)
+      return out.reshape(out.shape[:2] + (-1,)).astype(self.dtype)
+
+    x = pool(boxes)
+    if self.context_scale:
+      centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+      half = (boxes[..., 2:] - boxes[..., :2]) * (self.context_scale / 2)
+      x = jnp.concatenate([x, pool(jnp.concatenate([centre - half, centre + half], -1))], -1)
     if self.box_geometry:
-      h, w = (float(v) for v in image_hw)
-      size = jnp.asarray([w, h, w, h], jnp.float32)
-      corners = boxes / size
-      geometry = jnp.concatenate([corners, corners[..., 2:] - corners[..., :2]], -1)
+      geometry = box_geometry_features(boxes, image_hw, encoded=bool(self.geometry_width))
+      if self.geometry_width:
+        geometry = nn.relu(self.geometry_fc(geometry.astype(self.dtype)))
       x = jnp.concatenate([x, geometry.astype(self.dtype)], -1)
     for fc in self.recognition:
       x = nn.relu(fc(x))
@@ -289,6 +328,12 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
                       f"{SAMPLERS}")
   if fields.get("decode", "greedy") not in DECODERS:
     raise ConfigError(f"config.model.decode={fields['decode']!r}; expected one of {DECODERS}")
+  if int(fields.get("geometry_width", 0)) < 0:
+    raise ConfigError(f"config.model.geometry_width={fields['geometry_width']!r}; expected >= 0 "
+                      "(0: the raw box geometry)")
+  if float(fields.get("context_scale", 0.0)) < 0:
+    raise ConfigError(f"config.model.context_scale={fields['context_scale']!r}; expected >= 0 "
+                      "(0: no context)")
   if int(fields.get("beam_size", 3)) < 1:
     raise ConfigError(f"config.model.beam_size={fields['beam_size']!r}; expected >= 1")
   rpn = _fields(RPN, dict(_plain(rpn or {})), "config.model.rpn")
@@ -320,4 +365,4 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
                   backbone_level=str(backbone_level), dtype=dtype, **fields)
 
 
-__all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "SAMPLERS", "build_densecap"]
+__all__ = ["DECODERS", "DenseCap", "box_geometry_features", "LOSS_TERMS", "SAMPLERS", "build_densecap"]

@@ -246,7 +246,8 @@ class DenseCaptioningTask(detection.DetectionTask):
 
   def exports(self, total) -> dict:
     """results/<step>/dense_captions.json: every image's detections with captions and its
-    ground truth, in source pixels."""
+    ground truth, in source pixels, each gt box with its reference `caption` and the
+    caption `generated` from that box (gt_exact_match; `caption_errors` breaks it down)."""
     records = []
     for part in total:
       factor = np.concatenate([part["scale_xy"]] * 2, -1)[:, None, :]
@@ -260,7 +261,8 @@ class DenseCaptioningTask(detection.DetectionTask):
                             "caption": self.vocab.decode(part["det_tokens"][i, j])}
                            for j in d],
             "ground_truth": [{"box": (part["gt_boxes"][i, j] / factor[i, 0]).tolist(),
-                              "caption": self.vocab.decode(part["gt_tokens"][i, j])}
+                              "caption": self.vocab.decode(part["gt_tokens"][i, j]),
+                              "generated": self.vocab.decode(part["gt_caption_of_box"][i, j])}
                              for j in g]})
     return {"dense_captions.json": records}
 
@@ -327,3 +329,118 @@ def captioned(image, boxes, captions, scores=None, scale: int = 2,
   for text in texts + [""] * max((lines or 0) - len(texts), 0):
     out = viz.caption(out, text)
   return out
+
+
+# -- analysis: where gt-box captions go wrong ------------------------------------------------
+CAPTION_PARTS = ("size", "colour", "shape", "relation said", "relation unsaid",
+                 "relation direction", "relation object")
+_DIRECTIONS = ("in front of", "behind")
+
+
+def caption_parts(text: str):
+  """"a SIZE COLOUR SHAPE [behind|in front of ART COLOUR SHAPE]" (shapes_captions'
+  grammar) -> (size, colour, shape, direction | None, (colour, shape) | None); None when
+  the caption does not follow the grammar."""
+  words = text.split()
+  if len(words) < 4 or words[0] != "a":
+    return None
+  head, rest = words[1:4], " ".join(words[4:])
+  if not rest:
+    return (*head, None, None)
+  for direction in _DIRECTIONS:
+    tail = rest[len(direction):].split()
+    if rest.startswith(direction + " ") and len(tail) == 3 and tail[0] in ("a", "an"):
+      return (*head, direction, tuple(tail[1:]))
+  return None
+
+
+def caption_errors(records, image_size: float | None = None) -> dict:
+  """The gt-box captions of `exports`' records (each gt's reference `caption` and its
+  `generated` caption) broken down by part: per part of CAPTION_PARTS the number of boxes
+  with that part wrong (`wrong`) and with only that part wrong (`only`); "relation said":
+  a clause the reference has not, "relation unsaid": the reference's clause missing;
+  direction and object are counted where both have a clause; `malformed`: generated
+  captions off the grammar. With `image_size` (pixels), `size_margin`: how far (in units
+  of the image side) the longer box side of each size error is from the nearest
+  threshold of shapes_captions.SIZE_THRESHOLDS (quantiles)."""
+  from jaxseg.data.shapes_captions import SIZE_THRESHOLDS  # pylint: disable=import-outside-toplevel
+  wrong = dict.fromkeys(CAPTION_PARTS, 0)
+  only = dict.fromkeys(CAPTION_PARTS, 0)
+  n = exact = malformed = 0
+  margins = []
+  for record in records:
+    for gt in record["ground_truth"]:
+      if "generated" not in gt:
+        raise ValueError("dense_captions.json without the generated gt-box captions "
+                         "(`generated`); written by evals since this tool exists")
+      n += 1
+      if gt["generated"] == gt["caption"]:
+        exact += 1
+        continue
+      ref, gen = caption_parts(gt["caption"]), caption_parts(gt["generated"])
+      if ref is None or gen is None:
+        malformed += 1
+        continue
+      bad = [part for part, r, g in zip(CAPTION_PARTS[:3], ref, gen) if r != g]
+      if ref[3] is None and gen[3] is not None:
+        bad.append("relation said")
+      elif ref[3] is not None and gen[3] is None:
+        bad.append("relation unsaid")
+      elif ref[3] is not None:
+        bad += ["relation direction"] * (ref[3] != gen[3]) + ["relation object"] * (ref[4] != gen[4])
+      for part in bad:
+        wrong[part] += 1
+      if len(bad) == 1:
+        only[bad[0]] += 1
+      if "size" in bad and image_size:
+        x1, y1, x2, y2 = gt["box"]
+        side = max(x2 - x1, y2 - y1) / float(image_size)
+        margins.append(min(abs(side - t) for t in SIZE_THRESHOLDS))
+  out = {"boxes": n, "exact": exact, "malformed": malformed, "wrong": wrong, "only": only}
+  if margins:
+    out["size_margin"] = {f"q{q}": float(np.quantile(margins, q / 100)) for q in (25, 50, 75, 90)}
+  return out
+
+
+def format_caption_errors(e: dict) -> str:
+  n = max(e["boxes"], 1)
+  lines = [f"{e['boxes']} gt boxes, exact {e['exact']} ({e['exact'] / n:.3f}), malformed "
+           f"{e['malformed']} ({e['malformed'] / n:.3f})",
+           f"{'part':<20}{'wrong':>7}{'of boxes':>10}{'only':>7}{'of boxes':>10}"]
+  for part in CAPTION_PARTS:
+    w, o = e["wrong"][part], e["only"][part]
+    lines.append(f"{part:<20}{w:>7}{w / n:>10.3f}{o:>7}{o / n:>10.3f}")
+  if "size_margin" in e:
+    lines.append("size errors, |longer side / image side - nearest threshold|: "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in e["size_margin"].items()))
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  """python -m jaxseg.tasks.dense_captioning WORKDIR [--step N]: the gt-box caption error
+  breakdown (caption_errors) of a run's eval output results/<step>/dense_captions.json
+  (default: the last step)."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument("workdir")
+  parser.add_argument("--step", type=int, default=None)
+  args = parser.parse_args(argv)
+  results = os.path.join(args.workdir, "results")
+  steps = sorted(int(s) for s in os.listdir(results) if s.isdigit()) if os.path.isdir(results) else []
+  if not steps:
+    raise SystemExit(f"no results/<step>/ in {args.workdir}")
+  step = steps[-1] if args.step is None else args.step
+  with open(os.path.join(results, f"{step:06d}", "dense_captions.json")) as f:
+    records = json.load(f)
+  image_size = None
+  config_path = os.path.join(args.workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      image_size = json.load(f).get("dataset", {}).get("image_size")
+  print(f"{args.workdir} step {step}")
+  print(format_caption_errors(caption_errors(records, image_size)))
+
+
+if __name__ == "__main__":
+  main()
