@@ -426,20 +426,28 @@ def main(argv=None):
   parser.add_argument("workdir")
   parser.add_argument("--step", type=int, default=None)
   args = parser.parse_args(argv)
+  from jaxseg import cli  # pylint: disable=import-outside-toplevel
   results = os.path.join(args.workdir, "results")
   steps = sorted(int(s) for s in os.listdir(results) if s.isdigit()) if os.path.isdir(results) else []
   if not steps:
-    raise SystemExit(f"no results/<step>/ in {args.workdir}")
+    cli.fail(f"{args.workdir}: no results/<step>/ (expected the workdir of a dense-captioning "
+             "run that has evaluated)")
   step = steps[-1] if args.step is None else args.step
-  with open(os.path.join(results, f"{step:06d}", "dense_captions.json")) as f:
-    records = json.load(f)
+  if step not in steps:
+    cli.fail(f"--step={step}: {args.workdir} has results of steps {steps}")
   image_size = None
   config_path = os.path.join(args.workdir, "config.json")
   if os.path.exists(config_path):
     with open(config_path) as f:
       image_size = json.load(f).get("dataset", {}).get("image_size")
+  try:
+    with open(os.path.join(results, f"{step:06d}", "dense_captions.json")) as f:
+      errors = caption_errors(json.load(f), image_size)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    cli.fail(f"{args.workdir} step {step}: cannot read dense_captions.json ({e}); expected "
+             "the eval output of a dense-captioning run")
   print(f"{args.workdir} step {step}")
-  print(format_caption_errors(caption_errors(records, image_size)))
+  print(format_caption_errors(errors))
 
 
 if __name__ == "__main__":
