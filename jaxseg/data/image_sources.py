@@ -356,14 +356,14 @@ def load_split(dataset_config, which: str,
     boxes, _ = sources.read_split(
         source.tfds_name, split, dataset_config.data_dir, **read,
         decoders=tfds.decode.PartialDecoding({source.unannotated_box_key: True}))
+    flags = np.fromiter(boxes.map(has_box).as_numpy_iterator(), bool)  # the whole split's
     if isinstance(num_examples, pipeline.SplitShares):  # boxed examples of every share
-      flags = np.fromiter(boxes.map(has_box).as_numpy_iterator(), bool)
       ends = np.cumsum(num_examples.shares)
       num_examples = pipeline.SplitShares(
           [int(flags[end - n:end].sum()) for n, end in zip(num_examples.shares, ends)],
           num_examples.index)
     else:
-      num_examples = int(boxes.reduce(0, lambda n, ex: n + tf.cast(has_box(ex), tf.int32)))
+      num_examples = int(flags.sum())
 
   @tf.autograph.experimental.do_not_convert
   def to_example(raw):
