@@ -37,7 +37,10 @@ evaluates that run's final checkpoint (of the same seed) under its own overrides
 the same weights with a different inference mode). The report (results.md with per-metric
 mean, std, min and max, claims and provenance; results.csv, one row per run and seed;
 plot.png with std error bars) goes into the workdir and into `--report_dir` (default
-docs/ablations/<name> when --workdir is the default, else nowhere).
+docs/ablations/<name> when --workdir is the default, else nowhere). A report that replaces
+an earlier results.md lists under "Verdict changes" each claim whose verdict differs from
+the earlier report's, with the code of each, and keeps the earlier report's own list, so
+a re-run study says what it overturned (`earlier_report`, `verdict_change_lines`).
 
 Many hosts: `--shard=i/n` runs only shard i's (run, seed) pairs (`shard_of`: round-robin
 over groups, a run evaluating another's checkpoint in its group, the same on every host
@@ -961,11 +964,75 @@ def _grouped(results, what) -> list[tuple[str, list[str]]]:
   return list(out.items())
 
 
-def _provenance_lines(results, command: str, seconds) -> list[str]:
-  def commit(res):
-    return _commit_text(res.get("provenance", {}).get("commit") or res.get("commit")
-                        or "unrecorded")
+def _commit_of(res) -> str:
+  return _commit_text(res.get("provenance", {}).get("commit") or res.get("commit")
+                      or "unrecorded")
 
+
+def _code_text(results) -> str:
+  """The code the results came from, as the report's provenance names it."""
+  groups = _grouped(results, _commit_of)
+  if len(groups) == 1:
+    return groups[0][0]
+  return "; ".join(f"{value}: {', '.join(runs)}" for value, runs in groups)
+
+
+VERDICT_CHANGES = "## Verdict changes"
+_CLAIM_LINE = re.compile(r"^- (.+): \*\*(.+?)\*\*")
+_VERDICT_ALIASES = {"does not reproduce": "does not hold"}  # the wording of older reports
+
+
+def _verdict_key(verdict: str) -> str:
+  v = verdict.strip().lower()
+  return _VERDICT_ALIASES.get(v, v)
+
+
+def earlier_report(path: str) -> dict | None:
+  """What an existing results.md says, for the report that replaces it: {"verdicts":
+  {claim text: verdict}, "code": its provenance's code (e.g. "commit 4fa1599"),
+  "changes": the lines of its own verdict-changes section}; None without a readable file.
+  Reads every report format jaxseg has written (older ones say "Code: commit X." and
+  "does NOT reproduce")."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError):
+    return None
+  out, section = {"verdicts": {}, "code": "code unrecorded", "changes": []}, None
+  for i, line in enumerate(lines):
+    if line.startswith("#"):
+      section = line.strip()
+      continue
+    if section == "## Claims" and (m := _CLAIM_LINE.match(line)):
+      out["verdicts"][m.group(1)] = m.group(2)
+    elif section == VERDICT_CHANGES and line.startswith("- "):
+      out["changes"].append(line)
+    elif m := re.match(r"^(?:- )?Code:\s*(.*?)\.?\s*$", line):
+      items = itertools.takewhile(lambda l: l.startswith("  - "), lines[i + 1:])
+      out["code"] = m.group(1) or "; ".join(item[4:] for item in items)
+  return out
+
+
+def verdict_change_lines(earlier: dict | None, verdicts, code: str) -> list[str]:
+  """The report's verdict-changes section: the earlier report's own changes, kept, and
+  each claim whose verdict differs from the earlier report's (same claim text)."""
+  if not earlier:
+    return []
+  changes = list(earlier["changes"])
+  for text, verdict in verdicts:
+    was = earlier["verdicts"].get(text)
+    if was is not None and _verdict_key(was) != _verdict_key(verdict):
+      line = (f"- {text}: **{_verdict_key(was)}** with {earlier['code']} -> **{verdict}** "
+              f"with {code}")
+      if line not in changes:
+        changes.append(line)
+  if not changes:
+    return []
+  return ["", VERDICT_CHANGES, "", "Claims whose verdict differs from the report this one "
+          "replaced (earlier changes are kept from report to report):", "", *changes]
+
+
+def _provenance_lines(results, command: str, seconds) -> list[str]:
   def versions(res):
     v = res.get("provenance", {}).get("versions")
     return ", ".join(f"{k} {x}" for k, x in v.items()) if v else "unrecorded"
@@ -974,7 +1041,7 @@ def _provenance_lines(results, command: str, seconds) -> list[str]:
     return res.get("provenance", {}).get("machine") or "unrecorded"
 
   lines = ["", "## Provenance", ""]
-  for title, what in (("Code", commit), ("Versions", versions), ("Machine", where)):
+  for title, what in (("Code", _commit_of), ("Versions", versions), ("Machine", where)):
     groups = _grouped(results, what)
     if len(groups) == 1:
       lines.append(f"- {title}: {groups[0][0]}")
@@ -999,10 +1066,12 @@ def write_report(ablation, results: list[dict], out_dir: str, command: str,
                  seconds: float | None = None, merge: dict | None = None) -> str:
   """results.md (mean ± std per metric, spread, claim verdicts, provenance), results.csv
   (one row per run and seed, with params, GFLOP per image, wall time and commit) and
-  plot.png (std error bars with several seeds). `merge`: what `merge_results` says
-  (its dirs, missing pairs and notes), for a report merged from workdirs."""
+  plot.png (std error bars with several seeds); the verdict changes against the
+  results.md it replaces. `merge`: what `merge_results` says (its dirs, missing pairs and
+  notes), for a report merged from workdirs."""
   missing = merge["missing"] if merge else []
   os.makedirs(out_dir, exist_ok=True)
+  earlier = earlier_report(os.path.join(out_dir, "results.md"))
   metrics = list(ablation.metrics)
   figures = [m for m in CSV_FIGURES if m not in metrics]
   columns = ["run", "seed", *metrics, *figures, "wall_seconds", "commit", "error"]
@@ -1054,6 +1123,7 @@ def write_report(ablation, results: list[dict], out_dir: str, command: str,
     checks = [c["check"] for c in ablation.claims]
     lines += [f"- {text}: **{verdict}** (`{check}`)"
               for (text, verdict), check in zip(verdicts, checks)]
+    lines += verdict_change_lines(earlier, verdicts, _code_text(results))
   lines += _provenance_lines(results, command, seconds)
   notes = ablation.get("notes", None)
   if notes:

@@ -210,6 +210,44 @@ def test_report_has_spread_provenance_and_error_bars(tmp_path):
       tmp_path / "old" / "results.md").read_text()
 
 
+def test_report_says_which_verdicts_changed_and_keeps_saying_it(tmp_path):
+  a = ml_collections.ConfigDict()
+  a.name, a.base, a.metrics = "toy", f"{UNET_CONFIG}:tiny", ("acc",)
+  a.claims = [dict(text="b beats a", check="r['b']['acc'] > r['a']['acc']"),
+              dict(text="c: beats a", check="r['c']['acc'] > r['a']['acc']")]
+  out = tmp_path / "study"
+  out.mkdir()
+  # A report in the older single-seed format (its wording and its "Code:" line).
+  (out / "results.md").write_text(
+      "# Ablation: toy\n\nCode: commit 4fa1599.\n\n## Claims\n\n"
+      "- b beats a: **does NOT reproduce**\n- c: beats a: **holds**\n- gone: **holds**\n")
+  prov = {"commit": "b848a09", "machine": "M", "versions": {}}
+  results = _seeded({"a": [0.50, 0.52, 0.51], "b": [0.60, 0.61, 0.62],
+                     "c": [0.55, 0.45, 0.70]}, provenance=prov)
+  ablate.write_report(a, results, str(out), "cmd")
+  text = (out / "results.md").read_text()
+  changed = ["- b beats a: **does not hold** with commit 4fa1599 -> **holds** with commit "
+             "b848a09 (clean tree)",
+             "- c: beats a: **holds** with commit 4fa1599 -> **inconclusive** with commit "
+             "b848a09 (clean tree)"]
+  section = text.split(ablate.VERDICT_CHANGES)[1].split("## Provenance")[0]
+  assert [l for l in section.splitlines() if l.startswith("- ")] == changed
+  # Merged again (same results): the changes stay, none is added or repeated.
+  ablate.write_report(a, results, str(out), "cmd")
+  assert (out / "results.md").read_text() == text
+  # A later run whose verdicts differ again adds its change below the earlier ones.
+  later = _seeded({"a": [0.5, 0.5, 0.5], "b": [0.4, 0.4, 0.4], "c": [0.6, 0.6, 0.6]},
+                  provenance=dict(prov, commit="c0ffee1"))
+  ablate.write_report(a, later, str(out), "cmd")
+  section = (out / "results.md").read_text().split(ablate.VERDICT_CHANGES)[1]
+  assert [l for l in section.splitlines() if l.startswith("- ")][:3] == changed + [
+      "- b beats a: **holds** with commit b848a09 (clean tree) -> **does not hold** with "
+      "commit c0ffee1 (clean tree)"]
+  # No earlier report, or the same verdicts: no section.
+  ablate.write_report(a, results, str(tmp_path / "fresh"), "cmd")
+  assert ablate.VERDICT_CHANGES not in (tmp_path / "fresh" / "results.md").read_text()
+
+
 def test_seed_dirs_and_the_older_single_seed_layout(tmp_path):
   workdir = str(tmp_path)
   assert ablate.seed_dir(workdir, "a b", 0, 0) == os.path.join(workdir, "a_b", "seed_0")
