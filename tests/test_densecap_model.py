@@ -452,3 +452,37 @@ def test_context_scale_adds_the_enlarged_box_grid(setup):
   fmap, stride = model.apply(variables, setup.images, False, method=DenseCap._features)
   codes, _, _ = model.apply(variables, fmap, stride, boxes, (64, 64), method=DenseCap._codes)
   np.testing.assert_allclose(codes, code(model, variables, x), rtol=1e-5, atol=1e-6)
+
+
+def test_recognition_dropout_only_in_training(setup):
+  """recognition_dropout: in training each recognition FC's units are zeroed with that
+  probability and the rest scaled by 1 / (1 - rate) (the "dropout" rng); at test time and
+  in the captions of given boxes, nothing changes."""
+  model = _model(recognition_widths=(64,), recognition_dropout=0.5)
+  plain = _model(recognition_widths=(64,))
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  fmap, stride = model.apply(variables, setup.images, False, method=DenseCap._features)
+  boxes = jnp.asarray([[[4.0, 6.0, 30.0, 28.0], [20.0, 20.0, 60.0, 50.0]]])
+
+  def codes(m, dropout, key=0):
+    return np.asarray(m.apply(variables, fmap, stride, boxes, (64, 64), dropout,
+                              method=DenseCap._codes, rngs={"dropout": jax.random.key(key)})[0])
+
+  base = codes(plain, False)
+  np.testing.assert_array_equal(codes(model, False), base)
+  dropped = codes(model, True)
+  kept = dropped != 0
+  np.testing.assert_allclose(dropped[kept], 2 * base[kept], rtol=1e-6)
+  live = base > 0
+  assert 0.3 < np.mean(~kept[live]) < 0.7  # about half the active units dropped
+  assert not np.array_equal(dropped, codes(model, True, key=1))
+  # the loss: training draws from the dropout rng, evaluation does not
+  def caption_loss(train, key):
+    out = model.apply(variables, setup.images, train, targets=_targets(1),
+                      rngs={"sampling": jax.random.key(3), "dropout": jax.random.key(key)},
+                      mutable=["batch_stats"] if train else False)
+    return float((out[0] if train else out)["caption"])
+  assert caption_loss(True, 0) != caption_loss(True, 1)
+  assert caption_loss(False, 0) == caption_loss(False, 1)
+  with pytest.raises(ConfigError, match="recognition_dropout"):
+    build_densecap(12, recognition_dropout=1.0)

@@ -9,8 +9,9 @@ with static shapes.
     NMS -> proposals; its *_train / *_test top-k fields) -> sampler (`sampler`:
     "bilinear", the paper's bilinear interpolation, `ops.roi.bilinear_sample`, or
     "roi_align") pools pool_size x pool_size per region -> recognition network
-    (flatten [+ a context grid] [+ box geometry] -> FC + ReLU per `recognition_widths`
-    -> the region code;
+    (flatten [+ a context grid] [+ box geometry] -> FC + ReLU per `recognition_widths`,
+    each followed in training by dropout at `recognition_dropout` (DenseCap's VGG-16
+    fc6 / fc7 use 0.5; 0, the default, none) -> the region code;
     from the code a linear box refinement `box_pred` (4 deltas over the region, box-coder
     weights `box_weights`, zero-initialised as DenseCap's box_reg_branch) and a
     confidence logit `confidence`) -> `LanguageModel` (jaxseg.models.captioning) on the
@@ -131,6 +132,7 @@ class DenseCap(nn.Module):
   pool_size: int = 7
   backbone_level: str = "stride_16"
   recognition_widths: Sequence[int] = (4096, 4096)
+  recognition_dropout: float = 0.0  # after each recognition FC in training (DenseCap: 0.5)
   box_geometry: bool = False
   geometry_width: int = 0  # > 0: the box geometry through Dense(geometry_width) + ReLU
   context_scale: float = 0.0  # > 0: also sample the box enlarged by this factor
@@ -158,6 +160,7 @@ class DenseCap(nn.Module):
     if self.decode not in DECODERS:
       raise ValueError(f"decode={self.decode!r}; expected one of {DECODERS}")
     self.recognition = [nn.Dense(w, dtype=self.dtype) for w in self.recognition_widths]
+    self.recognition_drop = nn.Dropout(self.recognition_dropout)
     self.box_pred = nn.Dense(4, dtype=self.dtype, kernel_init=nn.initializers.zeros)
     self.confidence = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01))
     if self.geometry_width < 0:
@@ -172,8 +175,9 @@ class DenseCap(nn.Module):
                             self.pixel_std, train)
     return fmap, images.shape[1] // fmap.shape[1]
 
-  def _codes(self, fmap, stride, boxes, image_hw):
-    """Regions [B, R, 4] -> (codes [B, R, D], deltas [B, R, 4], confidence logits [B, R])."""
+  def _codes(self, fmap, stride, boxes, image_hw, dropout: bool = False):
+    """Regions [B, R, 4] -> (codes [B, R, D], deltas [B, R, 4], confidence logits [B, R]);
+    `dropout`: recognition_dropout after each FC (the "dropout" rng collection)."""
     scale = 1.0 / stride
 
     def pool(regions):
@@ -196,6 +200,8 @@ class DenseCap(nn.Module):
       x = jnp.concatenate([x, geometry.astype(self.dtype)], -1)
     for fc in self.recognition:
       x = nn.relu(fc(x))
+      if dropout and self.recognition_dropout:
+        x = self.recognition_drop(x, deterministic=False)
     deltas = self.box_pred(x).astype(jnp.float32)
     logits = self.confidence(x)[..., 0].astype(jnp.float32)
     return x, deltas, logits
@@ -288,7 +294,7 @@ class DenseCap(nn.Module):
         self.positive_fraction, self.fg_iou_threshold, self.bg_iou_threshold,
         self.box_weights)
     positive = sampled & (classes > 0)
-    codes, deltas, logits = self._codes(fmap, stride, regions, image_hw)
+    codes, deltas, logits = self._codes(fmap, stride, regions, image_hw, dropout=train)
     terms["confidence"] = losses.sigmoid_binary_cross_entropy(logits, positive, sampled)
     terms["box"] = losses.masked_box_loss(deltas, jax.lax.stop_gradient(box_targets),
                                           positive, positive, self.smooth_l1_beta)
@@ -331,6 +337,9 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if int(fields.get("geometry_width", 0)) < 0:
     raise ConfigError(f"config.model.geometry_width={fields['geometry_width']!r}; expected >= 0 "
                       "(0: the raw box geometry)")
+  if not 0 <= float(fields.get("recognition_dropout", 0.0)) < 1:
+    raise ConfigError(f"config.model.recognition_dropout={fields['recognition_dropout']!r}; "
+                      "expected a rate in [0, 1)")
   if float(fields.get("context_scale", 0.0)) < 0:
     raise ConfigError(f"config.model.context_scale={fields['context_scale']!r}; expected >= 0 "
                       "(0: no context)")

@@ -279,7 +279,8 @@ class DetectionTask(base.Task):
     targets = self.targets(batch)
     mutable = ["batch_stats"] if train and "batch_stats" in variables else False
     out = self.model.apply(variables, batch["image"], train=train, targets=targets,
-                           rngs={"sampling": rng}, mutable=mutable,
+                           rngs={"sampling": rng, "dropout": jax.random.fold_in(rng, 1)},
+                           mutable=mutable,
                            **self._proposal_args(batch))
     terms, new_state = out if mutable else (out, {})
     c = self.config.loss
