@@ -10,7 +10,8 @@ import pytest
 from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, LanguageModel
-from jaxseg.models.densecap import LOSS_TERMS, DenseCap, box_geometry_features, build_densecap
+from jaxseg.models.densecap import (LOSS_TERMS, DenseCap, ObjectContext, box_geometry_features,
+                                    build_densecap, relative_geometry)
 from test_faster_rcnn import host_init
 
 
@@ -358,6 +359,7 @@ def test_build_densecap_config_errors():
 @pytest.mark.parametrize("fields", [dict(sampler="roi_align", box_geometry=True),
                                     dict(box_geometry=True, geometry_width=8),
                                     dict(context_scale=2.0),
+                                    dict(object_context=8, object_context_heads=2),
                                     dict(decode="beam", dtype=jnp.bfloat16)])
 def test_densecap_variants_trace(fields):
   """The other sampler, the box-geometry input, beam decoding and bfloat16 compute give
@@ -486,3 +488,63 @@ def test_recognition_dropout_only_in_training(setup):
   assert caption_loss(False, 0) == caption_loss(False, 1)
   with pytest.raises(ConfigError, match="recognition_dropout"):
     build_densecap(12, recognition_dropout=1.0)
+
+
+def test_relative_geometry_by_hand():
+  box = jnp.asarray([[0.0, 0.0, 10.0, 20.0]])
+  other = jnp.asarray([[5.0, 10.0, 25.0, 20.0], [0.0, 0.0, 10.0, 20.0]])
+  g = np.asarray(relative_geometry(box, other))
+  assert g.shape == (1, 2, 7)
+  # centres (5, 10) -> (15, 15): dx / w = 1, dy / h = 0.25; w 10 -> 20, h 20 -> 10;
+  # intersection 5 x 10 = 50 of areas 200 and 200: IoU 50 / 350, 0.25 of each
+  np.testing.assert_allclose(g[0, 0], [1.0, 0.25, np.log(2.0), np.log(0.5), 50 / 350, 0.25,
+                                       0.25], rtol=1e-6)
+  np.testing.assert_allclose(g[0, 1], [0, 0, 0, 0, 1, 1, 1], atol=1e-6)
+
+
+def test_object_context_attends_over_valid_objects_only():
+  """ObjectContext: with one valid object every head's weight is 1 on it (the context is
+  its value projection); invalid objects change nothing; no valid object, no context."""
+  module = ObjectContext(width=8, heads=2)
+  rng = np.random.default_rng(0)
+  codes = jnp.asarray(rng.normal(size=(1, 3, 6)), jnp.float32)
+  boxes = jnp.asarray([[[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 50]]], jnp.float32)
+  objects = jnp.asarray(rng.normal(size=(1, 2, 6)), jnp.float32)
+  object_boxes = jnp.asarray([[[2, 2, 12, 12], [0, 0, 40, 40]]], jnp.float32)
+  variables = module.init(jax.random.key(0), codes, boxes, objects, object_boxes,
+                          jnp.asarray([[True, True]]))
+  apply = lambda o, v: np.asarray(module.apply(variables, codes, boxes, o, object_boxes,
+                                               jnp.asarray([v])))
+  out = apply(objects, [True, False])
+  assert out.shape == (1, 3, 14)
+  np.testing.assert_array_equal(out[..., :6], codes)  # the region's own code first
+  p = variables["params"]["value"]
+  value = np.asarray(objects[0, 0] @ p["kernel"] + p["bias"])
+  np.testing.assert_allclose(out[0, :, 6:], np.broadcast_to(value, (3, 8)), rtol=1e-5)
+  changed = objects.at[0, 1].set(7.0)  # the invalid object's code
+  np.testing.assert_array_equal(apply(changed, [True, False]), out)
+  assert not np.allclose(apply(changed, [True, True]), apply(objects, [True, True]))
+  np.testing.assert_array_equal(apply(objects, [False, False])[..., 6:], 0)
+
+
+def test_object_context_captions_read_the_other_boxes(setup):
+  """With object_context the caption of a given box depends on the other valid given
+  boxes (its context), not on invalid ones; without it, it does not."""
+  model = _model(object_context=8, object_context_heads=2)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  assert variables["params"]["lm"]["image_encoder"]["kernel"].shape[0] == 32 + 8
+
+  def logprob(boxes, valid):
+    out = model.apply(variables, setup.images, jnp.asarray([boxes], jnp.float32),
+                      jnp.asarray([valid]), method=DenseCap.caption_regions)
+    return float(out["caption_logprob"][0, 0])
+
+  first, second = list(GT_BOXES[0]), list(GT_BOXES[1])
+  alone = logprob([first, second], [True, False])
+  assert logprob([first, [0.0, 0.0, 64.0, 64.0]], [True, False]) == alone
+  assert logprob([first, second], [True, True]) != alone
+  terms = model.apply(variables, setup.images, True, targets=_targets(1),
+                      rngs={"sampling": jax.random.key(1)}, mutable=["batch_stats"])[0]
+  assert np.isfinite(float(terms["caption"])) and float(terms["caption"]) > 0
+  with pytest.raises(ConfigError, match="object_context"):
+    build_densecap(12, object_context=6, object_context_heads=4)

@@ -122,6 +122,57 @@ def box_geometry_features(boxes, image_hw, encoded: bool = False):
   return jnp.concatenate(parts, -1)
 
 
+def relative_geometry(boxes, others):
+  """Boxes [..., R, 4] and others [..., M, 4] (pixel xyxy) -> [..., R, M, 7]: the other's
+  centre offset over the box's size (dx / w, dy / h), log(w' / w), log(h' / h) (Hu et al.'s
+  relative geometry, signed), their IoU, and the intersection over each one's area."""
+  def parts(b):
+    wh = jnp.maximum(b[..., 2:] - b[..., :2], 1e-3)
+    return (b[..., :2] + b[..., 2:]) / 2, wh
+  (c, wh), (c2, wh2) = parts(boxes[..., :, None, :]), parts(others[..., None, :, :])
+  lo = jnp.maximum(boxes[..., :, None, :2], others[..., None, :, :2])
+  hi = jnp.minimum(boxes[..., :, None, 2:], others[..., None, :, 2:])
+  inter = jnp.prod(jnp.maximum(hi - lo, 0), -1)
+  area, area2 = jnp.prod(wh, -1), jnp.prod(wh2, -1)
+  return jnp.concatenate([(c2 - c) / wh, jnp.log(wh2 / wh),
+                          jnp.stack([inter / (area + area2 - inter), inter / area,
+                                     inter / area2], -1)], -1)
+
+
+class ObjectContext(nn.Module):
+  """What a region's caption may need from the image's other objects: the object relation
+  module of Hu et al. ("Relation Networks for Object Detection", CVPR 2018) over a set of
+  object regions. Per head, region r attends over the objects m with weights
+  softmax_m(log(g_rm) + q_r . k_m / sqrt(d)), g_rm = ReLU of a small MLP of their
+  `relative_geometry` (overlap included), q / k / v linear in the codes; the heads' sums of
+  v are concatenated with the region's own code -> [..., R, D + width]."""
+  width: int
+  heads: int = 4
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, codes, boxes, object_codes, object_boxes, object_valid):
+    """codes [B, R, D], boxes [B, R, 4]; the objects' codes [B, M, D], boxes [B, M, 4] and
+    valid [B, M] -> [B, R, D + width] (the context part 0 without a valid object)."""
+    if self.width % self.heads:
+      raise ValueError(f"object context width {self.width} is not a multiple of its "
+                       f"{self.heads} heads")
+    b, r, m, h = codes.shape[0], codes.shape[1], object_codes.shape[1], self.heads
+    d = self.width // h
+    geometry = relative_geometry(boxes.astype(jnp.float32), object_boxes.astype(jnp.float32))
+    g = nn.relu(nn.Dense(h, dtype=self.dtype, name="geometry_out")(
+        nn.relu(nn.Dense(32, dtype=self.dtype, name="geometry_in")(geometry.astype(self.dtype)))))
+    q = nn.Dense(self.width, dtype=self.dtype, name="query")(codes).reshape(b, r, h, d)
+    k = nn.Dense(self.width, dtype=self.dtype, name="key")(object_codes).reshape(b, m, h, d)
+    v = nn.Dense(self.width, dtype=self.dtype, name="value")(object_codes).reshape(b, m, h, d)
+    logits = (jnp.einsum("brhd,bmhd->brmh", q, k).astype(jnp.float32) / jnp.sqrt(float(d))
+              + jnp.log(jnp.maximum(g.astype(jnp.float32), 1e-6)))
+    valid = object_valid.astype(bool)[:, None, :, None]
+    weights = jax.nn.softmax(jnp.where(valid, logits, -1e9), axis=2) * valid
+    context = jnp.einsum("brmh,bmhd->brhd", weights.astype(self.dtype), v)
+    return jnp.concatenate([codes, context.reshape(b, r, self.width).astype(codes.dtype)], -1)
+
+
 class DenseCap(nn.Module):
   """Backbone + RPN (localization layer) + sampler + recognition network + LM (see the
   module docstring)."""
@@ -136,6 +187,8 @@ class DenseCap(nn.Module):
   box_geometry: bool = False
   geometry_width: int = 0  # > 0: the box geometry through Dense(geometry_width) + ReLU
   context_scale: float = 0.0  # > 0: also sample the box enlarged by this factor
+  object_context: int = 0  # > 0: the LM also gets ObjectContext of this width
+  object_context_heads: int = 4
   sampled_regions: int = 256
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
@@ -167,6 +220,8 @@ class DenseCap(nn.Module):
       raise ValueError(f"geometry_width={self.geometry_width}; expected >= 0")
     if self.box_geometry and self.geometry_width:
       self.geometry_fc = nn.Dense(self.geometry_width, dtype=self.dtype)
+    if self.object_context:
+      self.relation = ObjectContext(self.object_context, self.object_context_heads, self.dtype)
 
   # -- parts ---------------------------------------------------------------------------
   def _features(self, images, train: bool):
@@ -206,6 +261,14 @@ class DenseCap(nn.Module):
     logits = self.confidence(x)[..., 0].astype(jnp.float32)
     return x, deltas, logits
 
+  def _caption_codes(self, codes, boxes, object_codes, object_boxes, object_valid):
+    """The LM's input for regions: their codes, with object_context also what
+    `ObjectContext` gathers from the objects (the image's gt boxes in training, the
+    given boxes or the final detections at test time)."""
+    if not self.object_context:
+      return codes
+    return self.relation(codes, boxes, object_codes, object_boxes, object_valid)
+
   def _decode(self, codes):
     """codes [N, D] -> (tokens [N, T], logprob [N]) with `decode`."""
     if self.decode == "beam":
@@ -240,7 +303,9 @@ class DenseCap(nn.Module):
     out = {"boxes": jnp.where(valid[..., None], take(boxes), -1.0),
            "scores": jnp.where(valid, jax.nn.sigmoid(take(logits)), 0.0),
            "valid": valid, "proposals": proposals, "proposal_valid": proposal_valid}
-    return out, take(codes)
+    kept_codes = take(codes)  # the context objects: the detections at their final boxes
+    return out, self._caption_codes(kept_codes, take(proposals), kept_codes, out["boxes"],
+                                    valid)
 
   # -- the three entry points ----------------------------------------------------------
   def __call__(self, images, train: bool = False, targets=None):
@@ -259,6 +324,7 @@ class DenseCap(nn.Module):
     fmap, stride = self._features(images, False)
     boxes = jnp.where(valid[..., None], boxes.astype(jnp.float32), 0.0)
     codes, _, logits = self._codes(fmap, stride, boxes, image_hw)
+    codes = self._caption_codes(codes, boxes, codes, boxes, valid)
     tokens, logprob = self._captions(codes, valid)
     return {"tokens": tokens, "caption_logprob": logprob,
             "scores": jnp.where(valid, jax.nn.sigmoid(logits), 0.0)}
@@ -308,6 +374,11 @@ class DenseCap(nn.Module):
     _, rows = jax.lax.top_k(captioned.astype(jnp.float32), quota)
     pos = jnp.take_along_axis(captioned, rows, 1)
     pos_codes = jnp.take_along_axis(codes, rows[..., None], 1)
+    if self.object_context:  # the context objects: the image's gt boxes
+      gt_safe = jnp.where(gt_valid[..., None], gt_boxes, 0.0)
+      gt_codes, _, _ = self._codes(fmap, stride, gt_safe, image_hw, dropout=train)
+      pos_codes = self._caption_codes(pos_codes, jnp.take_along_axis(regions, rows[..., None], 1),
+                                      gt_codes, gt_safe, gt_valid)
     gt_index = jnp.take_along_axis(matched, rows, 1)
     pos_tokens = jnp.take_along_axis(gt_tokens, gt_index[..., None], 1)  # [B, quota, T]
     b = regions.shape[0]
@@ -340,6 +411,10 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if not 0 <= float(fields.get("recognition_dropout", 0.0)) < 1:
     raise ConfigError(f"config.model.recognition_dropout={fields['recognition_dropout']!r}; "
                       "expected a rate in [0, 1)")
+  width, heads = int(fields.get("object_context", 0)), int(fields.get("object_context_heads", 4))
+  if width < 0 or heads < 1 or width % heads:
+    raise ConfigError(f"config.model.object_context={width}, object_context_heads={heads}; "
+                      "expected a width >= 0 (0: none) that is a multiple of heads >= 1")
   if float(fields.get("context_scale", 0.0)) < 0:
     raise ConfigError(f"config.model.context_scale={fields['context_scale']!r}; expected >= 0 "
                       "(0: no context)")
@@ -374,4 +449,5 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
                   backbone_level=str(backbone_level), dtype=dtype, **fields)
 
 
-__all__ = ["DECODERS", "DenseCap", "box_geometry_features", "LOSS_TERMS", "SAMPLERS", "build_densecap"]
+__all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "ObjectContext", "SAMPLERS",
+           "box_geometry_features", "build_densecap", "relative_geometry"]
