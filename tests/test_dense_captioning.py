@@ -145,6 +145,43 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
   with pytest.raises(ConfigError, match="no word of the model's vocabulary"):
     predict.predict_files(config, [path], workdir, out, query="zebra")
 
+  # bench/densecap_probe.py on this run: the codes the LM reads for the gt boxes, probed
+  probe = _bench_module("densecap_probe")
+  task, state = predict.restore(config, workdir)
+  codes, captions = probe.collect(task, state.variables, task.eval_data(), 1 << 30)
+  assert len(captions) == errors["boxes"] and codes.shape[0] == len(captions)
+  rows = probe.probe_table(codes, captions, codes, captions, steps=50)
+  labels = [probe.part_labels(c) for c in captions]
+  for part, classes, fit, other, val in rows:
+    assert classes == len({l[part] for l in labels})
+    majority = max(sum(l[part] == v for l in labels[:len(labels) // 2]) for v in
+                   {l[part] for l in labels}) / (len(labels) // 2)
+    assert fit >= majority - 1e-9 and 0 <= other <= 1 and 0 <= val <= 1
+
+
+def _bench_module(name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_densecap_probe_parts_and_a_separable_probe():
+  probe = _bench_module("densecap_probe")
+  assert probe.part_labels("a small green triangle in front of an orange circle") == {
+      "size": "small", "colour": "green", "shape": "triangle", "direction": "in front of",
+      "other colour": "orange", "other shape": "circle", "other": "orange circle"}
+  assert probe.part_labels("a large red square")["other"] == "none none"
+  with pytest.raises(ValueError, match="grammar"):
+    probe.part_labels("two red squares")
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 3, 300)
+  x = np.eye(3)[y] * 2 + rng.normal(0, 0.3, (300, 3))  # separable by a linear map
+  assert np.mean(probe.fit_probe(x, y, steps=200)(x) == y) == 1.0
+
 
 def test_bad_configs_are_one_line_errors(config, data_dir):
   for key, value, error in (

@@ -81,6 +81,7 @@ the detections: boxes -1, scores 0, tokens PAD, logprob 0. `decode` "greedy" or 
 (`beam_size` beams; DenseCap's run_model uses argmax sampling by default).
 
 `caption_regions(images, boxes, valid)`: captions of given boxes (e.g. the ground truth);
+`region_codes(images, boxes, valid)`: what the LM reads for them (probing);
 `region_log_likelihood(images, tokens [Q, T])`: the final detections and log p(query |
 region code) [B, D, Q] (-inf for rows past the detections) -- retrieval by text.
 """
@@ -315,16 +316,23 @@ class DenseCap(nn.Module):
       return out
     return self._losses(images, train, targets)
 
-  def caption_regions(self, images, boxes, valid):
-    """Captions of given boxes [B, K, 4] (pixel xyxy; `valid` [B, K]) -> {"tokens"
-    [B, K, T], "caption_logprob" [B, K], "scores" [B, K] (sigmoid confidence)}; rows not
-    valid: PAD, 0, 0."""
+  def region_codes(self, images, boxes, valid):
+    """What the LM reads for given boxes [B, K, 4] (pixel xyxy; `valid` [B, K]): (codes
+    [B, K, D'] (the region codes, with object_context their context from the other valid
+    boxes), confidence logits [B, K]); e.g. for probing what a trained network encodes."""
     image_hw = tuple(images.shape[1:3])
     valid = valid.astype(bool)
     fmap, stride = self._features(images, False)
     boxes = jnp.where(valid[..., None], boxes.astype(jnp.float32), 0.0)
     codes, _, logits = self._codes(fmap, stride, boxes, image_hw)
-    codes = self._caption_codes(codes, boxes, codes, boxes, valid)
+    return self._caption_codes(codes, boxes, codes, boxes, valid), logits
+
+  def caption_regions(self, images, boxes, valid):
+    """Captions of given boxes [B, K, 4] (pixel xyxy; `valid` [B, K]) -> {"tokens"
+    [B, K, T], "caption_logprob" [B, K], "scores" [B, K] (sigmoid confidence)}; rows not
+    valid: PAD, 0, 0."""
+    valid = valid.astype(bool)
+    codes, logits = self.region_codes(images, boxes, valid)
     tokens, logprob = self._captions(codes, valid)
     return {"tokens": tokens, "caption_logprob": logprob,
             "scores": jnp.where(valid, jax.nn.sigmoid(logits), 0.0)}
