@@ -17,8 +17,11 @@ stride-8 features, 256-wide FCs, LSTM 256, 2000 steps: 0.46 / 0.79; stride 4: 40
 steps 0.55 / 0.88; this config 0.575 / 0.893; with model.caption_iou_threshold=0.9
 0.563 / 0.821; model.geometry_width=64 (the box geometry through its own Dense + ReLU)
 0.586 / 0.906; that and model.context_scale=2.0 (the grid of the box enlarged 2x too)
-0.581 / 0.895: both within noise, so off here (README "Dense captioning"). Where the
-gt-box captions go wrong: `python -m jaxseg.tasks.dense_captioning WORKDIR`.
+0.581 / 0.895: both within noise, so off here (README "Dense captioning"); 8000 or
+16000 training images 0.591 / 0.905 both; model.object_context=256 0.534 / 0.830 (with
+8000 images 0.570 / 0.860), off. Where the gt-box captions go wrong: `python -m
+jaxseg.tasks.dense_captioning WORKDIR`; what the codes hold: `./launch.sh bench
+densecap_probe --workdir=WORKDIR`.
 """
 from jaxseg import configs
 
