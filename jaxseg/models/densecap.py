@@ -29,6 +29,11 @@ a handful of raw numbers among thousands of pooled features is easily drowned ou
 centre by this factor is sampled too (same sampler and pool_size; beyond the image
 border the bilinear sampler reads 0) and its flattened grid concatenated with the box's,
 so the code sees what surrounds the region (an occluder just outside it).
+`object_context` (a jaxseg option; 0, the default: none): the LM reads each region's code
+concatenated with what an `ObjectContext` of that width (Hu et al.'s object relation
+module) gathers from the image's objects: the ground-truth boxes in training, the given
+boxes in `caption_regions`, the final detections at test time (a relation clause names
+another object).
 
 Training (`__call__(images, targets=...)`; the "sampling" rng collection draws the
 samples, as FasterRCNN): the RPN's own losses ("rpn_objectness", "rpn_box": its
