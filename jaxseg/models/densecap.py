@@ -136,9 +136,7 @@ def relative_geometry(boxes, others):
     wh = jnp.maximum(b[..., 2:] - b[..., :2], 1e-3)
     return (b[..., :2] + b[..., 2:]) / 2, wh
   (c, wh), (c2, wh2) = parts(boxes[..., :, None, :]), parts(others[..., None, :, :])
-  lo = jnp.maximum(boxes[..., :, None, :2], others[..., None, :, :2])
-  hi = jnp.minimum(boxes[..., :, None, 2:], others[..., None, :, 2:])
-  inter = jnp.prod(jnp.maximum(hi - lo, 0), -1)
+  inter = ops.boxes.pairwise_intersection(boxes, others)
   area, area2 = jnp.prod(wh, -1), jnp.prod(wh2, -1)
   return jnp.concatenate([(c2 - c) / wh, jnp.log(wh2 / wh),
                           jnp.stack([inter / (area + area2 - inter), inter / area,

@@ -42,12 +42,18 @@ def elementwise_iou(a, b):
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
 
 
+def pairwise_intersection(a, b):
+  """Intersection area of every box of a [..., N, 4] with every box of b [..., M, 4] ->
+  [..., N, M] (0 for disjoint boxes)."""
+  lo = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
+  hi = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+  return jnp.prod(jnp.maximum(hi - lo, 0), axis=-1)
+
+
 def pairwise_iou(a, b):
   """IoU of every box of a [..., N, 4] with every box of b [..., M, 4] -> [..., N, M];
   0 where the union is 0 (degenerate boxes)."""
-  lo = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
-  hi = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-  inter = jnp.prod(jnp.maximum(hi - lo, 0), axis=-1)
+  inter = pairwise_intersection(a, b)
   union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
 
@@ -75,9 +81,7 @@ def pairwise_giou(a, b):
   [..., N, M] in [-1, 1]: IoU - (C - U) / C with C the area of the smallest box
   enclosing both and U the union. Degenerate boxes have area 0; where C is 0 (both
   boxes the same point or segment) the penalty term is 0, so GIoU is 0 there."""
-  lo = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
-  hi = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-  inter = jnp.prod(jnp.maximum(hi - lo, 0), axis=-1)
+  inter = pairwise_intersection(a, b)
   union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
   iou = _safe_div(inter, union)
   # The enclosing box of the (area-clamped) boxes: degenerate boxes enter by their corners.
