@@ -23,12 +23,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET_CONFIG = os.path.join(REPO, "experiments", "segmentation", "unet_shapes.py")
 
 
-def load_config(path=UNET_CONFIG, arg="tiny"):
+def load_module(name: str, path: str):
+  """The Python file at `path`, imported as a module named `name` (not in sys.modules)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("experiment_config", path)
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def load_bench(name: str):
+  """bench/<name>.py as a module (bench scripts are not a package)."""
+  return load_module(f"bench_{name}", os.path.join(REPO, "bench", f"{name}.py"))
+
+
+def load_config(path=UNET_CONFIG, arg="tiny"):
+  return load_module("experiment_config", path).get_config(arg)
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,12 @@
 128 x 128 (Faster R-CNN) or 268 x 268 (SSD300), one round, inference only (the train step's
 compile alone would take longer than this test may). Needs torch and torchvision, as the
 equivalence tests it borrows weights from."""
-import importlib.util
 import math
-import os
 import re
 
 import pytest
 
-from conftest import REPO
+from conftest import load_bench
 from jaxseg.weights import torchvision as tvw
 
 tvw.hide_triton()  # before torchvision imports torch._dynamo (see hide_triton)
@@ -18,11 +16,7 @@ pytest.importorskip("torchvision")
 
 
 def _bench():
-  spec = importlib.util.spec_from_file_location("bench_detection",
-                                                os.path.join(REPO, "bench", "detection.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_bench("detection")
 
 
 def _check_inference_run(out, result, params) -> float:

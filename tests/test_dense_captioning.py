@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, load_bench, load_config
 from jaxseg import predict, tasks
 from jaxseg.data import vocab as vocab_lib
 from jaxseg.errors import ConfigError
@@ -146,7 +146,7 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
     predict.predict_files(config, [path], workdir, out, query="zebra")
 
   # bench/densecap_probe.py on this run: the codes the LM reads for the gt boxes, probed
-  probe = _bench_module("densecap_probe")
+  probe = load_bench("densecap_probe")
   task, state = predict.restore(config, workdir)
   codes, captions = probe.collect(task, state.variables, task.eval_data(), 1 << 30)
   assert len(captions) == errors["boxes"] and codes.shape[0] == len(captions)
@@ -159,18 +159,8 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
     assert fit >= majority - 1e-9 and 0 <= other <= 1 and 0 <= val <= 1
 
 
-def _bench_module(name):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
-                      f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_densecap_probe_parts_and_a_separable_probe():
-  probe = _bench_module("densecap_probe")
+  probe = load_bench("densecap_probe")
   assert probe.part_labels("a small green triangle in front of an orange circle") == {
       "size": "small", "colour": "green", "shape": "triangle", "direction": "in front of",
       "other colour": "orange", "other shape": "circle", "other": "orange circle"}

@@ -2,7 +2,6 @@
 model found in its three roles) and its trace reading (a traced step's thunks add up to
 the busy time of that step, never more than its wall time)."""
 import collections
-import importlib.util
 import os
 import sys
 
@@ -10,22 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import REPO
+from conftest import REPO, load_bench
 
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
 
-def _module(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "bench",
-                                                                    f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _tiny_unet():
   from jaxseg import tasks
-  train_step = _module("train_step")
+  train_step = load_bench("train_step")
   config = train_step.load_config(os.path.join(REPO, "experiments", "segmentation",
                                                "unet_shapes.py:tiny"))
   task = tasks.get_task(config)
@@ -35,7 +28,7 @@ def _tiny_unet():
 
 
 def test_every_convolution_is_classed_forward_input_or_filter_gradient(tmp_path):
-  profile = _module("profile_step")
+  profile = load_bench("profile_step")
   task, step = _tiny_unet()
   instructions, computations = profile.parse_hlo(step["hlo"])
   classes = collections.Counter(
