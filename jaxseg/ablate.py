@@ -1032,7 +1032,9 @@ def verdict_change_lines(earlier: dict | None, verdicts, code: str) -> list[str]
           "replaced (earlier changes are kept from report to report):", "", *changes]
 
 
-def _provenance_lines(results, command: str, seconds) -> list[str]:
+def provenance_lines(results, command: str, seconds) -> list[str]:
+  """A report's "## Provenance" section: code, versions and machine of each result (by
+  its "name" and "seed"), the command, and the wall time per run."""
   def versions(res):
     v = res.get("provenance", {}).get("versions")
     return ", ".join(f"{k} {x}" for k, x in v.items()) if v else "unrecorded"
@@ -1124,7 +1126,7 @@ def write_report(ablation, results: list[dict], out_dir: str, command: str,
     lines += [f"- {text}: **{verdict}** (`{check}`)"
               for (text, verdict), check in zip(verdicts, checks)]
     lines += verdict_change_lines(earlier, verdicts, _code_text(results))
-  lines += _provenance_lines(results, command, seconds)
+  lines += provenance_lines(results, command, seconds)
   notes = ablation.get("notes", None)
   if notes:
     lines += ["", "## Notes", "", notes]

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxseg import hyperquest
+from jaxseg import ablate, hyperquest
 from jaxseg.data import shapes10
 from jaxseg.errors import ConfigError, RuleError, UnknownGameError
 from jaxseg.hyperquest import agents, agents_study, net, rules, study
@@ -406,5 +406,8 @@ def test_agents_study_runs_resumes_and_reports(hq, tmp_path, monkeypatch):
   assert agents_study.run_all(hq, workdir, ["random_search", "pbt"], 2, budgets) == results
   csv_path, md_path, plot_path = agents_study.report(results, str(tmp_path / "report"))
   assert len(open(csv_path).read().splitlines()) == 5
-  assert "| pbt | 2 |" in open(md_path).read()
+  md = open(md_path).read()
+  assert "| pbt | 2 |" in md
+  assert f"- Code: {ablate._commit_text(ablate.provenance()['commit'])}" in md
+  assert "| random_search | seed 0: " in md and "seed 1: " in md
   assert open(plot_path, "rb").read(4) == b"\x89PNG"

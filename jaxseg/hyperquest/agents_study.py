@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from jaxseg import ablate
 from jaxseg.hyperquest import agents
 from jaxseg.hyperquest.engine import HyperQuest
 
@@ -43,10 +44,11 @@ def run_one(hq: HyperQuest, agent: str, seed: int, budget: dict | None = None) -
   t0 = time.time()
   best = agents.AGENTS[agent](hq, seed, name=kind, **(budget or BUDGETS[agent]))
   games = [hq.state(e["id"]) for e in hq.leaderboard() if e["kind"] == kind]
-  return {"agent": agent, "seed": seed, "best_val_acc": best["best_val_acc"],
+  return {"agent": agent, "name": agent, "seed": seed,
+          "best_val_acc": best["best_val_acc"],
           "baseline_val_acc": best["baseline_val_acc"],
           "epochs": sum(g["epochs_trained"] for g in games), "games": len(games),
-          "wall_seconds": round(time.time() - t0, 1)}
+          "wall_seconds": round(time.time() - t0, 1), "provenance": ablate.provenance()}
 
 
 def run_all(hq: HyperQuest, workdir: str, agent_names, seeds: int, budgets=None) -> list:
@@ -67,8 +69,13 @@ def run_all(hq: HyperQuest, workdir: str, agent_names, seeds: int, budgets=None)
 
 
 def report(results: list, directory: str,
-           command: str = "python -m jaxseg.hyperquest.agents_study") -> list[str]:
-  """Writes results.csv, results.md and plot.png into `directory`; returns their paths."""
+           command: str = "python -m jaxseg.hyperquest.agents_study",
+           seconds: float | None = None) -> list[str]:
+  """Writes results.csv, results.md and plot.png into `directory`; returns their paths.
+
+  results.md ends with the provenance section of jaxseg.ablate's reports: the commit,
+  package versions and machine of each run, the command and the wall time per run.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -95,7 +102,9 @@ def report(results: list, directory: str,
     f.write("# HyperQuest agents against the baseline\n\n"
             f"`{command}`; budgets `{json.dumps(BUDGETS)}`\n\n"
             "| agent | seeds | best val. acc. (mean +- std) | gain over baseline | "
-            "epochs spent (mean) |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "epochs spent (mean) |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+            + "\n".join(ablate.provenance_lines(
+                [dict(r, name=r["agent"]) for r in results], command, seconds)) + "\n")
   fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
   ax.bar(names, means, yerr=stds, color="#90caf9", capsize=4)
   base = [r["baseline_val_acc"] for r in results if r["baseline_val_acc"] is not None]
@@ -121,13 +130,14 @@ def main(argv):
   unknown = sorted(set(names) - set(agents.AGENTS))
   if unknown:
     cli.fail(f"--agents: unknown agent(s) {unknown}; expected some of {list(agents.AGENTS)}")
+  t0 = time.time()
   try:
     results = run_all(HyperQuest(config, f.workdir), f.workdir, names, f.seeds)
   except JaxsegError as e:
     cli.fail(str(e))
   command = "python -m jaxseg.hyperquest.agents_study " + " ".join(sys.argv[1:])
   for directory in (f.workdir, f.report_dir):
-    print("\n".join(report(results, directory, command)))
+    print("\n".join(report(results, directory, command, time.time() - t0)))
 
 
 if __name__ == "__main__":
