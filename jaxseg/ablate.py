@@ -99,22 +99,6 @@ from jaxseg.errors import ConfigError, JaxsegError, NonFiniteLossError
 
 if __name__ == "__main__":  # a library import (tests) leaves the process's hooks alone
   cli.quiet_startup()
-cli.define_config_file("ablation", "Ablation file (get_config).", lock_config=False)
-flags.DEFINE_string("workdir", None, "Where the runs go (default runs/ablations/<name>).")
-flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also written "
-                    "(default docs/ablations/<name> when --workdir is the default, else "
-                    "nowhere; '' to skip).")
-flags.DEFINE_list("only", [], "Run only these runs (names); the report covers all done.")
-flags.DEFINE_integer("seeds", None, "Seeds per run (default: the ablation's `seeds`, else 1).")
-flags.DEFINE_string("shard", None, "i/n: run only shard i of n of the (run, seed) pairs "
-                    "(a SLURM array task or a host); writes shard_<i>_of_<n>.json into "
-                    "the workdir and no report into docs/ unless --report_dir says so.")
-flags.DEFINE_list("merge", [], "DIR,...: train nothing; write the report of the results "
-                  "found in these workdirs (shards, or one workdir to rebuild its report).")
-flags.DEFINE_integer("retime", 0, "With --merge: re-measure every run's inference time "
-                     "from its checkpoint, round-robin in one process, best of N rounds "
-                     "(runs timed at different moments of a busy machine compare badly).")
-flags.mark_flags_as_required(["ablation"])
 FLAGS = flags.FLAGS
 
 PROFILE_METRICS = ("params", "gflops_per_image", "train_gflops", "train_memory_mb",
@@ -1384,7 +1368,30 @@ def run_command(ablation, workdir: str, command: str, only=(), seeds=None,
   return results
 
 
+def define_flags():
+  """The command's flags: defined when it runs, so that importing this module (the
+  HyperQuest agents' study, tests) leaves the flag namespace to the importer."""
+  cli.define_config_file("ablation", "Ablation file (get_config).", lock_config=False)
+  flags.DEFINE_string("workdir", None, "Where the runs go (default runs/ablations/<name>).")
+  flags.DEFINE_string("report_dir", None, "Where the table, CSV and plot are also written "
+                      "(default docs/ablations/<name> when --workdir is the default, else "
+                      "nowhere; '' to skip).")
+  flags.DEFINE_list("only", [], "Run only these runs (names); the report covers all done.")
+  flags.DEFINE_integer("seeds", None,
+                       "Seeds per run (default: the ablation's `seeds`, else 1).")
+  flags.DEFINE_string("shard", None, "i/n: run only shard i of n of the (run, seed) pairs "
+                      "(a SLURM array task or a host); writes shard_<i>_of_<n>.json into "
+                      "the workdir and no report into docs/ unless --report_dir says so.")
+  flags.DEFINE_list("merge", [], "DIR,...: train nothing; write the report of the results "
+                    "found in these workdirs (shards, or one workdir to rebuild its report).")
+  flags.DEFINE_integer("retime", 0, "With --merge: re-measure every run's inference time "
+                       "from its checkpoint, round-robin in one process, best of N rounds "
+                       "(runs timed at different moments of a busy machine compare badly).")
+  flags.mark_flags_as_required(["ablation"])
+
+
 def run():
+  define_flags()
   cli.run(main)
 
 
