@@ -12,6 +12,7 @@ from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, LanguageModel
 from jaxseg.models.densecap import (LOSS_TERMS, DenseCap, ObjectContext, box_geometry_features,
                                     build_densecap, relative_geometry)
+from jaxseg.models.detection.fpn import FPN
 from test_faster_rcnn import host_init
 
 
@@ -360,6 +361,8 @@ def test_build_densecap_config_errors():
                                     dict(box_geometry=True, geometry_width=8),
                                     dict(context_scale=2.0),
                                     dict(object_context=8, object_context_heads=2),
+                                    dict(fpn_levels=("stride_32",), fpn_channels=8,
+                                         caption_geometry=4, object_context=8),
                                     dict(decode="beam", dtype=jnp.bfloat16)])
 def test_densecap_variants_trace(fields):
   """The other sampler, the box-geometry input, beam decoding and bfloat16 compute give
@@ -427,6 +430,60 @@ def test_box_geometry_raw_and_encoded():
     assert ("geometry_fc" in params) == (width > 0)
   assert params["geometry_fc"]["kernel"].shape == (11, 8)
   assert kernels[8] - kernels[0] == 8 - 6
+
+
+def test_fpn_levels_fuse_the_coarser_maps_into_the_read_map(setup):
+  """fpn_levels: the map the RPN and the sampler read is the FPN's finest output over
+  backbone_level and the coarser levels (same stride, fpn_channels wide); levels out of
+  order are a ConfigError."""
+  model = _model(fpn_levels=("stride_32",), fpn_channels=8)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  assert sorted(variables["params"]["fpn"]) == ["inner_blocks_0", "inner_blocks_1",
+                                                "layer_blocks_0", "layer_blocks_1"]
+  fmap, stride = model.apply(variables, setup.images, False, method=DenseCap._features)
+  plain, plain_stride = setup.model.apply(setup.variables, setup.images, False,
+                                          method=DenseCap._features)
+  assert stride == plain_stride == 16 and fmap.shape == plain.shape[:3] + (8,)
+  maps = model.apply(variables, setup.images, False, method=lambda m, x, t: m.backbone(
+      (x - jnp.asarray(m.pixel_mean)) / jnp.asarray(m.pixel_std), train=t))
+  expected = FPN(8, extra_pool=False).apply({"params": variables["params"]["fpn"]},
+                                           [maps["stride_16"], maps["stride_32"]])[0]
+  np.testing.assert_allclose(fmap, expected, rtol=1e-5, atol=1e-6)
+  for levels in (("stride_8",), ("stride_32", "stride_32"), ("c5",)):
+    with pytest.raises(ConfigError, match="fpn_levels"):
+      build_densecap(12, backbone_level="stride_16", fpn_levels=levels)
+
+
+def test_caption_geometry_reads_the_described_box(setup):
+  """caption_geometry: the LM's input is the code, then ReLU(Dense) of the encoded geometry
+  of the box described: the given box in region_codes; in training the matched
+  ground-truth box of every captioned positive, also of the proposals (IoU >= 0.3 here)
+  that are not that box."""
+  model = _model(caption_geometry=4, fg_iou_threshold=0.3, bg_iou_threshold=0.1)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  dense = variables["params"]["caption_geometry_fc"]
+
+  def geometry(boxes):  # the Dense output for boxes [..., 4], before the ReLU
+    return box_geometry_features(jnp.asarray(boxes), (64, 64), True) @ dense["kernel"] + dense["bias"]
+
+  boxes = jnp.asarray([[[4.0, 6.0, 30.0, 28.0], [20.0, 20.0, 60.0, 50.0]]])
+  codes, _ = model.apply(variables, setup.images, boxes, jnp.ones((1, 2), bool),
+                         method=DenseCap.region_codes)
+  assert codes.shape == (1, 2, 32 + 4)
+  np.testing.assert_allclose(codes[..., 32:], jax.nn.relu(geometry(boxes)), rtol=1e-5,
+                             atol=1e-6)
+  terms, state = model.apply(variables, setup.images, train=True, targets=_targets(1),
+                             rngs={"sampling": jax.random.key(3)},
+                             mutable=["intermediates", "batch_stats"],
+                             capture_intermediates=lambda m, _: m.name == "caption_geometry_fc")
+  (rows,) = state["intermediates"]["caption_geometry_fc"]["__call__"]
+  positives = int(terms["positives"])
+  assert positives > 2  # proposals among the positives, not just the two gt boxes
+  gt_rows = np.asarray(geometry(GT_BOXES))
+  for row in np.asarray(rows)[0, :positives]:
+    assert min(np.abs(row - g).max() for g in gt_rows) < 1e-5
+  with pytest.raises(ConfigError, match="caption_geometry"):
+    build_densecap(12, caption_geometry=-1)
 
 
 def test_context_scale_adds_the_enlarged_box_grid(setup):

@@ -29,6 +29,17 @@ a handful of raw numbers among thousands of pooled features is easily drowned ou
 centre by this factor is sampled too (same sampler and pool_size; beyond the image
 border the bilinear sampler reads 0) and its flattened grid concatenated with the box's,
 so the code sees what surrounds the region (an occluder just outside it).
+`fpn_levels` (a jaxseg option; (), the default: none): the `backbone_level` map fused with
+these coarser maps by a feature pyramid's top-down pathway (Lin et al., CVPR 2017;
+`detection.fpn.FPN` of `fpn_channels`, no extra level); its finest output is the map the
+localization layer and the sampler read (a fine grid that also sees the coarse levels'
+context: the shape of an occluded object, the object it touches).
+`caption_geometry` (a jaxseg option; 0, the default: none): the LM reads each code
+concatenated with Dense(caption_geometry) + ReLU of the encoded geometry of the box the
+caption describes: the matched ground-truth box in training, the final (refined) box at
+test time, the given box in `caption_regions`. Words that are a function of the box
+(shapes_captions' size word) are then learnt from exact boxes, not from regions up to
+30% off, while every positive still trains the captions.
 `object_context` (a jaxseg option; 0, the default: none): the LM reads each region's code
 concatenated with what an `ObjectContext` of that width (Hu et al.'s object relation
 module) gathers from the image's objects: the ground-truth boxes in training, the given
@@ -104,6 +115,7 @@ from jaxseg.models.backbones import get_backbone
 from jaxseg.models.captioning import PAD, LanguageModel, caption_loss, token_accuracy
 from jaxseg.models.detection import _fields, _plain
 from jaxseg.models.detection.body import backbone_maps
+from jaxseg.models.detection.fpn import FPN
 from jaxseg.models.detection.roi_heads import sample_rois
 from jaxseg.models.detection.rpn import ANCHOR_CONVENTIONS, RPN
 from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
@@ -193,6 +205,9 @@ class DenseCap(nn.Module):
   context_scale: float = 0.0  # > 0: also sample the box enlarged by this factor
   object_context: int = 0  # > 0: the LM also gets ObjectContext of this width
   object_context_heads: int = 4
+  fpn_levels: Sequence[str] = ()  # coarser backbone maps fused into backbone_level's
+  fpn_channels: int = 64
+  caption_geometry: int = 0  # > 0: the LM also reads the described box's geometry
   sampled_regions: int = 256
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
@@ -226,12 +241,18 @@ class DenseCap(nn.Module):
       self.geometry_fc = nn.Dense(self.geometry_width, dtype=self.dtype)
     if self.object_context:
       self.relation = ObjectContext(self.object_context, self.object_context_heads, self.dtype)
+    if self.fpn_levels:
+      self.fpn = FPN(self.fpn_channels, extra_pool=False, dtype=self.dtype)
+    if self.caption_geometry:
+      self.caption_geometry_fc = nn.Dense(self.caption_geometry, dtype=self.dtype)
 
   # -- parts ---------------------------------------------------------------------------
   def _features(self, images, train: bool):
-    """(the backbone map [B, Hf, Wf, C], its stride)."""
-    (fmap,) = backbone_maps(self.backbone, images, (self.backbone_level,), self.pixel_mean,
-                            self.pixel_std, train)
+    """(the backbone map [B, Hf, Wf, C] (with fpn_levels: the pyramid's finest), its
+    stride)."""
+    maps = backbone_maps(self.backbone, images, (self.backbone_level, *self.fpn_levels),
+                         self.pixel_mean, self.pixel_std, train)
+    fmap = self.fpn(maps)[0] if self.fpn_levels else maps[0]
     return fmap, images.shape[1] // fmap.shape[1]
 
   def _codes(self, fmap, stride, boxes, image_hw, dropout: bool = False):
@@ -265,13 +286,19 @@ class DenseCap(nn.Module):
     logits = self.confidence(x)[..., 0].astype(jnp.float32)
     return x, deltas, logits
 
-  def _caption_codes(self, codes, boxes, object_codes, object_boxes, object_valid):
-    """The LM's input for regions: their codes, with object_context also what
-    `ObjectContext` gathers from the objects (the image's gt boxes in training, the
-    given boxes or the final detections at test time)."""
-    if not self.object_context:
-      return codes
-    return self.relation(codes, boxes, object_codes, object_boxes, object_valid)
+  def _caption_codes(self, codes, boxes, described, image_hw, object_codes, object_boxes,
+                     object_valid):
+    """The LM's input for regions (their boxes [B, R, 4]): their codes, with
+    caption_geometry also the geometry of the boxes they describe [B, R, 4], with
+    object_context also what `ObjectContext` gathers from the objects (the image's gt
+    boxes in training, the given boxes or the final detections at test time)."""
+    parts = [codes]
+    if self.caption_geometry:
+      geometry = box_geometry_features(described, image_hw, encoded=True)
+      parts.append(nn.relu(self.caption_geometry_fc(geometry.astype(self.dtype))))
+    if self.object_context:
+      parts[0] = self.relation(codes, boxes, object_codes, object_boxes, object_valid)
+    return jnp.concatenate(parts, -1) if len(parts) > 1 else codes
 
   def _decode(self, codes):
     """codes [N, D] -> (tokens [N, T], logprob [N]) with `decode`."""
@@ -308,8 +335,8 @@ class DenseCap(nn.Module):
            "scores": jnp.where(valid, jax.nn.sigmoid(take(logits)), 0.0),
            "valid": valid, "proposals": proposals, "proposal_valid": proposal_valid}
     kept_codes = take(codes)  # the context objects: the detections at their final boxes
-    return out, self._caption_codes(kept_codes, take(proposals), kept_codes, out["boxes"],
-                                    valid)
+    return out, self._caption_codes(kept_codes, take(proposals), out["boxes"], image_hw,
+                                    kept_codes, out["boxes"], valid)
 
   # -- the three entry points ----------------------------------------------------------
   def __call__(self, images, train: bool = False, targets=None):
@@ -328,7 +355,7 @@ class DenseCap(nn.Module):
     fmap, stride = self._features(images, False)
     boxes = jnp.where(valid[..., None], boxes.astype(jnp.float32), 0.0)
     codes, _, logits = self._codes(fmap, stride, boxes, image_hw)
-    return self._caption_codes(codes, boxes, codes, boxes, valid), logits
+    return self._caption_codes(codes, boxes, boxes, image_hw, codes, boxes, valid), logits
 
   def caption_regions(self, images, boxes, valid):
     """Captions of given boxes [B, K, 4] (pixel xyxy; `valid` [B, K]) -> {"tokens"
@@ -385,12 +412,14 @@ class DenseCap(nn.Module):
     _, rows = jax.lax.top_k(captioned.astype(jnp.float32), quota)
     pos = jnp.take_along_axis(captioned, rows, 1)
     pos_codes = jnp.take_along_axis(codes, rows[..., None], 1)
-    if self.object_context:  # the context objects: the image's gt boxes
-      gt_safe = jnp.where(gt_valid[..., None], gt_boxes, 0.0)
-      gt_codes, _, _ = self._codes(fmap, stride, gt_safe, image_hw, dropout=train)
-      pos_codes = self._caption_codes(pos_codes, jnp.take_along_axis(regions, rows[..., None], 1),
-                                      gt_codes, gt_safe, gt_valid)
     gt_index = jnp.take_along_axis(matched, rows, 1)
+    gt_safe = jnp.where(gt_valid[..., None], gt_boxes, 0.0)
+    gt_codes = None
+    if self.object_context:  # the context objects: the image's gt boxes
+      gt_codes, _, _ = self._codes(fmap, stride, gt_safe, image_hw, dropout=train)
+    described = jnp.take_along_axis(gt_safe, jnp.maximum(gt_index, 0)[..., None], 1)
+    pos_codes = self._caption_codes(pos_codes, jnp.take_along_axis(regions, rows[..., None], 1),
+                                    described, image_hw, gt_codes, gt_safe, gt_valid)
     pos_tokens = jnp.take_along_axis(gt_tokens, gt_index[..., None], 1)  # [B, quota, T]
     b = regions.shape[0]
     flat_tokens = pos_tokens.reshape(b * quota, -1)
@@ -426,6 +455,20 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if width < 0 or heads < 1 or width % heads:
     raise ConfigError(f"config.model.object_context={width}, object_context_heads={heads}; "
                       "expected a width >= 0 (0: none) that is a multiple of heads >= 1")
+  if int(fields.get("caption_geometry", 0)) < 0:
+    raise ConfigError(f"config.model.caption_geometry={fields['caption_geometry']!r}; "
+                      "expected >= 0 (0: none)")
+  if fields.get("fpn_levels"):
+    if int(fields.get("fpn_channels", 64)) < 1:
+      raise ConfigError(f"config.model.fpn_channels={fields['fpn_channels']!r}; expected >= 1")
+    levels = [str(backbone_level), *fields["fpn_levels"]]
+    strides = [int(k[len("stride_"):]) if k.startswith("stride_") and k[7:].isdigit() else None
+               for k in levels]
+    if None in strides or strides != sorted(set(strides)):
+      raise ConfigError(f"config.model.fpn_levels={list(fields['fpn_levels'])!r} with "
+                        f"backbone_level={backbone_level!r}; expected backbone maps "
+                        "'stride_<n>' each coarser than the one before, e.g. "
+                        "('stride_8', 'stride_16', 'stride_32') after 'stride_4'")
   if float(fields.get("context_scale", 0.0)) < 0:
     raise ConfigError(f"config.model.context_scale={fields['context_scale']!r}; expected >= 0 "
                       "(0: no context)")
@@ -449,7 +492,7 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   for key in ("pixel_mean", "pixel_std"):  # None: the ImageNet defaults (as build_detector)
     if key in fields and fields[key] is None:
       del fields[key]
-  for key in ("pixel_mean", "pixel_std", "box_weights", "recognition_widths"):
+  for key in ("pixel_mean", "pixel_std", "box_weights", "recognition_widths", "fpn_levels"):
     if key in fields:
       fields[key] = tuple(fields[key])
   backbone_args = dict(_plain(backbone_args or {}))
