@@ -19,7 +19,11 @@ steps 0.55 / 0.88; this config 0.575 / 0.893; with model.caption_iou_threshold=0
 0.586 / 0.906; that and model.context_scale=2.0 (the grid of the box enlarged 2x too)
 0.581 / 0.895: both within noise, so off here (README "Dense captioning"); 8000 or
 16000 training images 0.591 / 0.905 both; model.object_context=256 0.534 / 0.830 (with
-8000 images 0.570 / 0.860), off. Where the gt-box captions go wrong: `python -m
+8000 images 0.570 / 0.860), off. `model.caption_geometry=64` (the LM also reads the
+geometry of the box it describes: the matched gt box in training) 0.645 / 0.888, on:
+size-word errors fall from 0.10 to 0.02 of the boxes; with it, model.fpn_levels=
+('stride_8', 'stride_16', 'stride_32') (an FPN of 64 channels) 0.654 / 0.881 at 1.5x
+the step time, off. Where the gt-box captions go wrong: `python -m
 jaxseg.tasks.dense_captioning WORKDIR`; what the codes hold: `./launch.sh bench
 densecap_probe --workdir=WORKDIR`.
 """
@@ -39,7 +43,7 @@ def get_config(arg=None):
       sampler="bilinear", pool_size=7, recognition_widths=(1024, 1024),
       recognition_dropout=0.0, box_geometry=True,
       geometry_width=0, context_scale=0.0, object_context=0, object_context_heads=4,
-      fpn_levels=(), fpn_channels=64, caption_geometry=0,
+      fpn_levels=(), fpn_channels=64, caption_geometry=64,
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
       caption_iou_threshold=None, final_nms_threshold=0.3, detections_per_image=20,
       decode="greedy", lm=dict(embed_dim=256, hidden_dim=384))

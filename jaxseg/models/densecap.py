@@ -298,7 +298,7 @@ class DenseCap(nn.Module):
       parts.append(nn.relu(self.caption_geometry_fc(geometry.astype(self.dtype))))
     if self.object_context:
       parts[0] = self.relation(codes, boxes, object_codes, object_boxes, object_valid)
-    return jnp.concatenate(parts, -1) if len(parts) > 1 else codes
+    return jnp.concatenate(parts, -1)
 
   def _decode(self, codes):
     """codes [N, D] -> (tokens [N, T], logprob [N]) with `decode`."""
