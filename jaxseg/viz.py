@@ -310,9 +310,26 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels, scores=None,
   return np.asarray(out)
 
 
-def caption(image: np.ndarray, text: str) -> np.ndarray:
-  """`image` (uint8 RGB) with `text` on a white strip below it (clipped to its width)."""
+def caption(image: np.ndarray, text: str, lines: int = 1) -> np.ndarray:
+  """`image` (uint8 RGB) with `text` on `lines` white strips below it: wrapped at words
+  to the image's width, the last strip clipped (ending "...") when it does not fit; the
+  strips not needed stay blank, so images given the same `lines` line up."""
   h, w, _ = image.shape
-  strip = Image.new("RGB", (w, 14), (255, 255, 255))
-  ImageDraw.Draw(strip).text((2, 1), str(text)[:max(w // 6, 1)], fill=(0, 0, 0))
-  return np.concatenate([np.asarray(image, np.uint8), np.asarray(strip)], axis=0)
+  strips = Image.new("RGB", (w, 14 * lines), (255, 255, 255))
+  draw = ImageDraw.Draw(strips)
+  fits = lambda line: draw.textlength(line) <= w - 4  # noqa: E731
+  wrapped = [""]
+  for word in str(text).split():
+    joined = f"{wrapped[-1]} {word}".strip()
+    if fits(joined) or not wrapped[-1]:
+      wrapped[-1] = joined
+    else:
+      wrapped.append(word)
+  if len(wrapped) > lines:
+    wrapped = wrapped[:lines]
+    wrapped[-1] += "..."
+  for k, line in enumerate(wrapped):
+    while not fits(line) and len(line) > 4:  # a word longer than the strip, or the "..."
+      line = line[:-4] + "..."
+    draw.text((2, 1 + 14 * k), line, fill=(0, 0, 0))
+  return np.concatenate([np.asarray(image, np.uint8), np.asarray(strips)], axis=0)

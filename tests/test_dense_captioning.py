@@ -223,3 +223,24 @@ def test_caption_errors_break_gt_box_captions_down_by_part():
   assert "7 gt boxes, exact 1 (0.143)" in text and "relation unsaid" in text
   with pytest.raises(ValueError, match="generated"):
     dense_captioning.caption_errors([{"ground_truth": [{"box": [0, 0, 1, 1], "caption": "a"}]}])
+
+
+def test_picture_captions_wrap_onto_their_strips_and_clip_at_the_last():
+  """viz.caption(lines=n): the text wrapped at words onto n strips of 14 px, nothing drawn
+  past the image's width; what does not fit ends the last strip; a short text leaves the
+  other strips blank. captioned() gives every box the same number of strips."""
+  from jaxseg import viz  # pylint: disable=g-import-not-at-top
+  image = np.zeros((10, 128, 3), np.uint8)
+  long = "a small red triangle behind an orange triangle " * 3
+
+  def inked(out):  # per strip: does any pixel differ from white, and in the right margin?
+    strips = out[10:].reshape(-1, 14, 128, 3)
+    return [bool((s < 250).any()) for s in strips], bool((out[10:, -2:] < 250).any())
+
+  assert inked(viz.caption(image, "a red circle", 3)) == ([True, False, False], False)
+  assert inked(viz.caption(image, long, 3)) == ([True, True, True], False)
+  assert inked(viz.caption(image, long, 1)) == ([True], False)
+  assert viz.caption(image, "x" * 200).shape == (24, 128, 3)
+  boxes = np.asarray([[1.0, 1.0, 5.0, 5.0]])
+  picture = dense_captioning.captioned(np.zeros((64, 64, 3), np.uint8), boxes, [long], lines=3)
+  assert picture.shape == (128 + 3 * 2 * 14, 128, 3)  # scale 2, 3 boxes of 2 strips

@@ -318,16 +318,17 @@ class DenseCaptioningTask(detection.DetectionTask):
 
 
 def captioned(image, boxes, captions, scores=None, scale: int = 2,
-              lines: int | None = None) -> np.ndarray:
-  """`image` with boxes numbered 1..n and a strip per box below: "n. caption (score)";
-  `lines`: that many strips whatever n (blank ones added), so pictures line up."""
+              lines: int | None = None, strips_per_box: int = 2) -> np.ndarray:
+  """`image` with boxes numbered 1..n and below it "n. caption (score)" per box, wrapped
+  onto `strips_per_box` strips; `lines`: that many boxes' strips whatever n (blank ones
+  added), so pictures line up."""
   labels = [str(k + 1) for k in range(len(boxes))]
   colours = viz.palette(len(boxes) + 1)[1:]
   out = viz.draw_boxes(image, boxes, labels, colours if len(boxes) else None, scale=scale)
   texts = [f"{k + 1}. {text}" + ("" if scores is None else f" ({float(scores[k]):.2f})")
            for k, text in enumerate(captions)]
   for text in texts + [""] * max((lines or 0) - len(texts), 0):
-    out = viz.caption(out, text)
+    out = viz.caption(out, text, strips_per_box)
   return out
 
 
