@@ -396,6 +396,8 @@ def test_agents_study_runs_resumes_and_reports(hq, tmp_path, monkeypatch):
   budgets = {"random_search": dict(trials=1, epochs=2, space=space),
              "pbt": dict(population=2, epochs=2, ready=1, space=space)}
   workdir = str(tmp_path / "study")
+  # an interrupted earlier try of (random_search, seed 1) left a finished game of its kind
+  agents.random_search(hq, 1, trials=1, epochs=1, space=space, name="random_search/seed1")
   results = agents_study.run_all(hq, workdir, ["random_search", "pbt"], 2, budgets)
   assert [(r["agent"], r["seed"], r["epochs"], r["games"]) for r in results] == [
       ("random_search", 0, 2, 1), ("random_search", 1, 2, 1), ("pbt", 0, 4, 2),

@@ -41,9 +41,12 @@ COLUMNS = ("agent", "seed", "best_val_acc", "baseline_val_acc", "epochs", "games
 
 def run_one(hq: HyperQuest, agent: str, seed: int, budget: dict | None = None) -> dict:
   kind = f"{agent}/seed{seed}"
+  # games of this kind finished by an earlier, interrupted try of this run are not its own
+  earlier = {e["id"] for e in hq.leaderboard() if e["kind"] == kind}
   t0 = time.time()
   best = agents.AGENTS[agent](hq, seed, name=kind, **(budget or BUDGETS[agent]))
-  games = [hq.state(e["id"]) for e in hq.leaderboard() if e["kind"] == kind]
+  games = [hq.state(e["id"]) for e in hq.leaderboard()
+           if e["kind"] == kind and e["id"] not in earlier]
   return {"agent": agent, "name": agent, "seed": seed,
           "best_val_acc": best["best_val_acc"],
           "baseline_val_acc": best["baseline_val_acc"],
