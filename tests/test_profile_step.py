@@ -14,8 +14,6 @@ from conftest import REPO, load_bench
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
 
-
-
 def _tiny_unet():
   from jaxseg import tasks
   train_step = load_bench("train_step")

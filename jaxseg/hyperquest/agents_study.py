@@ -47,8 +47,7 @@ def run_one(hq: HyperQuest, agent: str, seed: int, budget: dict | None = None) -
   best = agents.AGENTS[agent](hq, seed, name=kind, **(budget or BUDGETS[agent]))
   games = [hq.state(e["id"]) for e in hq.leaderboard()
            if e["kind"] == kind and e["id"] not in earlier]
-  return {"agent": agent, "name": agent, "seed": seed,
-          "best_val_acc": best["best_val_acc"],
+  return {"agent": agent, "seed": seed, "best_val_acc": best["best_val_acc"],
           "baseline_val_acc": best["baseline_val_acc"],
           "epochs": sum(g["epochs_trained"] for g in games), "games": len(games),
           "wall_seconds": round(time.time() - t0, 1), "provenance": ablate.provenance()}

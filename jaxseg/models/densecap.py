@@ -111,7 +111,7 @@ import jax.numpy as jnp
 
 from jaxseg import losses, ops
 from jaxseg.errors import ConfigError
-from jaxseg.models.backbones import get_backbone
+from jaxseg.models.backbones import get_backbone, level_stride
 from jaxseg.models.captioning import PAD, LanguageModel, caption_loss, token_accuracy
 from jaxseg.models.detection import _fields, _plain
 from jaxseg.models.detection.body import backbone_maps
@@ -292,13 +292,13 @@ class DenseCap(nn.Module):
     caption_geometry also the geometry of the boxes they describe [B, R, 4], with
     object_context also what `ObjectContext` gathers from the objects (the image's gt
     boxes in training, the given boxes or the final detections at test time)."""
-    parts = [codes]
-    if self.caption_geometry:
-      geometry = box_geometry_features(described, image_hw, encoded=True)
-      parts.append(nn.relu(self.caption_geometry_fc(geometry.astype(self.dtype))))
     if self.object_context:
-      parts[0] = self.relation(codes, boxes, object_codes, object_boxes, object_valid)
-    return jnp.concatenate(parts, -1)
+      codes = self.relation(codes, boxes, object_codes, object_boxes, object_valid)
+    if not self.caption_geometry:
+      return codes
+    geometry = box_geometry_features(described, image_hw, encoded=True)
+    return jnp.concatenate(
+        [codes, nn.relu(self.caption_geometry_fc(geometry.astype(self.dtype)))], -1)
 
   def _decode(self, codes):
     """codes [N, D] -> (tokens [N, T], logprob [N]) with `decode`."""
@@ -462,8 +462,7 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
     if int(fields.get("fpn_channels", 64)) < 1:
       raise ConfigError(f"config.model.fpn_channels={fields['fpn_channels']!r}; expected >= 1")
     levels = [str(backbone_level), *fields["fpn_levels"]]
-    strides = [int(k[len("stride_"):]) if k.startswith("stride_") and k[7:].isdigit() else None
-               for k in levels]
+    strides = [level_stride(k) for k in levels]
     if None in strides or strides != sorted(set(strides)):
       raise ConfigError(f"config.model.fpn_levels={list(fields['fpn_levels'])!r} with "
                         f"backbone_level={backbone_level!r}; expected backbone maps "

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.errors import ConfigError
-from jaxseg.models.backbones import get_backbone
+from jaxseg.models.backbones import get_backbone, level_stride
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,7 +109,7 @@ class BackboneWithHeads(nn.Module):
     std = jnp.asarray(self.pixel_std, jnp.float32)
     x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
     features = get_backbone(self.backbone, name="backbone", **args)(x, train)
-    strides = [int(k[len("stride_"):]) for k in features if k.startswith("stride_")]
+    strides = [s for s in map(level_stride, features) if s is not None]
     x = features[f"stride_{max(strides)}"]  # the coarsest map ("stride_32" at full depth)
 
     published_pool, widths = PUBLISHED_CLASSIFIERS.get(self.backbone, (1, ()))

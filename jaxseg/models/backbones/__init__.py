@@ -35,6 +35,13 @@ def backbone_fields(name: str) -> tuple[str, ...]:
   return tuple(f.name for f in dataclasses.fields(cls) if f.init and f.name != "parent")
 
 
+def level_stride(level: str) -> int | None:
+  """The stride of a backbone map named "stride_<n>" (the names every backbone gives its
+  maps), or None for any other name."""
+  digits = level[len("stride_"):]
+  return int(digits) if level.startswith("stride_") and digits.isdigit() else None
+
+
 def get_backbone(name: str, /, **kwargs):
   """Instantiate the backbone registered as `name` with `kwargs` (its fields)."""
   if name not in BACKBONES:
@@ -48,4 +55,4 @@ def get_backbone(name: str, /, **kwargs):
 
 
 __all__ = ["BACKBONES", "VGG", "DenseNet", "GoogLeNet", "MobileNetV1", "MobileNetV2", "ResNet",
-           "backbone_fields", "get_backbone"]
+           "backbone_fields", "get_backbone", "level_stride"]
