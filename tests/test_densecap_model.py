@@ -4,6 +4,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, LanguageModel
 from jaxseg.models.densecap import (LOSS_TERMS, DenseCap, ObjectContext, box_geometry_features,
-                                    build_densecap, relative_geometry)
+                                    build_densecap, overlap_partner, relative_geometry)
 from jaxseg.models.detection.fpn import FPN
 from test_faster_rcnn import host_init
 
@@ -363,6 +364,7 @@ def test_build_densecap_config_errors():
                                     dict(object_context=8, object_context_heads=2),
                                     dict(fpn_levels=("stride_32",), fpn_channels=8,
                                          caption_geometry=4, object_context=8),
+                                    dict(partner_context=8, caption_geometry=4),
                                     dict(decode="beam", dtype=jnp.bfloat16)])
 def test_densecap_variants_trace(fields):
   """The other sampler, the box-geometry input, beam decoding and bfloat16 compute give
@@ -605,3 +607,69 @@ def test_object_context_captions_read_the_other_boxes(setup):
   assert np.isfinite(float(terms["caption"])) and float(terms["caption"]) > 0
   with pytest.raises(ConfigError, match="object_context"):
     build_densecap(12, object_context=6, object_context_heads=4)
+
+
+def test_overlap_partner_by_hand():
+  """Each described box's partner: the valid other object whose box intersects it most
+  (never itself; ties: the first); none when no valid other box intersects."""
+  boxes = jnp.asarray([[[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40], [15, 0, 25, 10]]],
+                      jnp.float32)
+  own = jnp.asarray([[0, 1, 2, 3]])
+  # intersections: 0-1 25, 1-3 25; 0-3 and 2 none
+  index, found = overlap_partner(boxes, own, boxes, jnp.ones((1, 4), bool))
+  np.testing.assert_array_equal(found, [[True, True, False, True]])
+  np.testing.assert_array_equal(np.asarray(index)[found], [1, 0, 1])  # 1: tie 0 / 3 -> 0
+  index, found = overlap_partner(boxes, own, boxes, jnp.asarray([[True, False, True, True]]))
+  np.testing.assert_array_equal(found, [[False, True, False, False]])
+  assert int(index[0, 1]) == 0
+  # a box described by no object of the list (index -1) may pair with any of them
+  index, found = overlap_partner(boxes[:, :1], jnp.asarray([[-1]]), boxes, jnp.ones((1, 4), bool))
+  assert int(index[0, 0]) == 0 and bool(found[0, 0])
+
+
+def test_partner_context_reads_the_box_overlapping_most(setup):
+  """partner_context: after the code, ReLU(Dense) of the partner's code and relative
+  geometry, then the found flag: for given boxes by hand from their codes; zero and flag 0
+  for a box no other touches; in training the partner of each captioned positive is the
+  other ground-truth box (their relative geometry), never the box itself."""
+  model = _model(partner_context=4, fg_iou_threshold=0.3, bg_iou_threshold=0.1)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  dense = variables["params"]["partner"]["Dense_0"]
+  boxes = jnp.asarray([[[4.0, 6.0, 30.0, 28.0], [20.0, 20.0, 60.0, 50.0],
+                        [2.0, 40.0, 14.0, 60.0]]])
+  codes, _ = model.apply(variables, setup.images, boxes, jnp.ones((1, 3), bool),
+                         method=DenseCap.region_codes)
+  assert codes.shape == (1, 3, 32 + 4 + 1)
+  own = codes[0, :, :32]
+  for row, other in ((0, 1), (1, 0)):
+    x = jnp.concatenate([own[other], relative_geometry(boxes[0, row:row + 1],
+                                                       boxes[0, other:other + 1])[0, 0]])
+    np.testing.assert_allclose(codes[0, row, 32:36], jax.nn.relu(x @ dense["kernel"] + dense["bias"]),
+                               rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(codes[0, :, 36], [1, 1, 0])
+  np.testing.assert_array_equal(codes[0, 2, 32:], 0)
+  gt = np.asarray([[4.0, 6.0, 30.0, 28.0], [20.0, 20.0, 60.0, 50.0]], np.float32)
+  targets = {**_targets(1), "boxes": jnp.asarray(gt[None])}
+  seen = []
+
+  def record(next_fun, args, kwargs, context):  # the partner Dense's input in training
+    if context.module.name == "Dense_0" and context.module.parent.name == "partner":
+      seen.append(args[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    terms, _ = model.apply(variables, setup.images, train=True, targets=targets,
+                           rngs={"sampling": jax.random.key(3)}, mutable=["batch_stats"])
+  positives = int(terms["positives"])
+  assert positives > 2  # proposals among the positives, not just the two gt boxes
+  geometry = np.asarray(relative_geometry(jnp.asarray(gt), jnp.asarray(gt)))
+  pairs = (geometry[0, 1], geometry[1, 0])
+  (x,) = seen
+  described = []
+  for row in np.asarray(x)[0, :positives, -7:]:
+    match = [k for k, g in enumerate(pairs) if np.abs(row - g).max() < 1e-5]
+    assert match, row  # the other gt box's geometry, not the box's own (0, 0, 0, 0, 1, 1, 1)
+    described += match
+  assert set(described) == {0, 1}
+  with pytest.raises(ConfigError, match="partner_context"):
+    build_densecap(12, partner_context=-1)
