@@ -82,6 +82,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.eval_crop": (optional(lambda x: _number(x) and 0 < x <= 1), "a number in (0, 1]"),
     "dataset.augment.min_scale": (positive, "a number > 0"),
     "dataset.augment.max_scale": (positive, "a number > 0"),
+    "dataset.augment.crop_size": (optional(positive_int),
+                                  "an integer >= 1 (pixels; None: dataset.image_size)"),
     "dataset.augment.min_box_fraction": (lambda x: _number(x) and 0 < x <= 1,
                                          "a number in (0, 1]"),
     "dataset.generator.num_train": (positive_int, "an integer >= 1"),

@@ -35,6 +35,31 @@ def test_train_batches_are_deterministic_and_resumable(tiny_config):
   assert set(np.unique(first["label"])) <= {0, 1, 2, 3, 255}
 
 
+def test_crop_size_trains_on_windows_of_the_images_at_their_scale(tiny_config):
+  """dataset.augment.crop_size: each training image is a crop_size window of a training
+  example at its own scale (no resize), its label the same window; a crop larger than
+  image_size or one the model cannot take is a ConfigError."""
+  from jaxseg.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  c = tiny_config
+  c.dataset.augment.update(min_scale=1.0, max_scale=1.0, flip=False, crop_size=12)
+  batch = next(iter(tasks.get_task(c).train_data(0)))
+  assert batch["image"].shape == (c.batch_size, 12, 12, 3) and batch["label"].shape[1:] == (12, 12)
+  ds, _ = sources.load_split(c.dataset, "train")
+  examples = list(tfds.as_numpy(ds))
+  size = c.dataset.image_size
+  for image, label in zip(batch["image"], batch["label"]):
+    found = [(y, x) for ex in examples for y in range(size - 11) for x in range(size - 11)
+             if np.array_equal(ex["image"][y:y + 12, x:x + 12] / np.float32(255), image)
+             and np.array_equal(ex["label"][y:y + 12, x:x + 12], label)]
+    assert found, "a crop that is no window of a training example"
+  c.dataset.augment.crop_size = size + 4
+  with pytest.raises(ConfigError, match="crop_size=36; expected at most"):
+    tasks.get_task(c)
+  c.dataset.augment.crop_size = 10  # the tiny U-Net (depth 2) needs multiples of 4
+  with pytest.raises(ConfigError, match="config.model .*at dataset.augment.crop_size 10"):
+    tasks.get_task(c)
+
+
 def test_eval_batches_cover_every_example_once_with_padding(tiny_config):
   tiny_config.eval_batch_size = 3  # 8 validation examples -> 3 batches, 1 padding example
   batches = list(tasks.get_task(tiny_config).eval_data())

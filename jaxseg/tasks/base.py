@@ -37,15 +37,18 @@ class Task:
   def example_batch(self, batch_size: int):
     raise NotImplementedError
 
-  def check_model(self, name: str = "") -> None:
-    """Trace `init` on an example batch (nothing runs): the model's own errors (an unknown
-    option, an image size it cannot take) become one ConfigError line."""
+  def check_model(self, name: str = "", size: int | None = None) -> None:
+    """Trace `init` on an example batch (nothing runs; of `size` x `size` images where the
+    task's example_batch takes a size): the model's own errors (an unknown option, an
+    image size it cannot take) become one ConfigError line."""
     try:
-      jax.eval_shape(self.init, jax.random.key(0), self.example_batch(1))
+      batch = self.example_batch(1) if size is None else self.example_batch(1, size)
+      jax.eval_shape(self.init, jax.random.key(0), batch)
     except (ValueError, TypeError) as e:
       what = f"config.model ({name})" if name else "config.model"
-      raise ConfigError(f"{what} at image_size {self.config.dataset.image_size}: "
-                        f"{e}") from None
+      at = (f"image_size {self.config.dataset.image_size}" if size is None
+            else f"dataset.augment.crop_size {size}")
+      raise ConfigError(f"{what} at {at}: {e}") from None
 
   def predict_batch(self, variables, batch):
     """`predict` on a batch: what the trainer's eval step and `./launch.sh predict` call,

@@ -120,6 +120,12 @@ class SegmentationTask(base.Task):
         name, num_classes=self.num_classes, dtype=base.compute_dtype(config.model),
         **model_kwargs)
     self.check_model(name)  # unknown option, image size it cannot take: one line
+    crop = config.dataset.augment.get("crop_size")
+    if crop is not None:  # the training crops must suit the model too
+      if crop > config.dataset.image_size:
+        raise ConfigError(f"config.dataset.augment.crop_size={crop}; expected at most "
+                          f"dataset.image_size={config.dataset.image_size} (or None)")
+      self.check_model(name, size=crop)
     uncertainty = config.get("uncertainty") or {}
     self.mc_samples = uncertainty.get("mc_samples", 0)
     if (isinstance(self.mc_samples, bool) or not isinstance(self.mc_samples, int)
@@ -137,7 +143,7 @@ class SegmentationTask(base.Task):
     ds, n = sources.load_split(c, "train")
     preprocess = seg_data.make_train_preprocess(
         c.image_size, c.augment.min_scale, c.augment.max_scale, c.augment.flip,
-        self.ignore_index)
+        self.ignore_index, c.augment.get("crop_size"))
     return pipeline.train_batches(ds, n, preprocess, self.config.batch_size, self.config.seed,
                                   start_step, c.shuffle_buffer, c.cache, name=c.name)
 
@@ -155,9 +161,10 @@ class SegmentationTask(base.Task):
       raise DataError(f"dataset {self.config.dataset.name!r} has label values {values}; expected "
                       f"0..{self.num_classes - 1} or ignore_index={self.ignore_index}")
 
-  def example_batch(self, batch_size: int):
-    """Zero arrays with the shapes and dtypes of a training batch (for initialization)."""
-    size = self.config.dataset.image_size
+  def example_batch(self, batch_size: int, size: int | None = None):
+    """Zero arrays with the shapes and dtypes of a batch of `size` x `size` images
+    (default dataset.image_size; for initialization)."""
+    size = size or self.config.dataset.image_size
     return {"image": np.zeros((batch_size, size, size, 3), np.float32),
             "label": np.zeros((batch_size, size, size), np.int32)}
 
