@@ -671,5 +671,24 @@ def test_partner_context_reads_the_box_overlapping_most(setup):
     assert match, row  # the other gt box's geometry, not the box's own (0, 0, 0, 0, 1, 1, 1)
     described += match
   assert set(described) == {0, 1}
+  # test time: the partners are the final detections scoring at least partner_min_score
+  for min_score in (0.0, 0.5, 1.0):
+    flags = []
+
+    def flag(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.module.name == "partner" and context.method_name == "__call__":
+        flags.append(out[..., -1])
+      return out
+
+    with nn.intercept_methods(flag):
+      out = model.clone(partner_min_score=min_score).apply(variables, setup.images)
+    objects = out["valid"] & (out["scores"] >= min_score)
+    _, found = overlap_partner(out["boxes"], jnp.arange(6)[None], out["boxes"], objects)
+    np.testing.assert_array_equal(np.asarray(flags[0]), np.asarray(found, np.float32))
+    if min_score == 1.0:
+      assert not np.asarray(found).any()
   with pytest.raises(ConfigError, match="partner_context"):
     build_densecap(12, partner_context=-1)
+  with pytest.raises(ConfigError, match="partner_min_score"):
+    build_densecap(12, partner_min_score=1.5)

@@ -44,6 +44,7 @@ def get_config(arg=None):
       recognition_dropout=0.0, box_geometry=True,
       geometry_width=0, context_scale=0.0, object_context=0, object_context_heads=4,
       fpn_levels=(), fpn_channels=64, caption_geometry=64, partner_context=0,
+      partner_min_score=0.5,
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
       caption_iou_threshold=None, final_nms_threshold=0.3, detections_per_image=20,
       decode="greedy", lm=dict(embed_dim=256, hidden_dim=384))

@@ -48,7 +48,8 @@ another object).
 `partner_context` (a jaxseg option; 0, the default: none): the LM also reads, for the box
 a caption describes, its *partner*: the other object whose box intersects that box most
 (`overlap_partner`; among the ground-truth boxes in training, the given boxes in
-`caption_regions`, the final detections at test time) through `PartnerContext`:
+`caption_regions`, the final detections scoring at least `partner_min_score` at test
+time: duplicates and false detections are no partners) through `PartnerContext`:
 Dense(partner_context) + ReLU of the partner's region code and their
 `relative_geometry`, zero with a 0/1 flag when no other box intersects. A hard choice
 where `object_context` learns a soft one: shapes_captions' relation clause names the
@@ -248,6 +249,7 @@ class DenseCap(nn.Module):
   fpn_channels: int = 64
   caption_geometry: int = 0  # > 0: the LM also reads the described box's geometry
   partner_context: int = 0  # > 0: the LM also reads the described box's partner object
+  partner_min_score: float = 0.5  # test time: detections scoring less are no partner
   sampled_regions: int = 256
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
@@ -382,9 +384,10 @@ class DenseCap(nn.Module):
            "scores": jnp.where(valid, jax.nn.sigmoid(take(logits)), 0.0),
            "valid": valid, "proposals": proposals, "proposal_valid": proposal_valid}
     kept_codes = take(codes)  # the context objects: the detections at their final boxes
+    objects = valid & (out["scores"] >= self.partner_min_score) if self.partner_context else valid
     return out, self._caption_codes(kept_codes, take(proposals), out["boxes"],
                                     _row_index(valid), image_hw, kept_codes, out["boxes"],
-                                    valid)
+                                    objects)
 
   # -- the three entry points ----------------------------------------------------------
   def __call__(self, images, train: bool = False, targets=None):
@@ -522,6 +525,9 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
                         f"backbone_level={backbone_level!r}; expected backbone maps "
                         "'stride_<n>' each coarser than the one before, e.g. "
                         "('stride_8', 'stride_16', 'stride_32') after 'stride_4'")
+  if not 0 <= float(fields.get("partner_min_score", 0.5)) <= 1:
+    raise ConfigError(f"config.model.partner_min_score={fields['partner_min_score']!r}; "
+                      "expected a score in [0, 1]")
   if float(fields.get("context_scale", 0.0)) < 0:
     raise ConfigError(f"config.model.context_scale={fields['context_scale']!r}; expected >= 0 "
                       "(0: no context)")
