@@ -65,3 +65,51 @@ def pytest_configure(config):
   config.addinivalue_line(
       "markers", "multihost: launches multi-process jobs as subprocesses (minutes on a "
       "loaded 2-core machine); CI runs them, `-m 'not multihost'` skips them locally")
+
+
+# -- order: the slowest tests first in every pytest-xdist worker's share ------------------
+SLOW_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
+
+
+def _slow_estimates() -> dict:
+  """tests/slow_tests.txt: lines of pytest's `--durations` report ("12.3s call nodeid"),
+  the slowest tests of an idle run -> {nodeid: seconds}."""
+  out = {}
+  if os.path.exists(SLOW_TESTS):
+    with open(SLOW_TESTS) as f:
+      for line in f:
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "call" and parts[0].endswith("s"):
+          out[parts[2]] = float(parts[0][:-1])
+  return out
+
+
+def pytest_collection_modifyitems(config, items):
+  """Longest processing time first: pytest-xdist's worksteal scheduler gives each of its n
+  workers one contiguous share of the collection (sizes remaining // workers left), and
+  idle workers steal from the end of the others' queues. The known slow tests
+  (`_slow_estimates`) are dealt to the shares greedily, longest first onto the share with
+  the least slow time, and each share starts with them: no long test is left to start
+  last, with nothing left to steal beside it. Otherwise the order is pytest's."""
+  del config
+  workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+  estimates = _slow_estimates()
+  if workers < 2 or not estimates:
+    return
+  slow = sorted((it for it in items if it.nodeid in estimates),
+                key=lambda it: -estimates[it.nodeid])
+  rest = [it for it in items if it.nodeid not in estimates]
+  sizes, left = [], len(items)
+  for k in range(workers):
+    sizes.append(left // (workers - k))
+    left -= sizes[-1]
+  shares, load = [[] for _ in sizes], [0.0] * workers
+  for it in slow:
+    k = min((k for k in range(workers) if len(shares[k]) < sizes[k]), key=lambda k: load[k])
+    shares[k].append(it)
+    load[k] += estimates[it.nodeid]
+  for k, share in enumerate(shares):
+    take = sizes[k] - len(share)
+    share.extend(rest[:take])
+    del rest[:take]
+  items[:] = [it for share in shares for it in share]
