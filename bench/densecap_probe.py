@@ -17,6 +17,10 @@ is memorised by the network (more data or regularisation); one that both get wro
 in the codes (the recognition network's input or capacity); one the probe gets right but
 the captions get wrong (`python -m jaxseg.tasks.dense_captioning WORKDIR`) is the language
 model's.
+
+`--by_part` fits the probes on each part of what the LM reads too (`code_parts`: the
+region code, with object_context its context, the caption geometry, the partner), so
+it shows which part holds what.
 """
 import json
 import os
@@ -32,6 +36,7 @@ def _define_flags():  # when run as a script only: tests import this module
   flags.DEFINE_string("workdir", None, "A dense-captioning run's workdir.", required=True)
   flags.DEFINE_integer("train_images", 2000, "Training images whose gt boxes are probed.")
   flags.DEFINE_integer("probe_steps", 500, "Adam steps of each probe (full batch).")
+  flags.DEFINE_bool("by_part", False, "Also probe each part of the LM's input alone.")
 
 PARTS = ("size", "colour", "shape", "direction", "other colour", "other shape", "other")
 
@@ -75,6 +80,22 @@ def fit_probe(x, y, steps: int, l2: float = 1e-3):
   for _ in range(steps):
     params, state = step(params, state)
   return lambda z: np.asarray(jnp.argmax(((z - mean) / std) @ params[0] + params[1], -1))
+
+
+def code_parts(model) -> list:
+  """[(name, slice)] of what DenseCap's LM reads (`DenseCap._caption_codes`' order): the
+  region code (with object_context its context), then with caption_geometry the
+  geometry, then with partner_context the partner (its width and the found flag)."""
+  widths = [("region code", model.recognition_widths[-1] + model.object_context)]
+  if model.caption_geometry:
+    widths.append(("caption geometry", model.caption_geometry))
+  if model.partner_context:
+    widths.append(("partner", model.partner_context + 1))
+  parts, start = [], 0
+  for name, width in widths:
+    parts.append((name, slice(start, start + width)))
+    start += width
+  return parts
 
 
 def collect(task, variables, batches, max_images: int):
@@ -133,9 +154,16 @@ def main(argv):
   val = collect(task, variables, task.eval_data(), 1 << 30)
   print(f"{FLAGS.workdir}: {len(train[1])} training boxes (probes fit on half), "
         f"{len(val[1])} validation boxes; codes of width {train[0].shape[1]}")
-  print(f"{'part':<14}{'classes':>8}{'fit half':>10}{'other half':>12}{'validation':>12}")
-  for part, k, fit, other, v in probe_table(*train, *val, FLAGS.probe_steps):
-    print(f"{part:<14}{k:>8}{fit:>10.3f}{other:>12.3f}{v:>12.3f}")
+  parts = [("all", slice(None))]
+  if FLAGS.by_part:
+    parts += code_parts(task.model)
+  for name, part in parts:
+    if FLAGS.by_part:
+      print(f"-- {name} (columns {part.start or 0}:{part.stop or train[0].shape[1]})")
+    print(f"{'part':<14}{'classes':>8}{'fit half':>10}{'other half':>12}{'validation':>12}")
+    for row in probe_table(train[0][:, part], train[1], val[0][:, part], val[1],
+                           FLAGS.probe_steps):
+      print("{:<14}{:>8}{:>10.3f}{:>12.3f}{:>12.3f}".format(*row))
 
 
 if __name__ == "__main__":

@@ -150,6 +150,10 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
   task, state = predict.restore(config, workdir)
   codes, captions = probe.collect(task, state.variables, task.eval_data(), 1 << 30)
   assert len(captions) == errors["boxes"] and codes.shape[0] == len(captions)
+  parts = probe.code_parts(task.model)  # the LM input's parts tile its columns
+  assert [name for name, _ in parts] == ["region code", "caption geometry", "partner"]
+  assert parts[0][1].start == 0 and parts[-1][1].stop == codes.shape[1]
+  assert all(a.stop == b.start for (_, a), (_, b) in zip(parts, parts[1:]))
   rows = probe.probe_table(codes, captions, codes, captions, steps=50)
   labels = [probe.part_labels(c) for c in captions]
   for part, classes, fit, other, val in rows:
