@@ -10,15 +10,16 @@ import pytest
 
 from jaxseg import ops
 from jaxseg.errors import ConfigError
-from jaxseg.models.captioning import END, PAD, LanguageModel
+from jaxseg.models.captioning import END, PAD, START, LanguageModel
 from jaxseg.models.densecap import (LOSS_TERMS, DenseCap, ObjectContext, box_geometry_features,
                                     build_densecap, overlap_partner, relative_geometry)
 from jaxseg.models.detection.fpn import FPN
 from test_faster_rcnn import host_init
 
 
-def _lm(vocab=6, max_length=3, width=16, seed=0, code_dim=5):
-  lm = LanguageModel(vocab_size=vocab, embed_dim=width, hidden_dim=width, max_length=max_length)
+def _lm(vocab=6, max_length=3, width=16, seed=0, code_dim=5, code_every_step=False):
+  lm = LanguageModel(vocab_size=vocab, embed_dim=width, hidden_dim=width, max_length=max_length,
+                     code_every_step=code_every_step)
   codes = jax.random.normal(jax.random.key(seed + 1), (3, code_dim))
   tokens = jnp.zeros((3, max_length + 1), jnp.int32)
   params = jax.jit(lm.init)(jax.random.key(seed), codes, tokens)
@@ -42,8 +43,9 @@ def _all_captions(vocab, max_length):
   return np.asarray(out, np.int32)
 
 
-def test_lm_teacher_forcing_is_causal_and_loss_matches_log_likelihood():
-  lm, params, codes = _lm()
+@pytest.mark.parametrize("code_every_step", [False, True], ids=["init_inject", "par_inject"])
+def test_lm_teacher_forcing_is_causal_and_loss_matches_log_likelihood(code_every_step):
+  lm, params, codes = _lm(code_every_step=code_every_step)
   forward, loss_fn = jax.jit(lm.apply), _method(lm, "loss")
   likelihood = _method(lm, "log_likelihood")
   tokens = jnp.asarray([[3, 4, END, PAD], [5, END, PAD, PAD], [4, 4, 5, END]], jnp.int32)
@@ -64,8 +66,10 @@ def test_lm_teacher_forcing_is_causal_and_loss_matches_log_likelihood():
   np.testing.assert_allclose(loss, -(ll[0] + ll[2]) / (3 + 4), rtol=1e-5)
 
 
-def test_lm_greedy_equals_beam_one_and_beam_finds_the_best_caption():
-  lm, params, codes = _lm()
+@pytest.mark.parametrize("code_every_step", [False, True], ids=["init_inject", "par_inject"])
+def test_lm_greedy_equals_beam_one_and_beam_finds_the_best_caption(code_every_step):
+  """Also with the code at every step: its per-row gate bias follows each region's beams."""
+  lm, params, codes = _lm(code_every_step=code_every_step)
   likelihood = _method(lm, "log_likelihood")
   greedy, g_lp = _method(lm, "greedy")(params, codes)
   beam1, b1_lp = _method(lm, "beam_search", 1)(params, codes)
@@ -90,6 +94,35 @@ def test_lm_greedy_equals_beam_one_and_beam_finds_the_best_caption():
   t3, lp3 = _method(lm, "beam_search", 3)(params, codes)
   assert np.all(np.asarray(lp3) >= np.asarray(g_lp) - 1e-5)
   np.testing.assert_allclose(likelihood(params, codes, t3), lp3, rtol=1e-5)
+
+
+def test_lm_code_every_step_adds_the_code_to_every_later_step():
+  """code_every_step: with code_gates 0 the logits are the plain LM's (same parameters);
+  otherwise the code biases each later step's gates by ReLU(image_encoder(code)) @
+  code_gates: a single-step hand computation of the START step's logits."""
+  lm, params, codes = _lm(code_every_step=True)
+  plain, _, _ = _lm()
+  p = params["params"]
+  tokens = jnp.asarray([[3, 4, END, PAD]] * 3, jnp.int32)
+  shared = {"params": {k: v for k, v in p.items() if k != "code_gates"}}
+  zeroed = {"params": {**p, "code_gates": jnp.zeros_like(p["code_gates"])}}
+  np.testing.assert_allclose(lm.apply(zeroed, codes, tokens), plain.apply(shared, codes, tokens),
+                             rtol=1e-6)
+
+  def cell(c, h, x, bias):
+    z = x @ p["lstm_input"] + h @ p["lstm_hidden"] + bias
+    i, f, g, o = np.split(np.asarray(z), 4, -1)
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    return c, sig(o) * np.tanh(c)
+
+  enc = p["image_encoder"]
+  x0 = np.maximum(np.asarray(codes @ enc["kernel"] + enc["bias"]), 0)
+  zero = np.zeros((3, 16), np.float32)
+  c, h = cell(zero, zero, x0, p["lstm_bias"])  # the code step: the plain bias
+  c, h = cell(c, h, p["embedding"][np.full(3, START)], p["lstm_bias"] + x0 @ p["code_gates"])
+  want = h @ p["output_kernel"] + p["output_bias"]  # logits predicting tokens[:, 0]
+  np.testing.assert_allclose(lm.apply(params, codes, tokens)[:, 0], want, rtol=1e-4, atol=1e-5)
 
 
 # -- the bilinear sampler ---------------------------------------------------------------

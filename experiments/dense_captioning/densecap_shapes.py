@@ -51,7 +51,7 @@ def get_config(arg=None):
       partner_min_score=0.5,
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
       caption_iou_threshold=None, final_nms_threshold=0.3, detections_per_image=20,
-      decode="greedy", lm=dict(embed_dim=256, hidden_dim=384))
+      decode="greedy", lm=dict(embed_dim=256, hidden_dim=384, code_every_step=False))
   tiny = dict(backbone_args=dict(width=4),
               rpn=dict(anchor_sizes=((8.0, 16.0),), pre_nms_top_n_train=64,
                        post_nms_top_n_train=32, pre_nms_top_n_test=32, post_nms_top_n_test=16,

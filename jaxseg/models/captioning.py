@@ -12,6 +12,12 @@ region code [D] projected to embed_dim (Linear + ReLU, LanguageModel.lua's
 vocabulary that predict tokens[k]: `__call__` -> logits [R, T, V] with logits[:, t]
 depending on the code and tokens[:, :t] only.
 
+`code_every_step` (a jaxseg option; False, the default: the paper's init-inject): the
+projected code also enters every later step, as a per-row bias of the LSTM's gates
+(`code_gates` [embed_dim, 4 H] of the projected code; Tanti et al., "Where to put the
+image in an image caption generator", 2018: par-inject), so words late in a caption (a
+relation clause's object) need not be carried in the LSTM state from the first step.
+
 Decoding (`greedy`, `beam_search`) runs a fixed T steps (lax.scan): PAD and START are
 never emitted (their logits are masked out; the reported log-probabilities are still
 the full softmax's, so they equal `log_likelihood` of the decoded tokens); the last step
@@ -77,6 +83,7 @@ class LanguageModel(nn.Module):
   embed_dim: int = 512
   hidden_dim: int = 512
   max_length: int = 15  # words; T = max_length + 1
+  code_every_step: bool = False  # par-inject: the code biases the gates at every step
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -94,6 +101,9 @@ class LanguageModel(nn.Module):
     self.output_kernel = self.param("output_kernel", nn.initializers.lecun_normal(),
                                     (h, self.vocab_size))
     self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,))
+    if self.code_every_step:
+      self.code_gates = self.param("code_gates", nn.initializers.lecun_normal(),
+                                   (self.embed_dim, 4 * h))
 
   @property
   def length(self) -> int:
@@ -101,9 +111,13 @@ class LanguageModel(nn.Module):
     return self.max_length + 1
 
   # -- pieces --------------------------------------------------------------------------
-  def _weights(self):
-    return (self.lstm_input.astype(self.dtype), self.lstm_hidden.astype(self.dtype),
-            self.lstm_bias.astype(self.dtype))
+  def _weights(self, x0=None):
+    """(input kernel, hidden kernel, gate bias): the bias [4 H], or with code_every_step
+    and the projected codes x0 [N, E] given, per row [N, 4 H]."""
+    bias = self.lstm_bias.astype(self.dtype)
+    if self.code_every_step and x0 is not None:
+      bias = bias + x0 @ self.code_gates.astype(self.dtype)
+    return self.lstm_input.astype(self.dtype), self.lstm_hidden.astype(self.dtype), bias
 
   def _cell(self, weights, carry, x):
     """One LSTM step: carry (c, h) [N, H], input x [N, E] -> new carry."""
@@ -122,14 +136,15 @@ class LanguageModel(nn.Module):
     return logits.astype(jnp.float32)
 
   def _start(self, codes):
-    """The LSTM carry after the code step and the START step: ((c, h), h)."""
+    """(the LSTM carry (c, h) after the code step and the START step, the weights of the
+    later steps: `_weights` of the projected codes)."""
     n = codes.shape[0]
-    weights = self._weights()
     zero = jnp.zeros((n, self.hidden_dim), self.dtype)
     x0 = nn.relu(self.image_encoder(codes.astype(self.dtype)))
-    carry = self._cell(weights, (zero, zero), x0)
+    carry = self._cell(self._weights(), (zero, zero), x0)
+    weights = self._weights(x0)
     carry = self._cell(weights, carry, self._embed(jnp.full((n,), START, jnp.int32)))
-    return carry
+    return carry, weights
 
   def _allowed(self, t):
     """[V] additive mask of the tokens step t may emit: never PAD / START; only END at
@@ -144,8 +159,7 @@ class LanguageModel(nn.Module):
     """codes [R, D], tokens [R, T] -> logits [R, T, V] (float32); logits[:, t] predicts
     tokens[:, t] from the code and tokens[:, :t]."""
     tokens = tokens.astype(jnp.int32)
-    weights = self._weights()
-    carry = self._start(codes)
+    carry, weights = self._start(codes)
     inputs = jnp.swapaxes(self._embed(tokens[:, :-1]), 0, 1)  # [T - 1, R, E]
 
     def step(carry, x):
@@ -174,8 +188,7 @@ class LanguageModel(nn.Module):
   # -- decoding ------------------------------------------------------------------------
   def greedy(self, codes):
     """Argmax decoding -> (tokens [R, T] int32, logprob [R] float32)."""
-    weights = self._weights()
-    carry = self._start(codes)
+    carry, weights = self._start(codes)
     n = codes.shape[0]
 
     def step(state, t):
@@ -197,9 +210,9 @@ class LanguageModel(nn.Module):
     k = int(beam_size)
     if k < 1:
       raise ValueError(f"beam_size={beam_size}; expected >= 1")
-    weights = self._weights()
     n, v, t_len = codes.shape[0], self.vocab_size, self.length
-    c, h = self._start(codes)
+    (c, h), (wi, wh, bias) = self._start(codes)
+    weights = (wi, wh, jnp.repeat(bias, k, 0) if bias.ndim == 2 else bias)  # rows n * k
     tile = lambda x: jnp.repeat(x[:, None], k, 1)  # [R, ...] -> [R, K, ...]
     carry = (tile(c), tile(h))
     scores = jnp.where(jnp.arange(k) == 0, 0.0, _NEG)[None].repeat(n, 0)  # one live beam
