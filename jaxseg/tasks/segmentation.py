@@ -120,7 +120,7 @@ class SegmentationTask(base.Task):
         name, num_classes=self.num_classes, dtype=base.compute_dtype(config.model),
         **model_kwargs)
     self.check_model(name)  # unknown option, image size it cannot take: one line
-    crop = config.dataset.augment.get("crop_size")
+    crop = (config.dataset.get("augment") or {}).get("crop_size")
     if crop is not None:  # the training crops must suit the model too
       if crop > config.dataset.image_size:
         raise ConfigError(f"config.dataset.augment.crop_size={crop}; expected at most "
