@@ -276,7 +276,15 @@ def build_state(config, task, mesh):
   abstract = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                                    sharding=sharding),
                           shapes, shardings)
-  return tx, schedule, jax.jit(init, out_shardings=shardings), abstract
+  # LLVM at -O1 instead of the default -O3: the initializers' programs compile 2-4x faster
+  # (U-Net 11.7 -> 4.5 s, DenseCap 37.5 -> 15.2 s) and give bit-identical variables for
+  # every experiment config (-O0 does not: some random initializers differ in the last
+  # bit); the program runs once, so its speed does not matter.
+  return tx, schedule, jax.jit(init, out_shardings=shardings,
+                               compiler_options=INIT_COMPILER_OPTIONS), abstract
+
+
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 def check_best_metric(config, task, abstract_variables, example) -> None:
