@@ -90,6 +90,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 
 from absl import flags
 import numpy as np
@@ -1275,13 +1276,15 @@ def is_provenance_csv(path: str) -> bool:
   return header[:2] == ["run", "seed"] and "commit" in header
 
 
-def table_mismatches(ablation, csv_path: str, rtol: float = 1e-4) -> list[str]:
+def table_mismatches(ablation, csv_path: str, rtol: float = 1e-4,
+                     only: Sequence[str] | None = None) -> list[str]:
   """Where a results.csv's params (exactly) and GFLOP per image (to `rtol`) differ from
-  what the code gives now for the ablation's runs (`code_figures`, nothing trained)."""
+  what the code gives now for the ablation's runs (`code_figures`, nothing trained);
+  `only`: the rows of these runs alone."""
   runs = {r["name"]: r for r in expand_runs(ablation)}
   figures, wrong = {}, []
   with open(csv_path, newline="") as f:
-    rows = list(csv.DictReader(f))
+    rows = [r for r in csv.DictReader(f) if only is None or r["run"] in only]
   for row in rows:
     name = row["run"]
     if name not in runs:

@@ -276,10 +276,11 @@ def build_state(config, task, mesh):
   abstract = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                                    sharding=sharding),
                           shapes, shardings)
-  # LLVM at -O1 instead of the default -O3: the initializers' programs compile 2-4x faster
-  # (U-Net 11.7 -> 4.5 s, DenseCap 37.5 -> 15.2 s) and give bit-identical variables for
-  # every experiment config (-O0 does not: some random initializers differ in the last
-  # bit); the program runs once, so its speed does not matter.
+  # LLVM at -O1 instead of the default -O3: the initializers' programs compile 1.1-4x
+  # faster (25 experiment configs, beside other jobs: classify_shapes 11.7 -> 4.5 s,
+  # unet_shapes 32.8 -> 16.1 s) and give bit-identical variables for each of them (-O0
+  # does not: some random initializers differ in the last bit); the program runs once,
+  # so its speed does not matter.
   return tx, schedule, jax.jit(init, out_shardings=shardings,
                                compiler_options=INIT_COMPILER_OPTIONS), abstract
 
