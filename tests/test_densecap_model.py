@@ -512,10 +512,11 @@ def test_caption_geometry_reads_the_described_box(setup):
   assert codes.shape == (1, 2, 32 + 4)
   np.testing.assert_allclose(codes[..., 32:], jax.nn.relu(geometry(boxes)), rtol=1e-5,
                              atol=1e-6)
-  terms, state = model.apply(variables, setup.images, train=True, targets=_targets(1),
-                             rngs={"sampling": jax.random.key(3)},
-                             mutable=["intermediates", "batch_stats"],
-                             capture_intermediates=lambda m, _: m.name == "caption_geometry_fc")
+  terms, state = jax.jit(lambda v, t, k: model.apply(  # one compile, not hundreds of eager ones
+      v, setup.images, train=True, targets=t, rngs={"sampling": k},
+      mutable=["intermediates", "batch_stats"],
+      capture_intermediates=lambda m, _: m.name == "caption_geometry_fc"))(
+          variables, _targets(1), jax.random.key(3))
   (rows,) = state["intermediates"]["caption_geometry_fc"]["__call__"]
   positives = int(terms["positives"])
   assert positives > 2  # proposals among the positives, not just the two gt boxes
