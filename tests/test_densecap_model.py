@@ -12,7 +12,8 @@ from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, START, LanguageModel
 from jaxseg.models.densecap import (LOSS_TERMS, DenseCap, ObjectContext, box_geometry_features,
-                                    build_densecap, overlap_partner, relative_geometry)
+                                    build_densecap, caption_row_index, intersection_boxes,
+                                    overlap_partner, relative_geometry)
 from jaxseg.models.detection.fpn import FPN
 from test_faster_rcnn import host_init
 
@@ -385,6 +386,10 @@ def test_build_densecap_config_errors():
     build_densecap(12, box_geometry=True, geometry_width=-1)
   with pytest.raises(ConfigError, match="context_scale"):
     build_densecap(12, context_scale=-1.0)
+  with pytest.raises(ConfigError, match="caption_rows=0"):
+    build_densecap(12, caption_rows=0)
+  with pytest.raises(ConfigError, match="partner_overlap=3 without partner_context"):
+    build_densecap(12, partner_overlap=3)
   model = build_densecap(12, sampler="roi_align", decode="beam", beam_size=2,
                          lm=dict(max_length=4), rpn=dict(nms_threshold=0.6))
   assert model.sampler == "roi_align" and model.lm.vocab_size == 12 and model.lm.max_length == 4
@@ -397,7 +402,8 @@ def test_build_densecap_config_errors():
                                     dict(object_context=8, object_context_heads=2),
                                     dict(fpn_levels=("stride_32",), fpn_channels=8,
                                          caption_geometry=4, object_context=8),
-                                    dict(partner_context=8, caption_geometry=4),
+                                    dict(partner_context=8, caption_geometry=4,
+                                         partner_overlap=2),
                                     dict(decode="beam", dtype=jnp.bfloat16)])
 def test_densecap_variants_trace(fields):
   """The other sampler, the box-geometry input, beam decoding and bfloat16 compute give
@@ -446,6 +452,50 @@ def test_caption_iou_threshold_captions_only_tight_regions(setup):
     assert (float(terms["caption"]) > 0) == captioned
     if captioned:  # the loss of the gt rows alone: not the loss over every positive
       assert float(terms["caption"]) != pytest.approx(float(base["caption"]), rel=1e-4)
+
+
+def test_caption_row_index_takes_the_objects_round_robin():
+  """Against a sort by hand: captioned rows before the others; among them each object's
+  k-th region (in sampling order) before any object's (k + 1)-th; ties by index."""
+  rng = np.random.default_rng(0)
+  captioned = rng.random((20, 12)) < 0.6
+  matched = rng.integers(0, 4, (20, 12))
+  got = np.asarray(caption_row_index(jnp.asarray(captioned), jnp.asarray(matched), 12))
+  for b in range(20):
+    seen, keys = {}, []
+    for i in range(12):
+      if captioned[b, i]:
+        rank = seen[matched[b, i]] = seen.get(matched[b, i], -1) + 1
+        keys.append((0, rank, i))
+      else:
+        keys.append((1, 0, i))
+    assert list(got[b]) == [k[2] for k in sorted(keys)]
+  # a quota of 3 over objects with 3, 1 and 1 regions keeps one of each
+  first = caption_row_index(jnp.asarray([[1, 1, 1, 1, 1, 0]], bool),
+                            jnp.asarray([[0, 0, 2, 0, 1, 1]]), 3)
+  assert np.asarray(first).tolist() == [[0, 2, 4]]
+
+
+def test_caption_rows_caps_the_language_model_rows(setup):
+  """caption_rows: a cap at or above the captioned positives changes nothing; below it,
+  the caption term reads fewer rows and the other terms stay as they were."""
+  key = jax.random.key(3)
+  loose = dict(fg_iou_threshold=0.3, bg_iou_threshold=0.1)  # many positives per object
+
+  def loss_terms(**fields):
+    model = _model(**loose, **fields)
+    return jax.jit(lambda v, t, k: model.apply(v, setup.images, targets=t,
+                                               rngs={"sampling": k}))(
+        setup.variables, _targets(1), key)
+
+  base = loss_terms()
+  assert float(base["positives"]) > 3
+  for k, v in loss_terms(caption_rows=100).items():
+    np.testing.assert_array_equal(v, base[k], err_msg=k)
+  capped = loss_terms(caption_rows=2)
+  for k in ("rpn_objectness", "rpn_box", "box", "confidence", "positives"):
+    np.testing.assert_array_equal(capped[k], base[k], err_msg=k)
+  assert 0 < float(capped["caption"]) != pytest.approx(float(base["caption"]), rel=1e-4)
 
 
 def test_box_geometry_raw_and_encoded():
@@ -666,6 +716,33 @@ def test_overlap_partner_by_hand():
   assert int(index[0, 0]) == 0 and bool(found[0, 0])
 
 
+def test_partner_overlap_reads_the_map_in_the_intersection(setup):
+  """partner_overlap: the partner Dense also reads the sampler's grid of the map in the
+  intersection of the described box and its partner's (boxes by hand)."""
+  np.testing.assert_array_equal(  # overlapping; apart: a zero-size box
+      intersection_boxes(jnp.asarray([[4.0, 6.0, 30.0, 28.0], [0.0, 0.0, 5.0, 5.0]]),
+                         jnp.asarray([[20.0, 20.0, 60.0, 50.0], [10.0, 2.0, 20.0, 4.0]])),
+      [[20.0, 20.0, 30.0, 28.0], [10.0, 2.0, 10.0, 4.0]])
+  model = _model(partner_context=4, partner_overlap=2)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  boxes = jnp.asarray([[[4.0, 6.0, 30.0, 28.0], [20.0, 20.0, 60.0, 50.0]]])
+  codes, _ = model.apply(variables, setup.images, boxes, jnp.ones((1, 2), bool),
+                         method=DenseCap.region_codes)
+  fmap, stride = model.apply(variables, setup.images,
+                             method=lambda m, x: m._features(x, False))  # pylint: disable=protected-access
+  grid = ops.roi.bilinear_sample(fmap, jnp.asarray([[[20.0, 20.0, 30.0, 28.0]]]), 2,
+                                 1.0 / stride, image_size=(64, 64)).reshape(-1)
+  dense = variables["params"]["partner"]["Dense_0"]
+  assert dense["kernel"].shape == (32 + 7 + 4 * fmap.shape[-1], 4)
+  for row, other in ((0, 1), (1, 0)):  # the same intersection either way
+    x = jnp.concatenate([codes[0, other, :32], relative_geometry(
+        boxes[0, row:row + 1], boxes[0, other:other + 1])[0, 0], grid])
+    np.testing.assert_allclose(codes[0, row, 32:36],
+                               jax.nn.relu(x @ dense["kernel"] + dense["bias"]),
+                               rtol=1e-5, atol=1e-6)
+  assert float(jnp.abs(grid).sum()) > 0
+
+
 def test_partner_context_reads_the_box_overlapping_most(setup):
   """partner_context: after the code, ReLU(Dense) of the partner's code and relative
   geometry, then the found flag: for given boxes by hand from their codes; zero and flag 0
@@ -732,7 +809,7 @@ def test_partner_context_reads_the_box_overlapping_most(setup):
   confidence = variables["params"]["confidence"]
   variables = {**variables, "params": {**variables["params"], "confidence": {
       **confidence, "bias": confidence["bias"] - np.log(median / (1 - median))}}}
-  out, (_, _, _, _, objects) = detect(variables)
+  out, (_, _, _, _, objects, _) = detect(variables)
   valid, high = np.asarray(out["valid"]), np.asarray(out["scores"]) >= model.partner_min_score
   assert (valid & high).any() and (valid & ~high).any()
   np.testing.assert_array_equal(objects, valid & high)

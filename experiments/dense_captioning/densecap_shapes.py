@@ -34,6 +34,8 @@ Where the gt-box captions go wrong: `python -m
 jaxseg.tasks.dense_captioning WORKDIR`; what the codes hold: `./launch.sh bench
 densecap_probe --workdir=WORKDIR`.
 """
+from ml_collections.config_dict import placeholder
+
 from jaxseg import configs
 
 LOSS = dict(rpn_objectness_weight=1.0, rpn_box_weight=1.0, box_weight=1.0,
@@ -51,9 +53,11 @@ def get_config(arg=None):
       recognition_dropout=0.0, box_geometry=True,
       geometry_width=0, context_scale=0.0, object_context=0, object_context_heads=4,
       fpn_levels=(), fpn_channels=64, caption_geometry=64, partner_context=64,
-      partner_min_score=0.5,
+      partner_min_score=0.5, partner_overlap=0,
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
-      caption_iou_threshold=None, final_nms_threshold=0.3, detections_per_image=20,
+      caption_iou_threshold=placeholder(float), caption_rows=8,
+      final_nms_threshold=0.3,
+      detections_per_image=20,
       decode="greedy", lm=dict(embed_dim=256, hidden_dim=384, code_every_step=True))
   tiny = dict(backbone_args=dict(width=4),
               rpn=dict(anchor_sizes=((8.0, 16.0),), pre_nms_top_n_train=64,

@@ -33,6 +33,12 @@ def _options():
   options = tf.data.Options()
   options.deterministic = True
   options.experimental_optimization.map_parallelization = True
+  # No autotuning thread: deleting an iterator (every epoch starts a new one, every
+  # evaluation too) waits for that thread to wake from its sleep, whose period grows to
+  # 60 s -- measured as 25-50 s stalls at a third to half of the epoch boundaries of a
+  # DenseCap run (gdb: the main thread in ~IteratorResource, the model thread in
+  # Model::OptimizeLoop's timed wait). AUTOTUNE map parallelism is then the core count.
+  options.autotune.enabled = False
   return options
 
 

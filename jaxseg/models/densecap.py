@@ -54,6 +54,11 @@ Dense(partner_context) + ReLU of the partner's region code and their
 `relative_geometry`, zero with a 0/1 flag when no other box intersects. A hard choice
 where `object_context` learns a soft one: shapes_captions' relation clause names the
 object with the largest occluded overlap, the box-intersection argmax 98% of the time.
+`partner_overlap` (a jaxseg option; 0, the default: none): PartnerContext also reads a
+partner_overlap x partner_overlap grid (the `sampler`'s) of the map in the intersection of
+the described box and its partner's: where the two overlap, the one in front shows, so
+"behind" / "in front of" can be read there (as the union box's features in visual
+relationship detection, Lu et al., ECCV 2016).
 
 Training (`__call__(images, targets=...)`; the "sampling" rng collection draws the
 samples, as FasterRCNN): the RPN's own losses ("rpn_objectness", "rpn_box": its
@@ -73,8 +78,10 @@ sample_balanced). Losses over them:
   averages over the 4 P elements: this is 4x that, same minimum);
 - "caption": `captioning.caption_loss` (= LanguageModel.loss: token-averaged softmax CE)
   of the positives' codes against their matched gt's tokens; the LM runs on a static
-  `top_k` of sampled_regions * positive_fraction rows per image, positives first,
-  weighted by positivity (no boolean indexing). `caption_iou_threshold` (a jaxseg
+  `top_k` of sampled_regions * positive_fraction rows per image (`caption_rows`, a
+  jaxseg option, caps it: an LSTM step costs the same for a padding row), positives
+  first, round-robin over their objects (`caption_row_index`), weighted by positivity (no
+  boolean indexing). `caption_iou_threshold` (a jaxseg
   option; None, the paper: every positive) keeps only the positives whose IoU with their
   gt is at least that for this term: a caption that depends on the box (e.g. "small" /
   "large" by the box's side) is then learnt from boxes that match it, not from regions
@@ -210,21 +217,33 @@ def overlap_partner(described, described_index, object_boxes, object_valid):
   return jnp.argmax(inter, -1), jnp.max(inter, -1) > 0
 
 
+def intersection_boxes(boxes, others):
+  """The intersection of each box [..., 4] with its other [..., 4] (pixel xyxy), as a box;
+  a zero-size box at the corner where they do not intersect."""
+  low = jnp.maximum(boxes[..., :2], others[..., :2])
+  return jnp.concatenate([low, jnp.maximum(jnp.minimum(boxes[..., 2:], others[..., 2:]), low)],
+                         -1)
+
+
 class PartnerContext(nn.Module):
   """A caption's partner object (`overlap_partner`): Dense(width) + ReLU of the partner's
-  code and its `relative_geometry` to the described box, zero where there is none, and a
-  0/1 flag of whether there is one -> [..., R, width + 1]."""
+  code, its `relative_geometry` to the described box and, with `overlap_features` (boxes
+  [B, R, 4] -> [B, R, F]), those of the two boxes' `intersection_boxes`, zero where there
+  is no partner, and a 0/1 flag of whether there is one -> [..., R, width + 1]."""
   width: int
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, described, described_index, object_codes, object_boxes, object_valid):
+  def __call__(self, described, described_index, object_codes, object_boxes, object_valid,
+               overlap_features=None):
     index, found = overlap_partner(described, described_index, object_boxes, object_valid)
     take = lambda x: jnp.take_along_axis(x, index[..., None], 1)
     geometry = relative_geometry(described.astype(jnp.float32)[..., None, :],
                                  take(object_boxes).astype(jnp.float32)[..., None, :])
-    x = jnp.concatenate([take(object_codes).astype(self.dtype),
-                         geometry[..., 0, 0, :].astype(self.dtype)], -1)
+    parts = [take(object_codes), geometry[..., 0, 0, :]]
+    if overlap_features is not None:
+      parts.append(overlap_features(intersection_boxes(described, take(object_boxes))))
+    x = jnp.concatenate([p.astype(self.dtype) for p in parts], -1)
     flag = found[..., None].astype(self.dtype)
     return jnp.concatenate([nn.relu(nn.Dense(self.width, dtype=self.dtype)(x)) * flag, flag], -1)
 
@@ -250,11 +269,13 @@ class DenseCap(nn.Module):
   caption_geometry: int = 0  # > 0: the LM also reads the described box's geometry
   partner_context: int = 0  # > 0: the LM also reads the described box's partner object
   partner_min_score: float = 0.5  # test time: detections scoring less are no partner
+  partner_overlap: int = 0  # > 0: PartnerContext also reads this grid of the intersection
   sampled_regions: int = 256
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
   bg_iou_threshold: float = 0.3
   caption_iou_threshold: float | None = None  # None: every positive (the paper)
+  caption_rows: int | None = None  # LM rows per image; None: sampled * positive_fraction
   box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
   smooth_l1_beta: float = 1.0
   final_nms_threshold: float = 0.3
@@ -299,19 +320,19 @@ class DenseCap(nn.Module):
     fmap = self.fpn(maps)[0] if self.fpn_levels else maps[0]
     return fmap, images.shape[1] // fmap.shape[1]
 
+  def _pool(self, fmap, stride, boxes, image_hw, size: int):
+    """The `sampler`'s size x size grid of each box [B, R, 4] on the map, flattened
+    [B, R, size * size * C]."""
+    if self.sampler == "bilinear":
+      out = ops.roi.bilinear_sample(fmap, boxes, size, 1.0 / stride, image_size=image_hw)
+    else:
+      out = ops.roi.roi_align(fmap, boxes, size, 1.0 / stride, 2, True)
+    return out.reshape(out.shape[:2] + (-1,)).astype(self.dtype)
+
   def _codes(self, fmap, stride, boxes, image_hw, dropout: bool = False):
     """Regions [B, R, 4] -> (codes [B, R, D], deltas [B, R, 4], confidence logits [B, R]);
     `dropout`: recognition_dropout after each FC (the "dropout" rng collection)."""
-    scale = 1.0 / stride
-
-    def pool(regions):
-      if self.sampler == "bilinear":
-        out = ops.roi.bilinear_sample(fmap, regions, self.pool_size, scale,
-                                      image_size=image_hw)
-      else:
-        out = ops.roi.roi_align(fmap, regions, self.pool_size, scale, 2, True)
-      return out.reshape(out.shape[:2] + (-1,)).astype(self.dtype)
-
+    pool = lambda regions: self._pool(fmap, stride, regions, image_hw, self.pool_size)
     x = pool(boxes)
     if self.context_scale:
       centre = (boxes[..., :2] + boxes[..., 2:]) / 2
@@ -330,14 +351,15 @@ class DenseCap(nn.Module):
     logits = self.confidence(x)[..., 0].astype(jnp.float32)
     return x, deltas, logits
 
-  def _caption_codes(self, codes, boxes, described, described_index, image_hw,
+  def _caption_codes(self, fmap, stride, codes, boxes, described, described_index, image_hw,
                      object_codes, object_boxes, object_valid):
     """The LM's input for regions (their boxes [B, R, 4]) that describe the objects
     `described_index` [B, R] (boxes `described` [B, R, 4]) among the objects (the image's
     gt boxes in training, the given boxes or the final detections at test time): their
     codes, with object_context also what `ObjectContext` gathers from the objects, with
     caption_geometry also the described boxes' geometry, with partner_context also their
-    `PartnerContext`."""
+    `PartnerContext` (with partner_overlap, of the map (`fmap` of `stride`) sampled in the
+    described box's intersection with its partner's)."""
     parts = [codes]
     if self.object_context:
       parts = [self.relation(codes, boxes, object_codes, object_boxes, object_valid)]
@@ -345,8 +367,11 @@ class DenseCap(nn.Module):
       geometry = box_geometry_features(described, image_hw, encoded=True)
       parts.append(nn.relu(self.caption_geometry_fc(geometry.astype(self.dtype))))
     if self.partner_context:
+      overlap = None
+      if self.partner_overlap:  # the map in the two boxes' intersection
+        overlap = lambda b: self._pool(fmap, stride, b, image_hw, self.partner_overlap)
       parts.append(self.partner(described, described_index, object_codes, object_boxes,
-                                object_valid))
+                                object_valid, overlap))
     return jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0]
 
   def _decode(self, codes):
@@ -385,7 +410,7 @@ class DenseCap(nn.Module):
            "valid": valid, "proposals": proposals, "proposal_valid": proposal_valid}
     kept_codes = take(codes)  # the context objects: the detections at their final boxes
     objects = valid & (out["scores"] >= self.partner_min_score) if self.partner_context else valid
-    return out, self._caption_codes(kept_codes, take(proposals), out["boxes"],
+    return out, self._caption_codes(fmap, stride, kept_codes, take(proposals), out["boxes"],
                                     _row_index(valid), image_hw, kept_codes, out["boxes"],
                                     objects)
 
@@ -406,8 +431,8 @@ class DenseCap(nn.Module):
     fmap, stride = self._features(images, False)
     boxes = jnp.where(valid[..., None], boxes.astype(jnp.float32), 0.0)
     codes, _, logits = self._codes(fmap, stride, boxes, image_hw)
-    return self._caption_codes(codes, boxes, boxes, _row_index(valid), image_hw, codes, boxes,
-                               valid), logits
+    return self._caption_codes(fmap, stride, codes, boxes, boxes, _row_index(valid), image_hw,
+                               codes, boxes, valid), logits
 
   def caption_regions(self, images, boxes, valid):
     """Captions of given boxes [B, K, 4] (pixel xyxy; `valid` [B, K]) -> {"tokens"
@@ -461,7 +486,9 @@ class DenseCap(nn.Module):
       captioned = positive & tight
     # the LM on a static number of rows per image: the captioned positives first
     quota = min(regions.shape[1], max(1, int(self.sampled_regions * self.positive_fraction)))
-    _, rows = jax.lax.top_k(captioned.astype(jnp.float32), quota)
+    if self.caption_rows is not None:
+      quota = min(quota, self.caption_rows)
+    rows = caption_row_index(captioned, matched, quota)
     pos = jnp.take_along_axis(captioned, rows, 1)
     pos_codes = jnp.take_along_axis(codes, rows[..., None], 1)
     gt_index = jnp.take_along_axis(matched, rows, 1)
@@ -470,7 +497,8 @@ class DenseCap(nn.Module):
     if self.object_context or self.partner_context:  # the objects: the image's gt boxes
       gt_codes, _, _ = self._codes(fmap, stride, gt_safe, image_hw, dropout=train)
     described = jnp.take_along_axis(gt_safe, jnp.maximum(gt_index, 0)[..., None], 1)
-    pos_codes = self._caption_codes(pos_codes, jnp.take_along_axis(regions, rows[..., None], 1),
+    pos_codes = self._caption_codes(fmap, stride, pos_codes,
+                                    jnp.take_along_axis(regions, rows[..., None], 1),
                                     described, gt_index, image_hw, gt_codes, gt_safe, gt_valid)
     pos_tokens = jnp.take_along_axis(gt_tokens, gt_index[..., None], 1)  # [B, quota, T]
     b = regions.shape[0]
@@ -481,6 +509,20 @@ class DenseCap(nn.Module):
     terms["caption_accuracy"] = token_accuracy(lm_logits, flat_tokens, weights)
     terms["positives"] = jnp.sum(positive) / b
     return terms
+
+
+def caption_row_index(captioned, matched, rows: int):
+  """The `rows` regions per image the LM reads [B, rows] (indices into the sampled
+  regions): the captioned ones [B, S] first, taken round-robin over the objects they match
+  (`matched` [B, S]): every object's first region in sampling order, then every object's
+  second, and so on; then the others. A quota below the captioned count thus drops the
+  surplus of the objects with the most regions, never an object."""
+  s = captioned.shape[1]
+  same = (matched[..., :, None] == matched[..., None, :]) & captioned[..., None, :]
+  rank = jnp.sum(same & jnp.tri(s, k=-1, dtype=bool), -1)  # its object's regions before it
+  order = jnp.where(captioned, rank * s, s * s) + jnp.arange(s)  # ascending: the LM's order
+  _, index = jax.lax.top_k(-order.astype(jnp.float32), rows)
+  return index
 
 
 def _row_index(valid):
@@ -512,9 +554,13 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if width < 0 or heads < 1 or width % heads:
     raise ConfigError(f"config.model.object_context={width}, object_context_heads={heads}; "
                       "expected a width >= 0 (0: none) that is a multiple of heads >= 1")
-  for key in ("caption_geometry", "partner_context"):
+  for key in ("caption_geometry", "partner_context", "partner_overlap"):
     if int(fields.get(key, 0)) < 0:
       raise ConfigError(f"config.model.{key}={fields[key]!r}; expected >= 0 (0: none)")
+  if int(fields.get("partner_overlap", 0)) and not int(fields.get("partner_context", 0)):
+    raise ConfigError(f"config.model.partner_overlap={fields['partner_overlap']!r} without "
+                      "partner_context; expected partner_context > 0 (the overlap is read "
+                      "with the partner)")
   if fields.get("fpn_levels"):
     if int(fields.get("fpn_channels", 64)) < 1:
       raise ConfigError(f"config.model.fpn_channels={fields['fpn_channels']!r}; expected >= 1")
@@ -531,6 +577,9 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if float(fields.get("context_scale", 0.0)) < 0:
     raise ConfigError(f"config.model.context_scale={fields['context_scale']!r}; expected >= 0 "
                       "(0: no context)")
+  if fields.get("caption_rows") is not None and int(fields["caption_rows"]) < 1:
+    raise ConfigError(f"config.model.caption_rows={fields['caption_rows']!r}; expected >= 1 "
+                      "(None: sampled_regions * positive_fraction)")
   if int(fields.get("beam_size", 3)) < 1:
     raise ConfigError(f"config.model.beam_size={fields['beam_size']!r}; expected >= 1")
   rpn = _fields(RPN, dict(_plain(rpn or {})), "config.model.rpn")
@@ -563,5 +612,5 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
 
 
 __all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "ObjectContext", "PartnerContext",
-           "SAMPLERS", "box_geometry_features", "build_densecap", "overlap_partner",
-           "relative_geometry"]
+           "SAMPLERS", "box_geometry_features", "build_densecap", "caption_row_index",
+           "intersection_boxes", "overlap_partner", "relative_geometry"]
