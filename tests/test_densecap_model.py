@@ -13,8 +13,8 @@ from jaxseg import ops
 from jaxseg.errors import ConfigError
 from jaxseg.models.captioning import END, PAD, START, LanguageModel
 from jaxseg.models.densecap import (LOSS_TERMS, DenseCap, ObjectContext, box_geometry_features,
-                                    build_densecap, caption_row_index, intersection_boxes,
-                                    overlap_partner, relative_geometry)
+                                    build_densecap, caption_row_index, overlap_partner,
+                                    relative_geometry)
 from jaxseg.models.detection.fpn import FPN
 from test_faster_rcnn import host_init
 
@@ -723,8 +723,9 @@ def test_partner_overlap_reads_the_map_in_the_intersection(setup):
   """partner_overlap: the partner Dense also reads the sampler's grid of the map in the
   intersection of the described box and its partner's (boxes by hand)."""
   np.testing.assert_array_equal(  # overlapping; apart: a zero-size box
-      intersection_boxes(jnp.asarray([[4.0, 6.0, 30.0, 28.0], [0.0, 0.0, 5.0, 5.0]]),
-                         jnp.asarray([[20.0, 20.0, 60.0, 50.0], [10.0, 2.0, 20.0, 4.0]])),
+      ops.boxes.elementwise_intersection(
+          jnp.asarray([[4.0, 6.0, 30.0, 28.0], [0.0, 0.0, 5.0, 5.0]]),
+          jnp.asarray([[20.0, 20.0, 60.0, 50.0], [10.0, 2.0, 20.0, 4.0]])),
       [[20.0, 20.0, 30.0, 28.0], [10.0, 2.0, 10.0, 4.0]])
   model = _model(partner_context=4, partner_overlap=2)
   variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))

@@ -217,19 +217,12 @@ def overlap_partner(described, described_index, object_boxes, object_valid):
   return jnp.argmax(inter, -1), jnp.max(inter, -1) > 0
 
 
-def intersection_boxes(boxes, others):
-  """The intersection of each box [..., 4] with its other [..., 4] (pixel xyxy), as a box;
-  a zero-size box at the corner where they do not intersect."""
-  low = jnp.maximum(boxes[..., :2], others[..., :2])
-  return jnp.concatenate([low, jnp.maximum(jnp.minimum(boxes[..., 2:], others[..., 2:]), low)],
-                         -1)
-
-
 class PartnerContext(nn.Module):
   """A caption's partner object (`overlap_partner`): Dense(width) + ReLU of the partner's
   code, its `relative_geometry` to the described box and, with `overlap_features` (boxes
-  [B, R, 4] -> [B, R, F]), those of the two boxes' `intersection_boxes`, zero where there
-  is no partner, and a 0/1 flag of whether there is one -> [..., R, width + 1]."""
+  [B, R, 4] -> [B, R, F]), those of the two boxes' intersection
+  (`ops.boxes.elementwise_intersection`), zero where there is no partner, and a 0/1 flag
+  of whether there is one -> [..., R, width + 1]."""
   width: int
   dtype: Any = jnp.float32
 
@@ -242,7 +235,8 @@ class PartnerContext(nn.Module):
                                  take(object_boxes).astype(jnp.float32)[..., None, :])
     parts = [take(object_codes), geometry[..., 0, 0, :]]
     if overlap_features is not None:
-      parts.append(overlap_features(intersection_boxes(described, take(object_boxes))))
+      parts.append(overlap_features(ops.boxes.elementwise_intersection(
+          described, take(object_boxes))))
     x = jnp.concatenate([p.astype(self.dtype) for p in parts], -1)
     flag = found[..., None].astype(self.dtype)
     return jnp.concatenate([nn.relu(nn.Dense(self.width, dtype=self.dtype)(x)) * flag, flag], -1)
@@ -613,4 +607,4 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
 
 __all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "ObjectContext", "PartnerContext",
            "SAMPLERS", "box_geometry_features", "build_densecap", "caption_row_index",
-           "intersection_boxes", "overlap_partner", "relative_geometry"]
+           "overlap_partner", "relative_geometry"]

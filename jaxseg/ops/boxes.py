@@ -42,6 +42,13 @@ def elementwise_iou(a, b):
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
 
 
+def elementwise_intersection(a, b):
+  """The intersection of each box of a [..., 4] with its box of b [..., 4] (xyxy), as a
+  box; a zero-size box at the corner where they do not intersect."""
+  lo = jnp.maximum(a[..., :2], b[..., :2])
+  return jnp.concatenate([lo, jnp.maximum(jnp.minimum(a[..., 2:], b[..., 2:]), lo)], -1)
+
+
 def pairwise_intersection(a, b):
   """Intersection area of every box of a [..., N, 4] with every box of b [..., M, 4] ->
   [..., N, M] (0 for disjoint boxes)."""
