@@ -7,9 +7,10 @@ Variants: `:small` (64 x 64), `:tiny` (seconds; tests).
 The paper's network is VGG-16 with 4096-wide recognition FCs and a 512-unit LSTM on
 720 px Visual Genome images; here a ResNet-18 of width 16 read at stride 4, 1024-wide
 FCs and a 384-unit LSTM on 128 px images, 32 regions sampled per image (the LM runs on
-8 rows per image: the positives, `caption_rows`; 16 is the paper's every positive). The loss weights are 1 for every term (the paper's
-code weighs the localization layer's box 0.05 and objectness 0.1, the recognition box
-and confidence 0.1 and the captions 1: set config.loss.*_weight for them).
+8 rows per image: the positives, `caption_rows`; 16 is the paper's every positive). The
+loss weights are 1 for every term (the paper's code weighs the localization layer's box
+0.05 and objectness 0.1, the recognition box and confidence 0.1 and the captions 1: set
+config.loss.*_weight for them).
 `model.box_geometry` (a jaxseg option, not the paper's) gives the recognition network
 the box's normalised position and size, so "small" / "large" can be told apart.
 Explored on this machine (gt-box exact match / dense-captioning mAP at the last step):
@@ -60,8 +61,7 @@ def get_config(arg=None):
       fpn_levels=(), fpn_channels=64, caption_geometry=64, partner_context=64,
       partner_min_score=0.5, partner_overlap=0,
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
-      caption_iou_threshold=placeholder(float), caption_rows=8,
-      final_nms_threshold=0.3,
+      caption_iou_threshold=placeholder(float), caption_rows=8, final_nms_threshold=0.3,
       detections_per_image=20,
       decode="greedy", lm=dict(embed_dim=256, hidden_dim=384, code_every_step=True))
   tiny = dict(backbone_args=dict(width=4),
