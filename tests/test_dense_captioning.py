@@ -9,6 +9,7 @@ import pytest
 
 from conftest import REPO, load_bench, load_config
 from jaxseg import predict, tasks
+from jaxseg.data import detection as det_data
 from jaxseg.data import vocab as vocab_lib
 from jaxseg.errors import ConfigError
 from jaxseg.tasks import dense_captioning
@@ -161,6 +162,30 @@ def test_tiny_run_trains_evaluates_and_retrieves_by_query(config, tmp_path):
     majority = max(sum(l[part] == v for l in labels[:len(labels) // 2]) for v in
                    {l[part] for l in labels}) / (len(labels) // 2)
     assert fit >= majority - 1e-9 and 0 <= other <= 1 and 0 <= val <= 1
+
+
+def test_mask_head_batches_carry_the_objects_masks_in_training_only(config):
+  """model.mask_head: training batches (and example_batch) carry each object's instance
+  mask, inside its box; evaluation batches do not; a source without masks is an error."""
+  c = config.copy_and_resolve_references()
+  c.model.mask_head = (4,)
+  task = tasks.get_task(c)
+  assert "mask" in task.loss_terms and "masks" in task.targets(task.example_batch(2))
+  size = c.dataset.image_size
+  assert task.example_batch(2)["masks"].shape == (2, task.max_boxes, size, size)
+  batch = next(task.train_data())
+  masks, boxes, valid = batch["masks"], batch["boxes"], batch["valid"]
+  assert masks.shape == valid.shape + batch["image"].shape[1:3] and valid.any()
+  for mask, box in zip(masks[valid], boxes[valid]):
+    ys, xs = np.nonzero(mask)
+    assert len(ys) and xs.min() >= np.floor(box[0]) and xs.max() < np.ceil(box[2])
+    assert ys.min() >= np.floor(box[1]) and ys.max() < np.ceil(box[3])
+  assert not (masks[~valid] > 0).any()
+  assert "masks" not in next(task.eval_data())
+  with pytest.raises(ConfigError, match=r"'visual_genome' provides \['captions'\]; the task "
+                     r"needs \['masks'\] too"):
+    det_data.check_provides(det_data.get_detection_source("visual_genome"),
+                            task.required_features())
 
 
 def test_densecap_probe_parts_and_a_separable_probe():

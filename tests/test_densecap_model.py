@@ -391,6 +391,8 @@ def test_build_densecap_config_errors():
     build_densecap(12, caption_rows=0)
   with pytest.raises(ConfigError, match="partner_overlap=3 without partner_context"):
     build_densecap(12, partner_overlap=3)
+  with pytest.raises(ConfigError, match=r"mask_head=\[8, 0\]; expected conv widths >= 1"):
+    build_densecap(12, mask_head=(8, 0))
   model = build_densecap(12, sampler="roi_align", decode="beam", beam_size=2,
                          lm=dict(max_length=4), rpn=dict(nms_threshold=0.6))
   assert model.sampler == "roi_align" and model.lm.vocab_size == 12 and model.lm.max_length == 4
@@ -821,3 +823,49 @@ def test_partner_context_reads_the_box_overlapping_most(setup):
     build_densecap(12, partner_context=-1)
   with pytest.raises(ConfigError, match="partner_min_score"):
     build_densecap(12, partner_min_score=1.5)
+
+
+def test_mask_head_learns_the_matched_objects_masks(setup):
+  """mask_head: a sixth term, Mask R-CNN's mask loss on the LM's positive rows against
+  their matched objects' masks; the other terms are the model's without it. With logits of
+  a bias b alone (kernel 0), a mask of ones costs softplus(-b) per pixel, zeros
+  softplus(b); with fg_iou_threshold 1 the positives are the two appended gt boxes, one
+  row each, so a ones mask and a zeros mask average the two. Its gradient reaches the
+  backbone; the branch has parameters after `init` (the test path), no output there."""
+  exact = dict(fg_iou_threshold=1.0, bg_iou_threshold=0.3)
+  model, plain = _model(mask_head=(8,), **exact), _model(**exact)
+  assert model.loss_terms == LOSS_TERMS + ("mask",) and model.training_targets == ("masks",)
+  variables = host_init(lambda: model.init({"params": jax.random.key(0)}, setup.images))
+  assert set(variables["params"]) == set(setup.variables["params"]) | {"mask"}
+  ones, zeros = np.ones((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+
+  def mask_term(params, masks):
+    targets = {**_targets(1), "masks": masks}
+    terms = model.apply({**variables, "params": params}, setup.images, targets=targets,
+                        rngs={"sampling": jax.random.key(2)})
+    return terms["mask"], terms
+
+  grad = jax.jit(jax.grad(mask_term, has_aux=True))  # one compile: the terms and gradients
+  terms = lambda params, *masks: grad(params, jnp.asarray(np.stack(masks)[None]))
+  b = 0.7
+  logits = variables["params"]["mask"]["mask_fcn_logits"]
+  biased = {**variables["params"], "mask": {**variables["params"]["mask"], "mask_fcn_logits": {
+      "kernel": jnp.zeros_like(logits["kernel"]), "bias": jnp.full_like(logits["bias"], b)}}}
+  softplus = lambda x: float(np.log1p(np.exp(x)))
+  for masks, want in (((ones, ones), softplus(-b)), ((zeros, zeros), softplus(b)),
+                      ((ones, zeros), (softplus(-b) + softplus(b)) / 2)):
+    _, got = terms(biased, *masks)
+    assert float(got["positives"]) == 2
+    np.testing.assert_allclose(float(got["mask"]), want, rtol=1e-5)
+  grads, got = jax.device_get(terms(variables["params"], ones, zeros))
+  base = jax.jit(lambda p: plain.apply({**variables, "params": p}, setup.images,
+                                       targets=_targets(1),
+                                       rngs={"sampling": jax.random.key(2)}))(
+      {k: v for k, v in variables["params"].items() if k != "mask"})
+  for k in LOSS_TERMS:
+    np.testing.assert_allclose(float(got[k]), float(base[k]), rtol=1e-6, err_msg=k)
+  norm = lambda tree: sum(float(np.abs(g).sum()) for g in jax.tree_util.tree_leaves(tree))
+  assert norm(grads["backbone"]) > 0 and norm(grads["mask"]) > 0
+  assert norm(grads["lm"]) == 0 and norm(grads["rpn"]) == 0
+  out = jax.eval_shape(lambda v: model.apply(v, setup.images), variables)
+  assert "masks" not in out and out["tokens"].shape == (1, 6, T)

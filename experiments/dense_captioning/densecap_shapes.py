@@ -45,7 +45,7 @@ from ml_collections.config_dict import placeholder
 from jaxseg import configs
 
 LOSS = dict(rpn_objectness_weight=1.0, rpn_box_weight=1.0, box_weight=1.0,
-            confidence_weight=1.0, caption_weight=1.0)
+            confidence_weight=1.0, caption_weight=1.0, mask_weight=1.0)
 
 
 def get_config(arg=None):
@@ -59,7 +59,7 @@ def get_config(arg=None):
       recognition_dropout=0.0, box_geometry=True,
       geometry_width=0, context_scale=0.0, object_context=0, object_context_heads=4,
       fpn_levels=(), fpn_channels=64, caption_geometry=64, partner_context=64,
-      partner_min_score=0.5, partner_overlap=0,
+      partner_min_score=0.5, partner_overlap=0, mask_head=(),
       sampled_regions=32, positive_fraction=0.5, fg_iou_threshold=0.7, bg_iou_threshold=0.3,
       caption_iou_threshold=placeholder(float), caption_rows=8, final_nms_threshold=0.3,
       detections_per_image=20,

@@ -59,6 +59,13 @@ partner_overlap x partner_overlap grid (the `sampler`'s) of the map in the inter
 the described box and its partner's: where the two overlap, the one in front shows, so
 "behind" / "in front of" can be read there (as the union box's features in visual
 relationship detection, Lu et al., ECCV 2016).
+`mask_head` (a jaxseg option; (), the default: none): conv widths of Mask R-CNN's mask
+branch (He et al., ICCV 2017; `instance_heads.MaskHead`, class-agnostic) on a 14 x 14
+RoIAlign of the map at the LM's rows, trained on the matched objects' instance masks
+(the source's "masks") as the extra loss term "mask"; nothing at test time. An auxiliary
+task: the map must then tell an object's own pixels from its occluder's and the
+background, what its shape word and a "behind" clause are read from (Mask R-CNN's
+multi-task training improves its boxes too).
 
 Training (`__call__(images, targets=...)`; the "sampling" rng collection draws the
 samples, as FasterRCNN): the RPN's own losses ("rpn_objectness", "rpn_box": its
@@ -132,6 +139,7 @@ from jaxseg.models.captioning import PAD, LanguageModel, caption_loss, token_acc
 from jaxseg.models.detection import _fields, _plain
 from jaxseg.models.detection.body import backbone_maps
 from jaxseg.models.detection.fpn import FPN
+from jaxseg.models.detection.instance_heads import MaskHead, mask_loss, mask_targets
 from jaxseg.models.detection.roi_heads import sample_rois
 from jaxseg.models.detection.rpn import ANCHOR_CONVENTIONS, RPN
 from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
@@ -139,6 +147,7 @@ from jaxseg.models.heads import IMAGENET_MEAN, IMAGENET_STD
 SAMPLERS = ("bilinear", "roi_align")
 DECODERS = ("greedy", "beam")
 LOSS_TERMS = ("rpn_objectness", "rpn_box", "box", "confidence", "caption")
+MASK_RESOLUTION = 14  # of mask_head's RoIAlign; its masks are twice that
 
 
 def box_geometry_features(boxes, image_hw, encoded: bool = False):
@@ -264,6 +273,7 @@ class DenseCap(nn.Module):
   partner_context: int = 0  # > 0: the LM also reads the described box's partner object
   partner_min_score: float = 0.5  # test time: detections scoring less are no partner
   partner_overlap: int = 0  # > 0: PartnerContext also reads this grid of the intersection
+  mask_head: Sequence[int] = ()  # conv widths of the auxiliary mask branch; (): none
   sampled_regions: int = 256
   positive_fraction: float = 0.5
   fg_iou_threshold: float = 0.7
@@ -280,8 +290,16 @@ class DenseCap(nn.Module):
   pixel_std: Sequence[float] = IMAGENET_STD
   dtype: Any = jnp.float32
 
-  loss_terms = LOSS_TERMS
   needs_proposals = False
+
+  @property
+  def loss_terms(self) -> tuple[str, ...]:
+    return LOSS_TERMS + (("mask",) if self.mask_head else ())
+
+  @property
+  def training_targets(self) -> tuple[str, ...]:
+    """Per-object ground truth the loss reads besides boxes and tokens (the source's)."""
+    return ("masks",) if self.mask_head else ()
 
   def setup(self):
     if self.sampler not in SAMPLERS:
@@ -304,6 +322,8 @@ class DenseCap(nn.Module):
       self.caption_geometry_fc = nn.Dense(self.caption_geometry, dtype=self.dtype)
     if self.partner_context:
       self.partner = PartnerContext(self.partner_context, self.dtype)
+    if self.mask_head:
+      self.mask = MaskHead(1, tuple(self.mask_head), MASK_RESOLUTION, self.dtype)
 
   # -- parts ---------------------------------------------------------------------------
   def _features(self, images, train: bool):
@@ -386,6 +406,8 @@ class DenseCap(nn.Module):
     """The test pipeline up to the captions: (detections dict, kept codes [B, D, Dc])."""
     image_hw = tuple(images.shape[1:3])
     fmap, stride = self._features(images, train)
+    if self.mask_head and self.is_initializing():  # the training-only branch's parameters
+      self.mask(jnp.zeros((1, 1, MASK_RESOLUTION, MASK_RESOLUTION, fmap.shape[-1]), self.dtype))
     rpn_out = self.rpn([fmap], [stride], image_hw, train=False)
     proposals, proposal_valid = rpn_out["proposals"], rpn_out["proposal_valid"]
     codes, deltas, logits = self._codes(fmap, stride, proposals, image_hw)
@@ -491,9 +513,14 @@ class DenseCap(nn.Module):
     if self.object_context or self.partner_context:  # the objects: the image's gt boxes
       gt_codes, _, _ = self._codes(fmap, stride, gt_safe, image_hw, dropout=train)
     described = jnp.take_along_axis(gt_safe, jnp.maximum(gt_index, 0)[..., None], 1)
-    pos_codes = self._caption_codes(fmap, stride, pos_codes,
-                                    jnp.take_along_axis(regions, rows[..., None], 1),
-                                    described, gt_index, image_hw, gt_codes, gt_safe, gt_valid)
+    row_regions = jnp.take_along_axis(regions, rows[..., None], 1)
+    pos_codes = self._caption_codes(fmap, stride, pos_codes, row_regions, described, gt_index,
+                                    image_hw, gt_codes, gt_safe, gt_valid)
+    if self.mask_head:  # the matched objects' masks in the LM's positive rows
+      pooled = ops.roi.roi_align(fmap, row_regions, MASK_RESOLUTION, 1.0 / stride, 2, True)
+      mask_target = mask_targets(targets["masks"], row_regions, jnp.maximum(gt_index, 0),
+                                 2 * MASK_RESOLUTION)
+      terms["mask"] = mask_loss(self.mask(pooled), jnp.zeros_like(gt_index), mask_target, pos)
     pos_tokens = jnp.take_along_axis(gt_tokens, gt_index[..., None], 1)  # [B, quota, T]
     b = regions.shape[0]
     flat_tokens = pos_tokens.reshape(b * quota, -1)
@@ -574,6 +601,9 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   if fields.get("caption_rows") is not None and int(fields["caption_rows"]) < 1:
     raise ConfigError(f"config.model.caption_rows={fields['caption_rows']!r}; expected >= 1 "
                       "(None: sampled_regions * positive_fraction)")
+  if any(int(w) < 1 for w in fields.get("mask_head", ())):
+    raise ConfigError(f"config.model.mask_head={list(fields['mask_head'])!r}; expected conv "
+                      "widths >= 1 ((): no mask branch)")
   if int(fields.get("beam_size", 3)) < 1:
     raise ConfigError(f"config.model.beam_size={fields['beam_size']!r}; expected >= 1")
   rpn = _fields(RPN, dict(_plain(rpn or {})), "config.model.rpn")
@@ -594,7 +624,8 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
   for key in ("pixel_mean", "pixel_std"):  # None: the ImageNet defaults (as build_detector)
     if key in fields and fields[key] is None:
       del fields[key]
-  for key in ("pixel_mean", "pixel_std", "box_weights", "recognition_widths", "fpn_levels"):
+  for key in ("pixel_mean", "pixel_std", "box_weights", "recognition_widths", "fpn_levels",
+              "mask_head"):
     if key in fields:
       fields[key] = tuple(fields[key])
   backbone_args = dict(_plain(backbone_args or {}))
@@ -605,6 +636,6 @@ def build_densecap(num_words: int, dtype: Any = jnp.float32, *, backbone: str = 
                   backbone_level=str(backbone_level), dtype=dtype, **fields)
 
 
-__all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "ObjectContext", "PartnerContext",
-           "SAMPLERS", "box_geometry_features", "build_densecap", "caption_row_index",
-           "overlap_partner", "relative_geometry"]
+__all__ = ["DECODERS", "DenseCap", "LOSS_TERMS", "MASK_RESOLUTION", "ObjectContext",
+           "PartnerContext", "SAMPLERS", "box_geometry_features", "build_densecap",
+           "caption_row_index", "overlap_partner", "relative_geometry"]

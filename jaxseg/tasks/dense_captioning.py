@@ -15,7 +15,9 @@ with the count when the vocabulary is built; `captions_truncated` in the eval su
 Model: `jaxseg.models.densecap.DenseCap` (config.model.name "densecap"): backbone ->
 localization layer (the RPN) -> bilinear sampler -> recognition network -> LSTM language
 model. Loss: the paper's five terms, each weighted by config.loss.<term>_weight:
-rpn_objectness, rpn_box, box (recognition box refinement), confidence, caption.
+rpn_objectness, rpn_box, box (recognition box refinement), confidence, caption; with
+config.model.mask_head a sixth, mask, on the source's instance masks (training batches
+carry them; a source without masks is an error naming it).
 
 Evaluation (host side, per image, in source pixels):
 - `map`: dense-captioning mAP exactly as the reference evaluator computes it
@@ -65,6 +67,7 @@ class DenseCaptioningTask(detection.DetectionTask):
                         "positive number of words")
     self.vocab = self._vocabulary(config, workdir)
     super().__init__(config)
+    det_data.check_provides(self.source, self.required_features())  # e.g. masks: now
     self.class_names = ("background", "region")  # localization is class-agnostic
     self.num_classes = 2
     self.gt_keys = detection.GT_KEYS + ("tokens",)  # a batch's, once tokenised
@@ -116,12 +119,13 @@ class DenseCaptioningTask(detection.DetectionTask):
     return build_densecap(len(self.vocab), dtype, lm=lm, **fields)
 
   def required_features(self):
-    return ("captions",)
+    return ("captions",) + self.model.training_targets
 
   def _batch_keys(self, keys):
     """What the pipeline's batches keep: the captions, which `_tokenized` turns into the
-    gt key `tokens`."""
-    return tuple(k for k in super()._batch_keys(keys) if k != "tokens") + ("captions",)
+    gt key `tokens`, and the model's training targets (e.g. masks; training batches only)."""
+    return (tuple(k for k in super()._batch_keys(keys) if k != "tokens") + ("captions",)
+            + self.model.training_targets)
 
   # -- data -----------------------------------------------------------------------------
   def _tokenized(self, batch):
@@ -143,16 +147,22 @@ class DenseCaptioningTask(detection.DetectionTask):
       yield batch
 
   def ordered_batches(self, which: str):
-    yield from map(self._tokenized, super().ordered_batches(which))
+    for batch in map(self._tokenized, super().ordered_batches(which)):
+      for key in self.model.training_targets:  # evaluation never reads them
+        batch.pop(key)
+      yield batch
 
   def example_batch(self, batch_size: int):
     batch = super().example_batch(batch_size)
     batch["tokens"] = np.zeros((batch_size, self.max_boxes, self.max_length + 1), np.int32)
+    if "masks" in self.model.training_targets:
+      size = self.config.dataset.image_size
+      batch["masks"] = np.zeros((batch_size, self.max_boxes, size, size), np.uint8)
     return batch
 
   def targets(self, batch):
     return {"boxes": batch["boxes"], "valid": batch["valid"] & ~batch["is_crowd"],
-            "tokens": batch["tokens"]}
+            "tokens": batch["tokens"], **{k: batch[k] for k in self.model.training_targets}}
 
   # -- inference ------------------------------------------------------------------------
   def predict(self, variables, images, proposals=None, proposal_valid=None):
