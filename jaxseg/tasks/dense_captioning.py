@@ -155,9 +155,6 @@ class DenseCaptioningTask(detection.DetectionTask):
   def example_batch(self, batch_size: int):
     batch = super().example_batch(batch_size)
     batch["tokens"] = np.zeros((batch_size, self.max_boxes, self.max_length + 1), np.int32)
-    if "masks" in self.model.training_targets:
-      size = self.config.dataset.image_size
-      batch["masks"] = np.zeros((batch_size, self.max_boxes, size, size), np.uint8)
     return batch
 
   def targets(self, batch):

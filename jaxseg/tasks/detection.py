@@ -231,9 +231,10 @@ class DetectionTask(base.Task):
       p = self.proposals["max_proposals"]
       batch.update(proposals=np.full((batch_size, p, 4), -1.0, np.float32),
                    proposal_valid=np.zeros((batch_size, p), bool))
-    if "masks" in self.instance_outputs:
+    carried = self._batch_keys(())  # per-object ground truth the batches carry
+    if "masks" in carried:
       batch["masks"] = np.zeros((batch_size, m, size, size), np.uint8)
-    if "keypoints" in self.instance_outputs:
+    if "keypoints" in carried:
       batch["keypoints"] = np.zeros((batch_size, m, len(self.keypoint_names), 3), np.float32)
     return batch
 
